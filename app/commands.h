@@ -1,0 +1,14 @@
+// Subcommands of the stampmover binary that need more than wiring (the demo).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+struct DemoArgs {
+  uint64_t tenant_items = 200'000;  // Default: 200000 rows in the largest table
+  uint32_t jobs = 0;                // Default: 0 (auto)
+};
+
+// Starts two local stamps, seeds, copies tenant 42, checks the copy independently, prints the
+// report. Returns the process exit code.
+int runDemo(const DemoArgs& args, const std::atomic<bool>& cancel);

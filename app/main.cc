@@ -1,0 +1,240 @@
+// The stampmover binary: argument parsing and wiring only. Exit codes: 0 success,
+// 1 internal error, 2 refused (bad input, preflight), 3 retryable failure (server unreachable,
+// connection lost: rerun resumes), 4 data mismatch/loss, 130 cancelled (SIGINT/SIGTERM).
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+
+#include "app/commands.h"
+#include "common/log.h"
+#include "common/pg.h"
+#include "orchestrator/config.h"
+#include "orchestrator/copy_job.h"
+
+namespace {
+
+using stampmover::common::ErrorClass;
+using stampmover::common::Status;
+namespace orch = stampmover::orch;
+
+std::atomic<bool> g_cancel{false};
+
+void onSignal(int) { g_cancel.store(true); }
+
+int exitCodeFor(const Status& st) {
+  switch (st.errorClass()) {
+    case ErrorClass::kRefused: return 2;
+    case ErrorClass::kRetryable: return 3;
+    case ErrorClass::kDataLoss: return 4;
+    case ErrorClass::kCancelled: return 130;
+    case ErrorClass::kInternal: return 1;
+  }
+  return 1;
+}
+
+int fail(const Status& st) {
+  std::fprintf(stderr, "stampmover: error: %s\n", st.message().c_str());
+  return exitCodeFor(st);
+}
+
+struct EndpointArgs {
+  std::string tenant;
+  std::string from;
+  std::string to;
+  std::string source_dsn;
+  std::string dest_dsn;
+  std::string tenant_column;
+  std::vector<std::string> table_columns;  // schema.table=column
+};
+
+void addEndpointOptions(CLI::App* cmd, EndpointArgs& a, bool need_dest) {
+  cmd->add_option("--tenant", a.tenant, "Tenant key (integer, text or uuid, as stored)")->required();
+  cmd->add_option("--from", a.from, "Source stamp name from the stamps file");
+  cmd->add_option("--source-dsn", a.source_dsn,
+                  "Source libpq DSN instead of --from (prefer PGPASSFILE/PGPASSWORD for secrets)");
+  if (need_dest) {
+    cmd->add_option("--to", a.to, "Destination stamp name from the stamps file");
+    cmd->add_option("--dest-dsn", a.dest_dsn, "Destination libpq DSN instead of --to");
+  }
+  cmd->add_option("--tenant-column", a.tenant_column,
+                  "Column holding the tenant key (default: tenant_id, or the config's)");
+  cmd->add_option("--table-tenant-column", a.table_columns,
+                  "Per-table override, repeatable: schema.table=column");
+}
+
+stampmover::common::Result<orch::Endpoint> endpoint(const orch::Config* cfg,
+                                                    const std::string& stamp,
+                                                    const std::string& dsn, const char* role,
+                                                    const char* stamp_flag, const char* dsn_flag) {
+  if (!stamp.empty() && !dsn.empty()) {
+    return Status::refused(std::string("give either ") + stamp_flag + " or " + dsn_flag + ", not both");
+  }
+  if (!dsn.empty()) {
+    return orch::Endpoint{"dsn", dsn, std::string(role) + " (" + stampmover::common::redactDsn(dsn) + ")"};
+  }
+  if (stamp.empty()) {
+    return Status::refused(std::string("no ") + role + ": pass " + stamp_flag + " <stamp> with --config, or " +
+                           dsn_flag + " '<libpq dsn>'");
+  }
+  if (cfg == nullptr) {
+    return Status::refused(std::string(stamp_flag) + " " + stamp +
+                           " needs a stamps file: pass --config stamps.yaml (or set STAMPMOVER_CONFIG)");
+  }
+  SM_ASSIGN_OR_RETURN(std::string resolved, orch::resolveDsn(*cfg, stamp));
+  return orch::Endpoint{stamp, resolved, std::string(role) + " stamp '" + stamp + "'"};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "stampmover: move one tenant's data between PostgreSQL deployment stamps while it stays "
+      "online.\n\nTypical use:\n"
+      "  stampmover preflight --tenant 42 --from stamp-a --to stamp-b --config stamps.yaml\n"
+      "  stampmover copy      --tenant 42 --from stamp-a --to stamp-b --config stamps.yaml\n"
+      "  stampmover cleanup   --tenant 42 --from stamp-a --config stamps.yaml\n"
+      "  stampmover demo      # local throwaway stamps, seeded tenant, full run\n"};
+  app.footer(
+      "Exit codes: 0 ok, 1 internal error, 2 refused (bad input or preflight: nothing was "
+      "changed), 3 retryable failure (rerun resumes), 4 data mismatch, 130 interrupted.\n"
+      "Secrets: DSN passwords are never logged; in the stamps file use password_file or "
+      "password_env.");
+  app.require_subcommand(1);
+  std::string config_path;
+  std::string state_dir;
+  std::string log_level = "info";
+  app.add_option("--config", config_path, "Stamps file (YAML); also $STAMPMOVER_CONFIG")
+      ->envname("STAMPMOVER_CONFIG");
+  app.add_option("--state-dir", state_dir,
+                 "Worker state directory (RocksDB); default $STAMPMOVER_STATE_DIR or "
+                 "~/.local/state/stampmover");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  EndpointArgs pre_args;
+  auto* pre = app.add_subcommand("preflight",
+                                 "Check that a tenant can be moved; changes nothing on any server");
+  addEndpointOptions(pre, pre_args, true);
+
+  EndpointArgs copy_args;
+  stampmover::mover::CopyOptions copy_opts;
+  uint64_t chunk_mb = copy_opts.chunk_bytes >> 20;
+  uint64_t chunk_kb = 0;
+  std::string progress_mode = "auto";
+  auto* copy = app.add_subcommand(
+      "copy",
+      "Preflight, then create the tenant's publication and slot and copy its rows under the "
+      "slot's snapshot. Interrupted copies resume where they stopped when rerun.");
+  addEndpointOptions(copy, copy_args, true);
+  copy->add_option("--jobs", copy_opts.jobs,
+                   "Concurrent COPY streams (0 = auto: half the cores; each stream keeps a "
+                   "source and a destination backend busy)")
+      ->capture_default_str();
+  copy->add_option("--chunk-mb", chunk_mb, "Heap MiB per CTID chunk (resume granularity)")
+      ->capture_default_str();
+  copy->add_option("--chunk-kb", chunk_kb, "Heap KiB per chunk (overrides --chunk-mb; for tests)");
+  copy->add_flag("!--no-binary", copy_opts.allow_binary, "Use text COPY even for built-in types");
+  copy->add_option("--progress", progress_mode, "auto (bars on a terminal), bars, or log")
+      ->check(CLI::IsMember({"auto", "bars", "log"}));
+
+  EndpointArgs clean_args;
+  bool purge_destination = false;
+  auto* cleanup = app.add_subcommand(
+      "cleanup", "Drop the tenant's replication slot and publication on the source and forget "
+                 "its local state (for an abandoned migration)");
+  addEndpointOptions(cleanup, clean_args, true);
+  cleanup->add_flag("--purge-destination", purge_destination,
+                    "Also delete the tenant's rows from the destination (needs --to/--dest-dsn)");
+
+  DemoArgs demo_args;
+  auto* demo = app.add_subcommand(
+      "demo", "Start two throwaway local stamps (PostgreSQL on 127.0.0.1), seed a tenant among "
+              "others, migrate it and print the report. Everything is removed at the end.");
+  demo->add_option("--rows", demo_args.tenant_items,
+                   "Rows of the tenant in its largest table (about 3x that in all)")
+      ->capture_default_str();
+  demo->add_option("--jobs", demo_args.jobs, "Concurrent COPY streams (0 = auto)")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  stampmover::common::setupLogging(log_level);
+
+  struct sigaction sa {};
+  sa.sa_handler = onSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  if (*demo) return runDemo(demo_args, g_cancel);
+
+  std::optional<orch::Config> cfg;
+  if (!config_path.empty()) {
+    auto loaded = orch::loadConfig(config_path);
+    if (!loaded) return fail(loaded.status());
+    cfg = std::move(*loaded);
+  }
+  if (state_dir.empty()) state_dir = cfg && !cfg->state_dir.empty() ? cfg->state_dir : orch::defaultStateDir();
+
+  auto build = [&](const EndpointArgs& a, bool need_dest) -> stampmover::common::Result<orch::CopyJobOptions> {
+    orch::CopyJobOptions o;
+    o.tenant = a.tenant;
+    o.state_dir = state_dir;
+    if (cfg) o.tenant_columns = cfg->tenant_columns;
+    if (!a.tenant_column.empty()) o.tenant_columns.default_column = a.tenant_column;
+    for (const auto& tc : a.table_columns) {
+      auto eq = tc.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == tc.size() ||
+          tc.substr(0, eq).find('.') == std::string::npos) {
+        return Status::refused("--table-tenant-column '" + tc + "': expected schema.table=column");
+      }
+      o.tenant_columns.per_table[tc.substr(0, eq)] = tc.substr(eq + 1);
+    }
+    const orch::Config* c = cfg ? &*cfg : nullptr;
+    SM_ASSIGN_OR_RETURN(o.source, endpoint(c, a.from, a.source_dsn, "source", "--from", "--source-dsn"));
+    if (need_dest) {
+      SM_ASSIGN_OR_RETURN(o.destination, endpoint(c, a.to, a.dest_dsn, "destination", "--to", "--dest-dsn"));
+    }
+    return o;
+  };
+
+  if (*pre) {
+    auto o = build(pre_args, true);
+    if (!o) return fail(o.status());
+    auto r = orch::runPreflightOnly(*o);
+    if (!r) return fail(r.status());
+    std::fputs(orch::formatPreflight(*r, *o).c_str(), stdout);
+    return 0;
+  }
+  if (*copy) {
+    auto o = build(copy_args, true);
+    if (!o) return fail(o.status());
+    copy_opts.chunk_bytes = chunk_kb ? chunk_kb << 10 : chunk_mb << 20;
+    if (copy_opts.chunk_bytes == 0) return fail(Status::refused("--chunk-mb must be at least 1"));
+    o->copy = copy_opts;
+    o->progress_terminal = progress_mode == "bars" || (progress_mode == "auto" && isatty(STDERR_FILENO));
+    auto r = orch::runCopyJob(*o, &g_cancel);
+    if (!r) return fail(r.status());
+    std::fputs(orch::formatCopyReport(*r).c_str(), stdout);
+    return 0;
+  }
+  if (*cleanup) {
+    bool need_dest = purge_destination;
+    auto o = build(clean_args, need_dest);
+    if (!o) return fail(o.status());
+    auto r = orch::runCleanup(*o, purge_destination);
+    if (!r) return fail(r.status());
+    std::printf("cleanup of tenant %s: slot %s, publication %s, %u local record(s) removed",
+                o->tenant.c_str(), r->dropped_slot ? "dropped" : "absent",
+                r->dropped_publication ? "dropped" : "absent", r->records_removed);
+    if (purge_destination) {
+      std::printf(", %llu destination rows deleted",
+                  static_cast<unsigned long long>(r->destination_rows_deleted));
+    }
+    std::printf("\n");
+    return 0;
+  }
+  return 0;
+}

@@ -1,0 +1,80 @@
+// A thin, error-classifying wrapper around libpq: connections and results as RAII handles,
+// parameterised queries, identifier/literal quoting, and DSN redaction so that passwords
+// never reach a log line or an error message.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/handles.h"
+#include "common/status.h"
+
+namespace stampmover::common {
+
+using PgConnHandle = std::unique_ptr<PGconn, CDeleter<PGconn, PQfinish>>;
+using PgResult = std::unique_ptr<PGresult, CDeleter<PGresult, PQclear>>;
+using PgParam = std::optional<std::string>;  // nullopt is SQL NULL
+
+// Returns `dsn` with any password replaced by "****"; accepts key=value and URI forms.
+// A DSN libpq cannot parse is returned as "<unparseable dsn>" (it might hold a secret).
+std::string redactDsn(const std::string& dsn);
+
+// Double-quotes an identifier ("my""table"); safe for any input.
+std::string quoteIdent(std::string_view ident);
+// "schema"."table"
+std::string qualifiedName(std::string_view schema, std::string_view table);
+
+// Maps a SQLSTATE to what the caller should do (08xxx, 40001, 40P01, 57P0x -> retryable ...).
+ErrorClass classifySqlState(std::string_view sqlstate);
+
+// One libpq connection. Not thread-safe: one thread uses a connection at a time.
+class PgConnection {
+ public:
+  PgConnection() = default;
+  PgConnection(PgConnHandle conn, std::string label) : conn_(std::move(conn)), label_(std::move(label)) {}
+
+  // Connects to `dsn`. `label` names the server in errors ("source stamp 'stamp-a'").
+  // Errors: kRetryable when the server cannot be reached; the message never contains the
+  // password. `extra` adds connection keywords (e.g. {"replication","database"}).
+  static Result<PgConnection> connect(const std::string& dsn, const std::string& label,
+                                      const std::vector<std::pair<std::string, std::string>>&
+                                          extra = {});
+
+  bool valid() const { return conn_ != nullptr; }
+  PGconn* raw() const { return conn_.get(); }
+  const std::string& label() const { return label_; }
+
+  // Runs one or more statements without parameters; fails unless every result is OK.
+  Status exec(const std::string& sql);
+  // Runs a parameterised query (text parameters, text results) and returns its result.
+  Result<PgResult> query(const std::string& sql, const std::vector<PgParam>& params = {});
+  // Convenience: the first column of the first row, or nullopt when no row / NULL.
+  Result<std::optional<std::string>> queryValue(const std::string& sql,
+                                                const std::vector<PgParam>& params = {});
+  // Escapes `value` as a SQL literal via libpq ('it''s'); only for statements that cannot take
+  // parameters (DDL, COPY). Errors: kInternal when libpq cannot escape (bad encoding).
+  Result<std::string> escapeLiteral(std::string_view value);
+
+  // Builds a Status from a failed result (or the connection's last error when res is null).
+  Status errorFrom(const PGresult* res, std::string_view what) const;
+
+ private:
+  PgConnHandle conn_;
+  std::string label_;
+};
+
+// Accessors for result cells (text format).
+inline std::string cell(const PgResult& r, int row, int col) {
+  return std::string(PQgetvalue(r.get(), row, col), PQgetlength(r.get(), row, col));
+}
+inline bool cellIsNull(const PgResult& r, int row, int col) {
+  return PQgetisnull(r.get(), row, col) != 0;
+}
+inline int rowCount(const PgResult& r) { return PQntuples(r.get()); }
+
+}  // namespace stampmover::common

@@ -1,0 +1,279 @@
+// Copy job orchestration: see copy_job.h.
+#include "orchestrator/copy_job.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/log.h"
+#include "common/pg.h"
+#include "mover/progress.h"
+#include "mover/source_setup.h"
+
+namespace stampmover::orch {
+
+using common::PgConnection;
+using common::Result;
+using common::Status;
+using mover::MigrationRecord;
+
+namespace {
+
+constexpr const char* kPhaseStarting = "starting";  // record written, slot maybe created
+constexpr const char* kPhaseCopying = "copying";    // slot + plan fixed, chunks in progress
+constexpr const char* kPhaseCopied = "copied";      // snapshot copy complete
+
+Result<std::unique_ptr<mover::CheckpointStore>> openStore(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return Status::refused("cannot create state directory '" + dir + "': " + ec.message() +
+                           " (set --state-dir)");
+  }
+  return mover::openRocksDbCheckpointStore({dir, true});
+}
+
+Status saveRecord(mover::CheckpointStore& store, MigrationRecord& rec, const char* phase) {
+  rec.phase = phase;
+  rec.updated_unix_ms = common::nowUnixMs();
+  mover::CheckpointBatch b;
+  b.putMigration(rec);
+  SM_RETURN_IF_ERROR(store.write(b));
+  spdlog::info("migration {}: phase {}", rec.id, rec.phase);
+  return Status::ok();
+}
+
+struct Conns {
+  PgConnection src;
+  PgConnection dst;
+};
+
+Result<Conns> connectBoth(const CopyJobOptions& o) {
+  Conns c;
+  SM_ASSIGN_OR_RETURN(c.src, PgConnection::connect(o.source.dsn, o.source.label));
+  SM_ASSIGN_OR_RETURN(c.dst, PgConnection::connect(o.destination.dsn, o.destination.label));
+  return c;
+}
+
+}  // namespace
+
+Result<mover::PreflightReport> runPreflightOnly(const CopyJobOptions& o) {
+  SM_ASSIGN_OR_RETURN(Conns c, connectBoth(o));
+  mover::PreflightOptions po;
+  po.tenant = o.tenant;
+  po.tenant_columns = o.tenant_columns;
+  po.slot_name = mover::replicationNameForTenant(o.tenant);
+  return mover::runPreflight(c.src, c.dst, po);
+}
+
+Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool>* cancel) {
+  CopyJobResult result;
+  SM_ASSIGN_OR_RETURN(Conns c, connectBoth(o));
+  SM_ASSIGN_OR_RETURN(auto store, openStore(o.state_dir));
+  const std::string id = mover::migrationId(o.tenant, o.source.name, o.destination.name);
+  const std::string repl_name = mover::replicationNameForTenant(o.tenant);
+  SM_ASSIGN_OR_RETURN(auto existing, store->loadMigration(id));
+
+  if (existing && existing->phase == kPhaseStarting) {
+    // An earlier run died between writing its record and fixing the copy plan: nothing was
+    // copied yet. Drop what it may have created and start afresh.
+    spdlog::warn("migration {}: previous run stopped before copying; starting over", id);
+    SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(c.src, existing->slot_name,
+                                                     existing->publication_name));
+    existing.reset();
+  }
+  const bool resuming = existing.has_value();
+
+  mover::PreflightOptions po;
+  po.tenant = o.tenant;
+  po.tenant_columns = o.tenant_columns;
+  po.resuming = resuming;
+  po.slot_name = repl_name;
+  SM_ASSIGN_OR_RETURN(result.preflight, mover::runPreflight(c.src, c.dst, po));
+  for (const auto& w : result.preflight.warnings) spdlog::warn("preflight: {}", w);
+  spdlog::info("preflight passed: {} tenant tables, ~{} rows, ~{}", result.preflight.tables.size(),
+               mover::withCommas(result.preflight.est_rows),
+               mover::humanBytes(static_cast<double>(result.preflight.est_bytes)));
+
+  if (resuming && existing->phase == kPhaseCopied) {
+    result.record = *existing;
+    result.already_copied = true;
+    result.resumed = true;
+    SM_ASSIGN_OR_RETURN(auto chunks, store->loadChunksDone(id));
+    for (const auto& ch : chunks) {
+      result.copy.rows += ch.rows;
+      result.copy.bytes += ch.bytes;
+    }
+    result.copy.chunks_total = result.copy.chunks_skipped = static_cast<uint32_t>(chunks.size());
+    return result;
+  }
+
+  mover::CopyEndpoints ep{o.source.dsn, o.source.label, o.destination.dsn, o.destination.label};
+  mover::ProgressOptions popts;
+  popts.terminal = o.progress_terminal;
+  mover::Progress progress(popts);
+
+  if (resuming) {
+    MigrationRecord rec = *existing;
+    SM_ASSIGN_OR_RETURN(bool slot_ok, mover::slotExists(c.src, rec.slot_name));
+    if (!slot_ok) {
+      return Status::refused("replication slot \"" + rec.slot_name + "\" of migration " + id +
+                             " no longer exists on " + o.source.label +
+                             " (dropped behind our back?); changes since the copy began are "
+                             "lost to us: run `stampmover cleanup --tenant " + o.tenant +
+                             " --purge-destination` and start over");
+    }
+    SM_ASSIGN_OR_RETURN(bool pub_ok, mover::publicationExists(c.src, rec.publication_name));
+    if (!pub_ok) {
+      return Status::refused("publication \"" + rec.publication_name + "\" of migration " + id +
+                             " no longer exists on " + o.source.label + "; run `stampmover cleanup "
+                             "--tenant " + o.tenant + " --purge-destination` and start over");
+    }
+    // The slot's exported snapshot died with the earlier run. Copy the remaining chunks under
+    // a fresh snapshot: safe because catch-up from the slot's consistent point is idempotent,
+    // and the staging upsert absorbs rows that moved into chunks already copied.
+    SM_ASSIGN_OR_RETURN(PgConnection snap_conn, PgConnection::connect(o.source.dsn, o.source.label));
+    SM_RETURN_IF_ERROR(snap_conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
+    SM_ASSIGN_OR_RETURN(auto snap, snap_conn.queryValue("SELECT pg_export_snapshot()"));
+    if (!snap) return Status::internal("pg_export_snapshot() returned NULL");
+    spdlog::info("migration {}: resuming the copy under a fresh snapshot", id);
+    SM_ASSIGN_OR_RETURN(result.copy, mover::copySnapshot(ep, result.preflight.tables, rec, o.tenant,
+                                                         *snap, true, *store, o.copy, &progress,
+                                                         cancel));
+    snap_conn.exec("COMMIT").ignore();  // read-only transaction: nothing to keep
+    result.resumed = true;
+    result.record = rec;
+  } else {
+    MigrationRecord rec;
+    rec.id = id;
+    rec.tenant = o.tenant;
+    rec.source = o.source.name;
+    rec.destination = o.destination.name;
+    rec.slot_name = repl_name;
+    rec.publication_name = repl_name;
+    rec.created_unix_ms = common::nowUnixMs();
+    SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseStarting));
+    Status st = mover::createTenantPublication(c.src, rec.publication_name, result.preflight.tables,
+                                               o.tenant);
+    if (!st.isOk()) {
+      mover::CheckpointBatch b;
+      b.deleteMigration(id);
+      store->write(b).ignore();  // reporting the publication error; a stale record is redone
+      return st;
+    }
+    auto slot = mover::createSlotWithSnapshot(o.source.dsn, o.source.label, rec.slot_name);
+    if (!slot) {
+      mover::dropSlotAndPublication(c.src, rec.slot_name, rec.publication_name)
+          .ignore();  // best effort; the next run or cleanup drops leftovers by name
+      return slot.status();
+    }
+    rec.consistent_point = slot->consistent_point;
+    rec.plan = mover::planChunks(result.preflight.tables, o.copy.chunk_bytes);
+    SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseCopying));
+    spdlog::info("slot {} created at {}; copying {} chunks under snapshot {}", rec.slot_name,
+                 rec.consistent_point.toString(), rec.plan.size(), slot->snapshot_name);
+    SM_ASSIGN_OR_RETURN(result.copy,
+                        mover::copySnapshot(ep, result.preflight.tables, rec, o.tenant,
+                                            slot->snapshot_name, false, *store, o.copy, &progress,
+                                            cancel));
+    result.record = rec;
+  }
+  SM_RETURN_IF_ERROR(saveRecord(*store, result.record, kPhaseCopied));
+  return result;
+}
+
+Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination) {
+  CleanupResult out;
+  SM_ASSIGN_OR_RETURN(PgConnection src, PgConnection::connect(o.source.dsn, o.source.label));
+  const std::string name = mover::replicationNameForTenant(o.tenant);
+  SM_ASSIGN_OR_RETURN(out.dropped_slot, mover::slotExists(src, name));
+  SM_ASSIGN_OR_RETURN(out.dropped_publication, mover::publicationExists(src, name));
+  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(src, name, name));
+  if (purge_destination) {
+    SM_ASSIGN_OR_RETURN(PgConnection dst,
+                        PgConnection::connect(o.destination.dsn, o.destination.label));
+    SM_ASSIGN_OR_RETURN(auto tables, mover::discoverTenantTables(dst, o.tenant_columns));
+    SM_RETURN_IF_ERROR(dst.exec("BEGIN; SET LOCAL session_replication_role = replica"));
+    for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
+      SM_ASSIGN_OR_RETURN(auto res, dst.query("DELETE FROM " + it->quoted() + " WHERE " +
+                                                  common::quoteIdent(it->tenant_column) + " = $1",
+                                              {o.tenant}));
+      out.destination_rows_deleted += std::stoull(PQcmdTuples(res.get()));
+    }
+    SM_RETURN_IF_ERROR(dst.exec("COMMIT"));
+  }
+  SM_ASSIGN_OR_RETURN(auto store, openStore(o.state_dir));
+  SM_ASSIGN_OR_RETURN(auto recs, store->listMigrations());
+  mover::CheckpointBatch b;
+  for (const auto& r : recs) {
+    if (r.tenant == o.tenant) {
+      b.deleteMigration(r.id);
+      out.records_removed++;
+    }
+  }
+  SM_RETURN_IF_ERROR(store->write(b));
+  return out;
+}
+
+std::string formatPreflight(const mover::PreflightReport& r, const CopyJobOptions& o) {
+  std::string out = "preflight passed for tenant " + o.tenant + " (" + o.source.label + " -> " +
+                    o.destination.label + ")\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "  %-32s %14s %12s  %s\n", "table", "est. rows", "est. size",
+                "key");
+  out += line;
+  for (const auto& t : r.tables) {
+    std::string key;
+    for (const auto& k : t.primary_key) key += (key.empty() ? "" : ",") + k;
+    std::snprintf(line, sizeof line, "  %-32s %14s %12s  (%s)\n", t.key().c_str(),
+                  mover::withCommas(static_cast<uint64_t>(t.est_tenant_rows)).c_str(),
+                  mover::humanBytes(static_cast<double>(t.est_tenant_bytes)).c_str(), key.c_str());
+    out += line;
+  }
+  out += "  total ~" + mover::withCommas(r.est_rows) + " rows, ~" +
+         mover::humanBytes(static_cast<double>(r.est_bytes)) + "; free replication slots: " +
+         std::to_string(r.free_slots) + "\n";
+  return out;
+}
+
+std::string formatCopyReport(const CopyJobResult& res) {
+  const auto& c = res.copy;
+  std::string out;
+  char line[512];
+  if (res.already_copied) {
+    return "tenant " + res.record.tenant + " was already copied (migration " + res.record.id +
+           ", " + mover::withCommas(c.rows) + " rows); nothing to do\n";
+  }
+  out += "copy report: tenant " + res.record.tenant + ", migration " + res.record.id +
+         (res.resumed ? " (resumed)" : "") + "\n";
+  std::snprintf(line, sizeof line, "  %-32s %14s %12s %8s %s\n", "table", "rows", "bytes", "chunks",
+                "format");
+  out += line;
+  for (const auto& t : c.tables) {
+    std::snprintf(line, sizeof line, "  %-32s %14s %12s %4u/%-3u %s\n", t.table.c_str(),
+                  mover::withCommas(t.rows).c_str(),
+                  mover::humanBytes(static_cast<double>(t.bytes)).c_str(),
+                  t.chunks - t.chunks_skipped, t.chunks, t.binary ? "binary" : "text");
+    out += line;
+  }
+  double secs = std::max(c.seconds, 1e-9);
+  std::snprintf(line, sizeof line,
+                "  total: %s rows, %s in %.2f s (%s rows/s, %s/s) with %u job(s)\n",
+                mover::withCommas(c.rows).c_str(),
+                mover::humanBytes(static_cast<double>(c.bytes)).c_str(), c.seconds,
+                mover::withCommas(static_cast<uint64_t>(static_cast<double>(c.rows) / secs)).c_str(),
+                mover::humanBytes(static_cast<double>(c.bytes) / secs).c_str(), c.jobs);
+  out += line;
+  std::snprintf(line, sizeof line,
+                "  chunks: %u copied now, %u already done before this run%s\n", c.chunks_copied,
+                c.chunks_skipped, c.upsert ? " (this run upserted through staging tables)" : "");
+  out += line;
+  out += "  slot " + res.record.slot_name + " (consistent point " +
+         res.record.consistent_point.toString() + ") and publication " +
+         res.record.publication_name + " are kept for the live catch-up\n";
+  return out;
+}
+
+}  // namespace stampmover::orch
