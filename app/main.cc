@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
       "Secrets: DSN passwords are never logged; in the stamps file use password_file or "
       "password_env.");
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--config, --state-dir, --log-level) work after the subcommand
   std::string config_path;
   std::string state_dir;
   std::string log_level = "info";
@@ -137,6 +138,10 @@ int main(int argc, char** argv) {
   copy->add_option("--chunk-mb", chunk_mb, "Heap MiB per CTID chunk (resume granularity)")
       ->capture_default_str();
   copy->add_option("--chunk-kb", chunk_kb, "Heap KiB per chunk (overrides --chunk-mb; for tests)");
+  double max_rate_mb = 0;
+  copy->add_option("--max-rate", max_rate_mb,
+                   "Cap on copy throughput in MB/s over all jobs, to spare the source (0 = none)")
+      ->check(CLI::NonNegativeNumber);
   copy->add_flag("!--no-binary", copy_opts.allow_binary, "Use text COPY even for built-in types");
   copy->add_option("--progress", progress_mode, "auto (bars on a terminal), bars, or log")
       ->check(CLI::IsMember({"auto", "bars", "log"}));
@@ -213,6 +218,7 @@ int main(int argc, char** argv) {
     if (!o) return fail(o.status());
     copy_opts.chunk_bytes = chunk_kb ? chunk_kb << 10 : chunk_mb << 20;
     if (copy_opts.chunk_bytes == 0) return fail(Status::refused("--chunk-mb must be at least 1"));
+    copy_opts.max_bytes_per_sec = max_rate_mb * 1e6;
     o->copy = copy_opts;
     o->progress_terminal = progress_mode == "bars" || (progress_mode == "auto" && isatty(STDERR_FILENO));
     auto r = orch::runCopyJob(*o, &g_cancel);

@@ -82,7 +82,9 @@ class Worker {
     return Status::ok();
   }
 
-  void run(const std::vector<ChunkSpec>& todo, Shared& shared) {
+  void run(const std::vector<ChunkSpec>& todo, Shared& shared, uint32_t jobs) {
+    jobs_ = jobs;
+    started_ = std::chrono::steady_clock::now();
     while (!shared.failed.load()) {
       size_t i = shared.next.fetch_add(1);
       if (i >= todo.size()) break;
@@ -109,6 +111,17 @@ class Worker {
     sql += ") TO STDOUT";
     if (binary) sql += " (FORMAT binary)";
     return sql;
+  }
+
+  // Sleeps as needed to keep this worker under its share of max_bytes_per_sec.
+  void throttle(uint64_t chunk_bytes_so_far) {
+    if (options_.max_bytes_per_sec <= 0) return;
+    double share = options_.max_bytes_per_sec / std::max<uint32_t>(jobs_, 1);
+    double due = static_cast<double>(done_bytes_ + chunk_bytes_so_far) / share;
+    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    if (due > elapsed) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::min(due - elapsed, 1.0)));
+    }
   }
 
   Status ensureStaging(const TableInfo& t) {
@@ -203,6 +216,7 @@ class Worker {
             item->bytes.fetch_add(pending_bytes, std::memory_order_relaxed);
           }
           pending_rows = pending_bytes = 0;
+          throttle(bytes);
           if (cancel_ && cancel_->load()) {
             abortDest("cancelled");
             return Status::cancelled("copy of " + t.key() + " cancelled");
@@ -253,6 +267,7 @@ class Worker {
       item->rows.fetch_add(pending_rows, std::memory_order_relaxed);
       item->bytes.fetch_add(pending_bytes, std::memory_order_relaxed);
     }
+    done_bytes_ += bytes;
     auto& tot = totals_[c.table];
     tot.first += rows;
     tot.second += bytes;
@@ -274,6 +289,9 @@ class Worker {
   PgConnection dst_;
   std::string tenant_lit_;
   std::set<std::string> staged_;
+  uint32_t jobs_ = 1;
+  uint64_t done_bytes_ = 0;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::map<std::string, std::pair<uint64_t, uint64_t>> totals_;  // table -> rows, bytes
 };
 
@@ -352,7 +370,7 @@ Result<CopyReport> copySnapshot(const CopyEndpoints& ep, const std::vector<Table
   }
   Shared shared;
   std::vector<std::thread> threads;
-  for (auto& w : workers) threads.emplace_back([&w, &todo, &shared] { w->run(todo, shared); });
+  for (auto& w : workers) threads.emplace_back([&w, &todo, &shared, jobs] { w->run(todo, shared, jobs); });
   for (auto& th : threads) th.join();
   // Mark tables done for the final progress draw.
   if (progress) {

@@ -22,6 +22,7 @@ struct CopyOptions {
   uint32_t jobs = 0;                        // Default: 0 = auto (see autoJobs())
   uint64_t chunk_bytes = 128ull << 20;      // Default: 128 MiB of heap per chunk
   bool allow_binary = true;                 // Default: true (binary COPY for built-in types)
+  double max_bytes_per_sec = 0;             // Default: 0 = unlimited (all jobs together)
 };
 
 struct CopyEndpoints {

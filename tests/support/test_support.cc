@@ -1,0 +1,193 @@
+// Integration-test helpers: see test_support.h.
+#include "tests/support/test_support.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+
+namespace stampmover::testing {
+
+namespace {
+
+std::mutex g_mu;
+std::unique_ptr<harness::LocalCluster> g_source;
+std::unique_ptr<harness::LocalCluster> g_dest;
+
+class ClusterEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::lock_guard lock(g_mu);
+    if (g_source) g_source->stop().ignore();  // teardown: a leftover is reaped next run
+    if (g_dest) g_dest->stop().ignore();      // same
+    g_source.reset();
+    g_dest.reset();
+  }
+};
+
+const bool g_registered = [] {
+  ::testing::AddGlobalTestEnvironment(new ClusterEnvironment());
+  return true;
+}();
+
+harness::LocalCluster& startOrDie(std::unique_ptr<harness::LocalCluster>& slot, const char* name) {
+  std::lock_guard lock(g_mu);
+  if (!slot) {
+    harness::ClusterOptions o;
+    o.name = name;
+    auto c = harness::LocalCluster::start(o);
+    if (!c) {
+      ADD_FAILURE() << "cannot start cluster " << name << ": " << c.status().message();
+      throw std::runtime_error("cluster start failed");
+    }
+    slot = std::move(*c);
+  }
+  return *slot;
+}
+
+std::string readFile(const std::string& path) {
+  std::string out;
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+}  // namespace
+
+harness::LocalCluster& sourceCluster() { return startOrDie(g_source, "src"); }
+harness::LocalCluster& destCluster() { return startOrDie(g_dest, "dst"); }
+
+std::string freshDatabase() {
+  static std::atomic<int> counter{0};
+  std::string name = "t_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
+  for (auto* c : {&sourceCluster(), &destCluster()}) {
+    auto st = c->createDatabase(name);
+    if (!st.isOk()) {
+      ADD_FAILURE() << st.message();
+      throw std::runtime_error("create database failed");
+    }
+  }
+  return name;
+}
+
+common::PgConnection connectOrDie(const std::string& dsn, const std::string& label) {
+  auto c = common::PgConnection::connect(dsn, label);
+  if (!c) {
+    ADD_FAILURE() << c.status().message();
+    throw std::runtime_error("connect failed");
+  }
+  return std::move(*c);
+}
+
+void execOrDie(common::PgConnection& conn, const std::string& sql) {
+  auto st = conn.exec(sql);
+  if (!st.isOk()) {
+    ADD_FAILURE() << st.message() << "\nSQL: " << sql;
+    throw std::runtime_error("exec failed");
+  }
+}
+
+std::string scalar(common::PgConnection& conn, const std::string& sql,
+                   const std::vector<common::PgParam>& params) {
+  auto v = conn.queryValue(sql, params);
+  if (!v) {
+    ADD_FAILURE() << v.status().message() << "\nSQL: " << sql;
+    throw std::runtime_error("query failed");
+  }
+  return v->value_or("");
+}
+
+std::vector<std::string> tenantRows(common::PgConnection& conn, const std::string& table,
+                                    const std::string& tenant, const std::string& order_by,
+                                    const std::string& tenant_column) {
+  auto r = conn.query("SELECT t::text FROM " + table + " t WHERE " + tenant_column +
+                          " = $1 ORDER BY " + order_by,
+                      {tenant});
+  if (!r) {
+    ADD_FAILURE() << r.status().message();
+    throw std::runtime_error("query failed");
+  }
+  std::vector<std::string> out;
+  for (int i = 0; i < common::rowCount(*r); ++i) out.push_back(common::cell(*r, i, 0));
+  return out;
+}
+
+std::string stampmoverBin() { return STAMPMOVER_BIN; }
+
+pid_t spawnStampmover(const std::vector<std::string>& args, const std::string& log_path) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+    }
+    std::vector<std::string> argv = {stampmoverBin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargs;
+    for (auto& a : argv) cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    execv(cargs[0], cargs.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int waitPid(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) return -1000;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1000;
+}
+
+ProcessResult runStampmover(const std::vector<std::string>& args) {
+  TempDir tmp;
+  std::string out_path = tmp.path() + "/out";
+  std::string err_path = tmp.path() + "/err";
+  pid_t pid = fork();
+  if (pid == 0) {
+    int o = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, STDOUT_FILENO);
+    dup2(e, STDERR_FILENO);
+    std::vector<std::string> argv = {stampmoverBin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargs;
+    for (auto& a : argv) cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    execv(cargs[0], cargs.data());
+    _exit(127);
+  }
+  ProcessResult r;
+  r.exit_code = waitPid(pid);
+  r.out = readFile(out_path);
+  r.err = readFile(err_path);
+  return r;
+}
+
+TempDir::TempDir() {
+  std::string templ = (std::filesystem::temp_directory_path() / "stampmover-test-XXXXXX").string();
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  if (mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+}  // namespace stampmover::testing

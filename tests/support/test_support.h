@@ -1,0 +1,66 @@
+// Shared helpers for integration tests: a pair of throwaway stamps started once per test
+// binary (and always stopped), fresh databases per test, running the stampmover binary as a
+// child process, and independent dumps of a tenant's rows for comparing both sides.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/pg.h"
+#include "harness/local_cluster.h"
+
+namespace stampmover::testing {
+
+// The source and destination clusters shared by every test of this binary. Started on first
+// use; stopped by a gtest Environment at exit (and by the harness on SIGINT/SIGTERM).
+harness::LocalCluster& sourceCluster();
+harness::LocalCluster& destCluster();
+
+// Creates a fresh database named after the running test on both clusters ("t_<n>") and returns
+// its name. Databases are left for the cluster teardown to remove.
+std::string freshDatabase();
+
+// Connects or fails the test (ADD_FAILURE + throws std::runtime_error to abort it).
+common::PgConnection connectOrDie(const std::string& dsn, const std::string& label = "test");
+// Executes SQL or fails the test.
+void execOrDie(common::PgConnection& conn, const std::string& sql);
+// First value of a query, "" for NULL / no row.
+std::string scalar(common::PgConnection& conn, const std::string& sql,
+                   const std::vector<common::PgParam>& params = {});
+
+// Rows of `table` for the tenant as text, ordered by `order_by`: `SELECT t::text ...`.
+// Independent of stampmover's code: used to compare both sides.
+std::vector<std::string> tenantRows(common::PgConnection& conn, const std::string& table,
+                                    const std::string& tenant, const std::string& order_by,
+                                    const std::string& tenant_column = "tenant_id");
+
+struct ProcessResult {
+  int exit_code = -1;  // -signal when killed by a signal
+  std::string out;
+  std::string err;
+};
+
+// Path of the stampmover binary under test.
+std::string stampmoverBin();
+// Runs stampmover with `args`, waits, and captures output.
+ProcessResult runStampmover(const std::vector<std::string>& args);
+
+// Starts stampmover in the background with stderr and stdout to `log_path`; returns its pid.
+pid_t spawnStampmover(const std::vector<std::string>& args, const std::string& log_path);
+// Waits for `pid`; returns its exit code or -signal.
+int waitPid(pid_t pid);
+
+// A temporary directory removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace stampmover::testing
