@@ -14,6 +14,7 @@
 #include "common/pg.h"
 #include "orchestrator/config.h"
 #include "orchestrator/copy_job.h"
+#include "orchestrator/migrate_job.h"
 
 namespace {
 
@@ -146,6 +147,40 @@ int main(int argc, char** argv) {
   copy->add_option("--progress", progress_mode, "auto (bars on a terminal), bars, or log")
       ->check(CLI::IsMember({"auto", "bars", "log"}));
 
+  EndpointArgs mig_args;
+  orch::MigrateOptions mig_opts;
+  double caught_up_lag_s = 1.0;
+  auto* migrate = app.add_subcommand(
+      "migrate",
+      "Preflight, copy (or resume the copy), then follow the source's changes live: stream the "
+      "slot, apply idempotently, checkpoint. Runs until stopped (SIGINT/SIGTERM stop it at a "
+      "checkpoint; a rerun resumes) or, with --until-caught-up, until lag is small.");
+  addEndpointOptions(migrate, mig_args, true);
+  migrate->add_flag("--until-caught-up", mig_opts.until_caught_up,
+                    "Exit 0 once the heartbeat round trip is under --caught-up-lag");
+  migrate->add_option("--caught-up-lag", caught_up_lag_s, "Lag (seconds) that counts as caught up")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  migrate->add_option("--jobs", copy_opts.jobs, "Concurrent COPY streams for the copy phase (0 = auto)");
+  migrate->add_option("--max-batch", mig_opts.max_batch_changes,
+                      "Changes per destination transaction")
+      ->capture_default_str();
+  uint64_t retention_warn_mb = mig_opts.retention_warn_bytes >> 20;
+  migrate->add_option("--retention-warn-mb", retention_warn_mb,
+                      "Warn when the slot retains more WAL than this (MiB)")
+      ->capture_default_str();
+  double give_up_s = 0;
+  migrate->add_option("--give-up-after", give_up_s,
+                      "Stop after this many seconds of failed reconnects (0 = retry forever)");
+  migrate->add_option("--progress", progress_mode, "auto (bars on a terminal), bars, or log")
+      ->check(CLI::IsMember({"auto", "bars", "log"}));
+
+  std::string status_tenant;
+  auto* status = app.add_subcommand(
+      "status", "Show each migration in the state directory: phase, checkpoint, lag (bytes, "
+                "seconds), apply rate, WAL retained by the slot. Safe while migrate runs.");
+  status->add_option("--tenant", status_tenant, "Only this tenant");
+
   EndpointArgs clean_args;
   bool purge_destination = false;
   auto* cleanup = app.add_subcommand(
@@ -224,6 +259,26 @@ int main(int argc, char** argv) {
     auto r = orch::runCopyJob(*o, &g_cancel);
     if (!r) return fail(r.status());
     std::fputs(orch::formatCopyReport(*r).c_str(), stdout);
+    return 0;
+  }
+  if (*migrate) {
+    auto o = build(mig_args, true);
+    if (!o) return fail(o.status());
+    o->copy = copy_opts;
+    o->progress_terminal = progress_mode == "bars" || (progress_mode == "auto" && isatty(STDERR_FILENO));
+    mig_opts.copy = *o;
+    mig_opts.caught_up_lag = std::chrono::milliseconds(static_cast<int64_t>(caught_up_lag_s * 1000));
+    mig_opts.retention_warn_bytes = retention_warn_mb << 20;
+    mig_opts.give_up_after = std::chrono::milliseconds(static_cast<int64_t>(give_up_s * 1000));
+    auto r = orch::runMigrate(mig_opts, &g_cancel);
+    if (!r) return fail(r.status());
+    std::fputs(orch::formatMigrateReport(*r).c_str(), stdout);
+    return 0;
+  }
+  if (*status) {
+    auto r = orch::readStatus(state_dir, status_tenant);
+    if (!r) return fail(r.status());
+    std::fputs(r->c_str(), stdout);
     return 0;
   }
   if (*cleanup) {

@@ -48,6 +48,8 @@ class PgConnection {
   bool valid() const { return conn_ != nullptr; }
   PGconn* raw() const { return conn_.get(); }
   const std::string& label() const { return label_; }
+  // Name of the connected database.
+  std::string database() const { return conn_ ? PQdb(conn_.get()) : ""; }
 
   // Runs one or more statements without parameters; fails unless every result is OK.
   Status exec(const std::string& sql);

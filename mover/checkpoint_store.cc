@@ -35,6 +35,7 @@ std::string keyPart(const std::string& s) {
 std::string migrationKey(const std::string& id) { return "m/" + keyPart(id); }
 std::string chunkPrefix(const std::string& id) { return "c/" + keyPart(id) + "/"; }
 std::string streamPrefix(const std::string& id) { return "s/" + keyPart(id) + "/"; }
+std::string notePrefix(const std::string& id) { return "n/" + keyPart(id) + "/"; }
 
 json toJson(const MigrationRecord& r) {
   json plan = json::array();
@@ -152,6 +153,15 @@ class RocksDbCheckpointStore final : public CheckpointStore {
     });
   }
 
+  Result<std::optional<std::string>> loadNote(const std::string& id,
+                                              const std::string& name) override {
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), notePrefix(id) + keyPart(name), &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    SM_RETURN_IF_ERROR(fromRocks(s, "checkpoint store read"));
+    return std::optional<std::string>(value);
+  }
+
  private:
   // JSON decoding is input handling: a malformed record is reported, never thrown through.
   template <class T, class F>
@@ -190,7 +200,13 @@ void CheckpointBatch::putStreamPosition(const std::string& id, const StreamPosit
   ops_.push_back({Op::Kind::kPut, streamPrefix(id) + keyPart(p.stream), j.dump()});
 }
 
+void CheckpointBatch::putNote(const std::string& id, const std::string& name,
+                              const std::string& value) {
+  ops_.push_back({Op::Kind::kPut, notePrefix(id) + keyPart(name), value});
+}
+
 void CheckpointBatch::deleteMigration(const std::string& id) {
+  ops_.push_back({Op::Kind::kDeletePrefix, notePrefix(id), ""});
   ops_.push_back({Op::Kind::kDeletePrefix, chunkPrefix(id), ""});
   ops_.push_back({Op::Kind::kDeletePrefix, streamPrefix(id), ""});
   ops_.push_back({Op::Kind::kDelete, migrationKey(id), ""});
@@ -203,7 +219,8 @@ Result<std::unique_ptr<CheckpointStore>> openRocksDbCheckpointStore(const RocksD
   opts.paranoid_checks = true;
   opts.keep_log_file_num = 3;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(opts, o.path, &raw);
+  auto s = o.read_only ? rocksdb::DB::OpenForReadOnly(opts, o.path, &raw)
+                       : rocksdb::DB::Open(opts, o.path, &raw);
   if (!s.ok()) return fromRocks(s, "cannot open state directory '" + o.path + "'");
   return std::unique_ptr<CheckpointStore>(
       new RocksDbCheckpointStore(std::unique_ptr<rocksdb::DB>(raw)));

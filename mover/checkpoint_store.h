@@ -66,6 +66,8 @@ class CheckpointBatch {
   void putMigration(const MigrationRecord& rec);
   void putChunkDone(const std::string& migration_id, const ChunkDone& chunk);
   void putStreamPosition(const std::string& migration_id, const StreamPosition& pos);
+  // A named free-form value of a migration (e.g. the status the `status` command shows).
+  void putNote(const std::string& migration_id, const std::string& name, const std::string& value);
   void deleteMigration(const std::string& migration_id);  // and all its chunks and positions
 
   struct Op {
@@ -90,11 +92,14 @@ class CheckpointStore {
   virtual common::Result<std::vector<ChunkDone>> loadChunksDone(const std::string& id) = 0;
   virtual common::Result<std::optional<StreamPosition>> loadStreamPosition(
       const std::string& id, const std::string& stream) = 0;
+  virtual common::Result<std::optional<std::string>> loadNote(const std::string& id,
+                                                              const std::string& name) = 0;
 };
 
 struct RocksDbOptions {
   std::string path;             // Default: none (required): the state directory
   bool create_if_missing = true;  // Default: true
+  bool read_only = false;         // Default: false; true opens beside a running writer (status)
 };
 
 // Opens (creating if asked) a RocksDB store. Errors: kRefused when the directory cannot be

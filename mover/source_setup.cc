@@ -11,10 +11,11 @@ using common::PgConnection;
 using common::Result;
 using common::Status;
 
-std::string replicationNameForTenant(const std::string& tenant) {
+std::string replicationNameForTenant(const std::string& tenant, const std::string& database) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(tenant.data(), tenant.size(), digest, &len, EVP_sha256(), nullptr);
+  std::string input = database.empty() ? tenant : tenant + std::string(1, '\0') + database;
+  EVP_Digest(input.data(), input.size(), digest, &len, EVP_sha256(), nullptr);
   char hex[9];
   std::snprintf(hex, sizeof hex, "%02x%02x%02x%02x", digest[0], digest[1], digest[2], digest[3]);
   std::string clean;

@@ -13,9 +13,10 @@
 
 namespace stampmover::mover {
 
-// "stampmover_<sanitised tenant>_<8 hex of sha256(tenant)>": a valid slot and publication name
-// for any tenant text (lower-case letters, digits and underscores, at most 63 bytes).
-std::string replicationNameForTenant(const std::string& tenant);
+// "stampmover_<sanitised tenant>_<8 hex of sha256(tenant, database)>": a valid slot and
+// publication name for any tenant text (lower-case letters, digits and underscores, at most 63
+// bytes). Slots are cluster-wide, so the source database is part of the hash.
+std::string replicationNameForTenant(const std::string& tenant, const std::string& database = "");
 
 // CREATE PUBLICATION <name> FOR TABLE t1 WHERE (tenant_col = '<tenant>'), ... The tenant is
 // escaped by libpq (DDL takes no parameters). Errors: kRefused when it already exists.

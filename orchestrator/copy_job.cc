@@ -64,7 +64,7 @@ Result<mover::PreflightReport> runPreflightOnly(const CopyJobOptions& o) {
   mover::PreflightOptions po;
   po.tenant = o.tenant;
   po.tenant_columns = o.tenant_columns;
-  po.slot_name = mover::replicationNameForTenant(o.tenant);
+  po.slot_name = mover::replicationNameForTenant(o.tenant, c.src.database());
   return mover::runPreflight(c.src, c.dst, po);
 }
 
@@ -73,7 +73,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
   SM_ASSIGN_OR_RETURN(Conns c, connectBoth(o));
   SM_ASSIGN_OR_RETURN(auto store, openStore(o.state_dir));
   const std::string id = mover::migrationId(o.tenant, o.source.name, o.destination.name);
-  const std::string repl_name = mover::replicationNameForTenant(o.tenant);
+  const std::string repl_name = mover::replicationNameForTenant(o.tenant, c.src.database());
   SM_ASSIGN_OR_RETURN(auto existing, store->loadMigration(id));
 
   if (existing && existing->phase == kPhaseStarting) {
@@ -97,7 +97,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
                mover::withCommas(result.preflight.est_rows),
                mover::humanBytes(static_cast<double>(result.preflight.est_bytes)));
 
-  if (resuming && existing->phase == kPhaseCopied) {
+  if (resuming && existing->phase != kPhaseCopying) {  // copied, or a later phase
     result.record = *existing;
     result.already_copied = true;
     result.resumed = true;
@@ -187,7 +187,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
 Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination) {
   CleanupResult out;
   SM_ASSIGN_OR_RETURN(PgConnection src, PgConnection::connect(o.source.dsn, o.source.label));
-  const std::string name = mover::replicationNameForTenant(o.tenant);
+  const std::string name = mover::replicationNameForTenant(o.tenant, src.database());
   SM_ASSIGN_OR_RETURN(out.dropped_slot, mover::slotExists(src, name));
   SM_ASSIGN_OR_RETURN(out.dropped_publication, mover::publicationExists(src, name));
   SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(src, name, name));

@@ -138,7 +138,7 @@ TEST(Copy, MovesTenantExactlyAndNothingElse) {
   EXPECT_EQ(r.out.find("currencies"), std::string::npos) << "global table copied: " << r.out;
 
   // The slot and publication are kept for catch-up; the publication filters by tenant.
-  std::string name = mover::replicationNameForTenant("42");
+  std::string name = mover::replicationNameForTenant("42", PQdb(src.raw()));
   EXPECT_EQ(scalar(src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", {name}), "1");
   EXPECT_EQ(scalar(src, "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 AND "
                         "rowfilter IS NOT NULL",

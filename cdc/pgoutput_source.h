@@ -1,0 +1,56 @@
+// PgoutputSource: a ChangeSource over a libpq replication connection. Starts logical
+// replication from a slot at a position, decodes pgoutput v1, answers keepalive requests and
+// sends standby status updates that carry only positions the caller acknowledged as durable.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "cdc/change_source.h"
+#include "cdc/pgoutput_decoder.h"
+#include "common/pg.h"
+
+namespace stampmover::cdc {
+
+struct PgoutputSourceOptions {
+  std::string dsn;                 // Default: none (required); holds a secret, never logged
+  std::string label = "source";    // Default: "source" (names the server in errors)
+  std::string slot;                // Default: none (required)
+  std::string publication;         // Default: none (required)
+  common::Lsn start;               // Default: 0 = the slot's confirmed position
+  std::chrono::milliseconds status_interval{5000};  // Default: 5 s between status updates
+};
+
+// Not thread-safe: one thread drives next() and acknowledge().
+class PgoutputSource final : public ChangeSource {
+ public:
+  // Connects and issues START_REPLICATION. Errors: kRetryable (unreachable), kRefused (slot
+  // or publication missing, slot in use by another process).
+  static common::Result<std::unique_ptr<PgoutputSource>> start(const PgoutputSourceOptions& options);
+
+  common::Result<std::optional<common::ChangeEvent>> next(std::chrono::milliseconds timeout) override;
+  common::Status acknowledge(common::Lsn flushed) override;
+
+  // Highest WAL position the server reported sending (XLogData/keepalive walEnd).
+  common::Lsn serverWalEnd() const { return server_wal_end_; }
+  // Highest position received in XLogData.
+  common::Lsn received() const { return received_; }
+
+ private:
+  explicit PgoutputSource(PgoutputSourceOptions options) : options_(std::move(options)) {}
+  common::Status sendStatus(bool reply_requested);
+
+  PgoutputSourceOptions options_;
+  common::PgConnection conn_;
+  PgoutputDecoder decoder_;
+  common::Lsn server_wal_end_;
+  common::Lsn received_;
+  common::Lsn acknowledged_;
+  std::chrono::steady_clock::time_point last_status_{};
+};
+
+// PostgreSQL epoch (2000-01-01) microseconds for now.
+int64_t pgEpochMicrosNow();
+
+}  // namespace stampmover::cdc

@@ -1,0 +1,54 @@
+// The migrate job: the copy job (or its resumption), then live catch-up — the slot streamed
+// from the destination's recorded position, changes applied by PgApplier, checkpoints written
+// to RocksDB after the destination flush, then acknowledged to the source — with reconnects,
+// heartbeats, lag and status reporting. Stops cleanly on cancel, or once caught up if asked.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+#include "mover/pg_applier.h"
+#include "orchestrator/copy_job.h"
+
+namespace stampmover::orch {
+
+struct MigrateOptions {
+  CopyJobOptions copy;                                   // tenant, endpoints, state, copy tuning
+  bool until_caught_up = false;                          // Default: false (follow until stopped)
+  std::chrono::milliseconds caught_up_lag{1000};         // Default: 1 s heartbeat round trip
+  std::chrono::milliseconds heartbeat_interval{1000};    // Default: 1 s
+  std::chrono::milliseconds checkpoint_interval{500};    // Default: 0.5 s between acks
+  std::chrono::milliseconds status_interval{5000};       // Default: 5 s between status lines
+  uint64_t retention_warn_bytes = 10ull << 30;           // Default: 10 GiB retained by the slot
+  uint32_t max_batch_changes = 5000;                     // Default: 5000
+  std::chrono::milliseconds max_batch_age{200};          // Default: 200 ms
+  std::chrono::milliseconds max_backoff{30000};          // Default: 30 s between reconnects
+  std::chrono::milliseconds give_up_after{0};            // Default: 0 = retry forever
+};
+
+struct MigrateReport {
+  CopyJobResult copy;
+  common::Lsn applied;        // durable, checkpointed and acknowledged position
+  uint64_t changes = 0;       // applied in this run
+  uint64_t transactions = 0;
+  uint64_t reconnects = 0;
+  uint64_t toast_repairs = 0;
+  double catchup_seconds = 0;
+  double last_lag_seconds = -1;
+  bool caught_up = false;
+};
+
+// Runs copy + catch-up. Errors keep their class; kCancelled when `cancel` was set (after a
+// clean stop at a checkpoint).
+common::Result<MigrateReport> runMigrate(const MigrateOptions& options,
+                                         const std::atomic<bool>* cancel);
+
+std::string formatMigrateReport(const MigrateReport& report);
+
+// The last status a running (or stopped) migrate wrote, read without disturbing it.
+common::Result<std::string> readStatus(const std::string& state_dir, const std::string& tenant);
+
+}  // namespace stampmover::orch
