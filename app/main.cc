@@ -133,8 +133,8 @@ int main(int argc, char** argv) {
       "slot's snapshot. Interrupted copies resume where they stopped when rerun.");
   addEndpointOptions(copy, copy_args, true);
   copy->add_option("--jobs", copy_opts.jobs,
-                   "Concurrent COPY streams (0 = auto: half the cores; each stream keeps a "
-                   "source and a destination backend busy)")
+                   "Concurrent COPY streams (0 = auto: one per core, at least 2; the work is in "
+                   "the servers, so raise it when they have cores to spare)")
       ->capture_default_str();
   copy->add_option("--chunk-mb", chunk_mb, "Heap MiB per CTID chunk (resume granularity)")
       ->capture_default_str();

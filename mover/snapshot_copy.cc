@@ -20,8 +20,12 @@ using common::Result;
 using common::Status;
 
 uint32_t autoJobs() {
+  // The work happens in the servers, not here (our process used 0.4 s of CPU for a 12 s copy),
+  // and the source and destination backends of one stream wait on each other. Measured with
+  // bench/copy on 2 cores, 3.0M rows, both servers local: jobs=1 12.2 s, jobs=2 6.3 s,
+  // jobs=4 7.9 s. So one stream per core, at least 2.
   unsigned hw = std::thread::hardware_concurrency();
-  return std::clamp<uint32_t>(hw / 2, 1, 8);
+  return std::clamp<uint32_t>(hw, 2, 8);
 }
 
 std::vector<ChunkSpec> planChunks(const std::vector<TableInfo>& tables, uint64_t chunk_bytes) {
@@ -45,6 +49,7 @@ std::vector<ChunkSpec> planChunks(const std::vector<TableInfo>& tables, uint64_t
 namespace {
 
 struct Shared {
+  std::map<std::string, std::atomic<uint32_t>> remaining;  // chunks left per table
   std::mutex mu;
   Status first_error;
   std::atomic<bool> failed{false};
@@ -84,6 +89,7 @@ class Worker {
 
   void run(const std::vector<ChunkSpec>& todo, Shared& shared, uint32_t jobs) {
     jobs_ = jobs;
+    shared_ = &shared;
     started_ = std::chrono::steady_clock::now();
     while (!shared.failed.load()) {
       size_t i = shared.next.fetch_add(1);
@@ -268,6 +274,7 @@ class Worker {
       item->bytes.fetch_add(pending_bytes, std::memory_order_relaxed);
     }
     done_bytes_ += bytes;
+    if (item && shared_ && shared_->remaining.at(c.table).fetch_sub(1) == 1) item->state = 2;
     auto& tot = totals_[c.table];
     tot.first += rows;
     tot.second += bytes;
@@ -290,6 +297,7 @@ class Worker {
   std::string tenant_lit_;
   std::set<std::string> staged_;
   uint32_t jobs_ = 1;
+  Shared* shared_ = nullptr;
   uint64_t done_bytes_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::map<std::string, std::pair<uint64_t, uint64_t>> totals_;  // table -> rows, bytes
@@ -369,6 +377,7 @@ Result<CopyReport> copySnapshot(const CopyEndpoints& ep, const std::vector<Table
     workers.push_back(std::move(w));
   }
   Shared shared;
+  for (const auto& c : todo) shared.remaining[c.table]++;
   std::vector<std::thread> threads;
   for (auto& w : workers) threads.emplace_back([&w, &todo, &shared, jobs] { w->run(todo, shared, jobs); });
   for (auto& th : threads) th.join();
