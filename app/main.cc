@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
       "online.\n\nTypical use:\n"
       "  stampmover preflight --tenant 42 --from stamp-a --to stamp-b --config stamps.yaml\n"
       "  stampmover copy      --tenant 42 --from stamp-a --to stamp-b --config stamps.yaml\n"
+      "  stampmover migrate   --tenant 42 --from stamp-a --to stamp-b --config stamps.yaml\n"
+      "  stampmover status    --tenant 42          # while migrate runs, from another shell\n"
       "  stampmover cleanup   --tenant 42 --from stamp-a --config stamps.yaml\n"
       "  stampmover demo      # local throwaway stamps, seeded tenant, full run\n"};
   app.footer(
@@ -198,6 +200,9 @@ int main(int argc, char** argv) {
                    "Rows of the tenant in its largest table (about 3x that in all)")
       ->capture_default_str();
   demo->add_option("--jobs", demo_args.jobs, "Concurrent COPY streams (0 = auto)")->capture_default_str();
+  demo->add_option("--writer-seconds", demo_args.writer_seconds,
+                   "How long the tenant keeps writing during the migration")
+      ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
   stampmover::common::setupLogging(log_level);

@@ -436,6 +436,11 @@ Status PgApplier::commitBatch() {
   committed_ = std::max(committed_, batch_end_lsn_);
   stats_.batches++;
   if (pending_heartbeat_us_ != 0) {
+    auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count() -
+                  kPgEpochOffsetSec * 1000000LL;
+    last_heartbeat_lag_us_ = std::max<int64_t>(0, now_us - pending_heartbeat_us_);
     last_heartbeat_us_ = pending_heartbeat_us_;
     pending_heartbeat_us_ = 0;
   }

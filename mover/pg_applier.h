@@ -63,6 +63,8 @@ class PgApplier final : public ChangeSink {
   const ApplierStats& stats() const { return stats_; }
   // Last heartbeat content (emission time, µs since the PostgreSQL epoch) committed.
   int64_t lastHeartbeatMicros() const { return last_heartbeat_us_; }
+  // Emission-to-commit delay of that heartbeat (µs): the stream's end-to-end lag. -1 if none.
+  int64_t lastHeartbeatLagMicros() const { return last_heartbeat_lag_us_; }
 
  private:
   struct RelState {
@@ -118,6 +120,7 @@ class PgApplier final : public ChangeSink {
   common::Lsn durable_;
   int64_t pending_heartbeat_us_ = 0;
   int64_t last_heartbeat_us_ = 0;
+  int64_t last_heartbeat_lag_us_ = -1;
   ApplierStats stats_;
 };
 

@@ -88,19 +88,21 @@ struct Streamer {
       if (r && common::rowCount(*r) == 1) {
         auto cur = Lsn::parse(common::cell(*r, 0, 0));
         auto restart = Lsn::parse(common::cell(*r, 0, 1));
-        if (cur && cur->value() > applier.committedLsn().value()) {
-          lag_bytes = cur->value() - applier.committedLsn().value();
+        if (cur && cur->value() > std::max(applier.committedLsn(), acked).value()) {
+          lag_bytes = cur->value() - std::max(applier.committedLsn(), acked).value();
         }
         if (cur && restart && cur->value() > restart->value()) retained = cur->value() - restart->value();
       }
     }
-    int64_t hb_us = applier.lastHeartbeatMicros();
-    double lag_s = hb_us > 0 ? static_cast<double>(cdc::pgEpochMicrosNow() - hb_us) / 1e6 : -1;
+    int64_t hb_lag = applier.lastHeartbeatLagMicros();
+    double lag_s = hb_lag >= 0 ? static_cast<double>(hb_lag) / 1e6 : -1;
     report.last_lag_seconds = lag_s;
-    spdlog::info("catch-up: applied {} (acked {}), lag {} / {:.1f} s, {:.0f} changes/s, "
+    const Lsn applied = std::max(applier.committedLsn(), acked);
+    spdlog::info("catch-up: applied {} (acked {}), lag {} / {}, {:.0f} changes/s, "
                  "{} changes, {} txns, slot retains {}",
-                 applier.committedLsn().toString(), acked.toString(),
-                 mover::humanBytes(static_cast<double>(lag_bytes)), lag_s, rate,
+                 applied.toString(), acked.toString(),
+                 mover::humanBytes(static_cast<double>(lag_bytes)),
+                 lag_s >= 0 ? fmt::format("{:.3f} s", lag_s) : std::string("? s"), rate,
                  mover::withCommas(changes), mover::withCommas(applier.stats().transactions),
                  mover::humanBytes(static_cast<double>(retained)));
     if (retained > o.retention_warn_bytes) {
@@ -111,7 +113,7 @@ struct Streamer {
     nlohmann::json j = {{"phase", "catching_up"},
                         {"tenant", rec.tenant},
                         {"migration", rec.id},
-                        {"applied_lsn", applier.committedLsn().toString()},
+                        {"applied_lsn", applied.toString()},
                         {"acked_lsn", acked.toString()},
                         {"lag_bytes", lag_bytes},
                         {"lag_seconds", lag_s},
@@ -157,7 +159,7 @@ struct Streamer {
       }
       int64_t hb_us = applier.lastHeartbeatMicros();
       if (o.until_caught_up && hb_us > since_us && !applier.inTransaction()) {
-        double lag_ms = static_cast<double>(cdc::pgEpochMicrosNow() - hb_us) / 1e3;
+        double lag_ms = static_cast<double>(applier.lastHeartbeatLagMicros()) / 1e3;
         if (lag_ms < static_cast<double>(o.caught_up_lag.count())) {
           SM_RETURN_IF_ERROR(applier.commitPending());
           // Wait for the destination flush so the reported position is durable.

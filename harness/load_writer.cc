@@ -1,12 +1,12 @@
 // Concurrent writer: see writer.h. Statements are parameterised; each transaction touches
 // one or a few rows so that many small source transactions reach the stream.
-#include "tests/support/writer.h"
+#include "harness/load_writer.h"
 
 #include <random>
 
 #include "common/pg.h"
 
-namespace stampmover::testing {
+namespace stampmover::harness {
 
 void createScratchTable(const std::string& dsn) {
   auto c = common::PgConnection::connect(dsn, "writer");
@@ -117,4 +117,4 @@ void Writer::run() {
   }
 }
 
-}  // namespace stampmover::testing
+}  // namespace stampmover::harness
