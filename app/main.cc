@@ -75,7 +75,10 @@ stampmover::common::Result<orch::Endpoint> endpoint(const orch::Config* cfg,
     return Status::refused(std::string("give either ") + stamp_flag + " or " + dsn_flag + ", not both");
   }
   if (!dsn.empty()) {
-    return orch::Endpoint{"dsn", dsn, std::string(role) + " (" + stampmover::common::redactDsn(dsn) + ")"};
+    // A stamp given by DSN is named by where it is (host:port/dbname): stable across runs,
+    // distinct for source and destination, and free of secrets.
+    return orch::Endpoint{stampmover::common::dsnLocation(dsn), dsn,
+                          std::string(role) + " (" + stampmover::common::redactDsn(dsn) + ")"};
   }
   if (stamp.empty()) {
     return Status::refused(std::string("no ") + role + ": pass " + stamp_flag + " <stamp> with --config, or " +
@@ -176,6 +179,24 @@ int main(int argc, char** argv) {
                       "Stop after this many seconds of failed reconnects (0 = retry forever)");
   migrate->add_option("--progress", progress_mode, "auto (bars on a terminal), bars, or log")
       ->check(CLI::IsMember({"auto", "bars", "log"}));
+  std::string cutover_mode = "none";
+  migrate->add_option("--cutover", cutover_mode,
+                      "none: follow only; auto: once caught up, freeze/drain/verify/flip, soak "
+                      "with the reverse stream, then finalize")
+      ->check(CLI::IsMember({"none", "auto"}))
+      ->capture_default_str();
+  migrate->add_option("--control-plane-dsn", mig_opts.control_plane_dsn,
+                      "Control-plane PostgreSQL holding the routing directory (for --cutover)");
+  double soak_s = 10;
+  migrate->add_option("--soak", soak_s, "Seconds of dual-write soak after the flip")->capture_default_str();
+  double window_ms = 2000;
+  migrate->add_option("--window-timeout-ms", window_ms,
+                      "Hard limit on the freeze -> flip window; past it the cutover rolls back")
+      ->capture_default_str();
+  migrate->add_flag("--rollback-after-soak", mig_opts.rollback_after_soak,
+                    "After the soak, cut back to the source instead of finalizing");
+  migrate->add_flag("!--no-finalize", mig_opts.finalize,
+                    "Keep dual-write (reverse stream) after the soak instead of finalizing");
 
   std::string status_tenant;
   auto* status = app.add_subcommand(
@@ -204,6 +225,17 @@ int main(int argc, char** argv) {
                    "How long the tenant keeps writing during the migration")
       ->capture_default_str();
 
+  RoutesArgs routes_args;
+  auto* routes = app.add_subcommand(
+      "routes", "Print the routing directory of the control plane: tenant, stamp, epoch, state, "
+                "shadow stamp, last change. Read-only.");
+  routes->add_option("--tenant", routes_args.tenant, "Only this tenant");
+  routes->add_option("--control-plane-dsn", routes_args.control_plane_dsn,
+                     "Control-plane libpq DSN (prefer PGPASSFILE/PGPASSWORD for secrets)")
+      ->envname("STAMPMOVER_CONTROL_PLANE_DSN");
+  routes->add_option("--control-plane", routes_args.control_plane,
+                     "Control-plane stamp name from the stamps file, instead of the DSN");
+
   CLI11_PARSE(app, argc, argv);
   stampmover::common::setupLogging(log_level);
 
@@ -214,6 +246,11 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   if (*demo) return runDemo(demo_args, g_cancel);
+  if (*routes) {
+    routes_args.config_path = config_path;
+    Status st = runRoutes(routes_args);
+    return st ? 0 : fail(st);
+  }
 
   std::optional<orch::Config> cfg;
   if (!config_path.empty()) {
@@ -275,6 +312,9 @@ int main(int argc, char** argv) {
     mig_opts.caught_up_lag = std::chrono::milliseconds(static_cast<int64_t>(caught_up_lag_s * 1000));
     mig_opts.retention_warn_bytes = retention_warn_mb << 20;
     mig_opts.give_up_after = std::chrono::milliseconds(static_cast<int64_t>(give_up_s * 1000));
+    mig_opts.cutover_auto = cutover_mode == "auto";
+    mig_opts.soak = std::chrono::milliseconds(static_cast<int64_t>(soak_s * 1000));
+    mig_opts.cutover.window_timeout = std::chrono::milliseconds(static_cast<int64_t>(window_ms));
     auto r = orch::runMigrate(mig_opts, &g_cancel);
     if (!r) return fail(r.status());
     std::fputs(orch::formatMigrateReport(*r).c_str(), stdout);

@@ -38,6 +38,24 @@ std::string redactDsn(const std::string& dsn) {
   return out;
 }
 
+std::string dsnLocation(const std::string& dsn) {
+  char* err = nullptr;
+  ConninfoHandle opts(PQconninfoParse(dsn.c_str(), &err));
+  if (err != nullptr) PQfreemem(err);
+  if (!opts) return "dsn";
+  std::string host = "localhost", port = "5432", db, user;
+  for (PQconninfoOption* o = opts.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr || o->val[0] == '\0') continue;
+    std::string k = o->keyword;
+    if (k == "host" || (k == "hostaddr" && host == "localhost")) host = o->val;
+    if (k == "port") port = o->val;
+    if (k == "dbname") db = o->val;
+    if (k == "user") user = o->val;
+  }
+  if (db.empty()) db = user.empty() ? "postgres" : user;
+  return host + ":" + port + "/" + db;
+}
+
 std::string quoteIdent(std::string_view ident) {
   std::string out;
   out.reserve(ident.size() + 2);

@@ -24,6 +24,9 @@ using PgParam = std::optional<std::string>;  // nullopt is SQL NULL
 // A DSN libpq cannot parse is returned as "<unparseable dsn>" (it might hold a secret).
 std::string redactDsn(const std::string& dsn);
 
+// "host:port/dbname" of a DSN (defaults filled as libpq would: localhost, 5432, user name).
+std::string dsnLocation(const std::string& dsn);
+
 // Double-quotes an identifier ("my""table"); safe for any input.
 std::string quoteIdent(std::string_view ident);
 // "schema"."table"

@@ -44,7 +44,7 @@ Status installFence(PgConnection& src, const std::vector<TableInfo>& tables,
   SM_RETURN_IF_ERROR(src.exec(
       "CREATE SCHEMA IF NOT EXISTS stampmover; "
       "CREATE TABLE IF NOT EXISTS stampmover.fence (tenant text PRIMARY KEY, epoch bigint NOT NULL, "
-      "fenced_at timestamptz NOT NULL DEFAULT now())"));
+      "fenced_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz NOT NULL DEFAULT 'infinity')"));
   for (const auto& t : tables) {
     SM_ASSIGN_OR_RETURN(bool present, fenceInstalled(src, t));
     if (present) continue;
@@ -53,8 +53,8 @@ Status installFence(PgConnection& src, const std::vector<TableInfo>& tables,
     const std::string body =
         "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN "
         "IF (TG_OP <> 'DELETE' AND EXISTS (SELECT 1 FROM stampmover.fence WHERE tenant = NEW." + col +
-        "::text)) OR (TG_OP <> 'INSERT' AND EXISTS (SELECT 1 FROM stampmover.fence WHERE tenant = OLD." +
-        col + "::text)) THEN RAISE EXCEPTION 'tenant is being moved to another stamp; retry shortly' "
+        "::text AND expires_at > clock_timestamp())) OR (TG_OP <> 'INSERT' AND EXISTS (SELECT 1 FROM "
+        "stampmover.fence WHERE tenant = OLD." + col + "::text AND expires_at > clock_timestamp())) THEN RAISE EXCEPTION 'tenant is being moved to another stamp; retry shortly' "
         "USING ERRCODE = '" + kFenceSqlState + "'; END IF; "
         "IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW; END $f$";
     SM_RETURN_IF_ERROR(src.exec(body));
@@ -74,12 +74,14 @@ Result<bool> fenceInstalled(PgConnection& src, const TableInfo& t) {
   return v.value_or("0") != "0";
 }
 
-Result<uint64_t> fenceTenant(PgConnection& src, const std::string& tenant, uint64_t epoch) {
+Result<uint64_t> fenceTenant(PgConnection& src, const std::string& tenant, uint64_t epoch,
+                             std::chrono::milliseconds ttl) {
   SM_RETURN_IF_ERROR(src.exec("BEGIN"));
-  auto r = src.query("INSERT INTO stampmover.fence (tenant, epoch) VALUES ($1, $2) "
-                     "ON CONFLICT (tenant) DO UPDATE SET epoch = EXCLUDED.epoch, fenced_at = now() "
-                     "RETURNING pg_current_xact_id()::text",
-                     {tenant, std::to_string(epoch)});
+  auto r = src.query("INSERT INTO stampmover.fence (tenant, epoch, expires_at) VALUES ($1, $2, "
+                     "clock_timestamp() + $3 * interval '1 millisecond') "
+                     "ON CONFLICT (tenant) DO UPDATE SET epoch = EXCLUDED.epoch, fenced_at = now(), "
+                     "expires_at = EXCLUDED.expires_at RETURNING pg_current_xact_id()::text",
+                     {tenant, std::to_string(epoch), std::to_string(ttl.count())});
   if (!r) {
     src.exec("ROLLBACK").ignore();  // reporting the insert's error
     return r.status();
@@ -109,6 +111,17 @@ Status waitForOlderTransactions(PgConnection& src, uint64_t fence_xid,
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+}
+
+Status extendFence(PgConnection& src, const std::string& tenant) {
+  SM_ASSIGN_OR_RETURN(auto r, src.query("UPDATE stampmover.fence SET expires_at = 'infinity' "
+                                        "WHERE tenant = $1 AND expires_at > clock_timestamp()",
+                                        {tenant}));
+  if (std::string(PQcmdTuples(r.get())) != "1") {
+    return Status::retryable(src.label() + ": the fence of tenant " + tenant +
+                             " expired before the flip");
+  }
+  return Status::ok();
 }
 
 Status unfenceTenant(PgConnection& src, const std::string& tenant) {

@@ -31,9 +31,14 @@ inline constexpr const char* kFenceSqlState = "55P04";
 common::Status installFence(common::PgConnection& source, const std::vector<TableInfo>& tables,
                             const FenceInstallOptions& options);
 
-// Fences the tenant (one row write, committed) and returns the fencing transaction's id.
+// Fences the tenant (one row write, committed) and returns the fencing transaction's id. The
+// fence expires by itself after `ttl` (a worker killed inside the window must not leave the
+// tenant unwritable); extendFence() makes it permanent once the flip is certain.
 common::Result<uint64_t> fenceTenant(common::PgConnection& source, const std::string& tenant,
-                                     uint64_t epoch);
+                                     uint64_t epoch, std::chrono::milliseconds ttl);
+// Makes the tenant's fence permanent (until unfenceTenant): done just before the flip, so a
+// stale router can never write to the old primary after it.
+common::Status extendFence(common::PgConnection& source, const std::string& tenant);
 
 // Waits until every transaction that was running when `fence_xid` committed has ended
 // (a REPEATABLE READ transaction started before the fence would not see it). Errors:

@@ -295,6 +295,7 @@ Status PgApplier::onChange(const common::Change& c) {
       fake.relation = rel;
       SM_ASSIGN_OR_RETURN(RelState * rs, relationFor(fake));
       // Other tenants share the table: a source TRUNCATE becomes a tenant-scoped DELETE.
+      if (options_.track_touched) touched_.whole_table[rs->rel->key()] = true;
       SM_RETURN_IF_ERROR(send(rs->prefix + "trunc", {rs->tenant_text}, {}));
     }
     return Status::ok();
@@ -324,11 +325,19 @@ Status PgApplier::onChange(const common::Change& c) {
     if (!ok) return Status::internal("unchanged-TOAST value in the old key of " + rs->rel->key());
   }
   switch (c.op) {
-    case ChangeOp::kInsert:
+    case ChangeOp::kInsert: {
       SM_RETURN_IF_ERROR(checkTenant(*rs, c.new_tuple, "an insert"));
+      bool pk_ok = true;
+      touch(*rs, pick(c.new_tuple, rs->pk_idx, &pk_ok));
       return send(rs->prefix + "ins", allValues(c.new_tuple), {});
+    }
     case ChangeOp::kDelete:
       if (!c.old_tuple) return Status::internal("delete without old key in " + rs->rel->key());
+      if (c.old_is_full || rs->key_idx == rs->pk_idx) {
+        touch(*rs, old_key);
+      } else {
+        touched_.whole_table[rs->rel->key()] = true;  // key is not the PK: check the table
+      }
       return send(old_stmt, old_key, {});
     case ChangeOp::kUpdate: {
       SM_RETURN_IF_ERROR(checkTenant(*rs, c.new_tuple, "an update"));
@@ -343,7 +352,15 @@ Status PgApplier::onChange(const common::Change& c) {
       bool has_toast = std::any_of(c.new_tuple.begin(), c.new_tuple.end(), [](const Datum& d) {
         return d.kind == Datum::Kind::kUnchangedToast;
       });
-      if (key_changed) SM_RETURN_IF_ERROR(send(old_stmt, old_key, {}));
+      touch(*rs, new_pk);
+      if (key_changed) {
+        if (c.old_is_full || rs->key_idx == rs->pk_idx) {
+          touch(*rs, old_key);
+        } else {
+          touched_.whole_table[rs->rel->key()] = true;
+        }
+        SM_RETURN_IF_ERROR(send(old_stmt, old_key, {}));
+      }
       if (!has_toast) return send(rs->prefix + "ins", allValues(c.new_tuple), {});
       if (key_changed) {
         // The unchanged TOAST values lived under the old key: read the row from the source.
@@ -382,6 +399,24 @@ Status PgApplier::onChange(const common::Change& c) {
       break;
   }
   return Status::ok();
+}
+
+void PgApplier::touch(const RelState& rs, const std::vector<PgParam>& pk) {
+  if (!options_.track_touched || touched_.overflowed) return;
+  if (touched_.count >= options_.touched_cap) {
+    touched_.overflowed = true;
+    touched_.keys.clear();
+    return;
+  }
+  touched_.keys[rs.rel->key()].push_back(pk);
+  touched_.count++;
+}
+
+const TableInfo* PgApplier::destTable(const std::string& key) const {
+  for (const auto& [id, rs] : rels_) {
+    if (rs->rel->key() == key) return &rs->dest;
+  }
+  return nullptr;
 }
 
 Status PgApplier::repairFromSource(RelState& rs, const std::vector<PgParam>& key) {
@@ -474,9 +509,11 @@ Status PgApplier::apply(const ChangeEvent& e) {
       return onRelation(e.relation);
     case ChangeEvent::Kind::kBegin:
       in_source_txn_ = true;
+      skipping_txn_ = false;
       return ensureDestTxn();
     case ChangeEvent::Kind::kChange:
       if (!in_source_txn_) return Status::internal("change outside a transaction");
+      if (skipping_txn_) return Status::ok();  // applied by our other direction: no echo
       batch_changes_++;
       stats_.changes++;
       return onChange(e.change);
@@ -493,6 +530,7 @@ Status PgApplier::apply(const ChangeEvent& e) {
     case ChangeEvent::Kind::kCommit: {
       if (!in_source_txn_) return Status::internal("commit without begin");
       in_source_txn_ = false;
+      skipping_txn_ = false;
       batch_end_lsn_ = e.txn.end_lsn;
       batch_commit_time_us_ = e.txn.commit_time_us;
       stats_.transactions++;
@@ -503,6 +541,8 @@ Status PgApplier::apply(const ChangeEvent& e) {
       return Status::ok();
     }
     case ChangeEvent::Kind::kOrigin:
+      if (!options_.skip_origin.empty() && e.txn.origin == options_.skip_origin) skipping_txn_ = true;
+      return Status::ok();
     case ChangeEvent::Kind::kType:
       return Status::ok();
   }

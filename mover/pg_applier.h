@@ -11,6 +11,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,18 @@ struct ApplierOptions {
   std::chrono::milliseconds max_batch_age{200};  // Default: 200 ms from first change to commit
   uint32_t pipeline_depth = 256;          // Default: 256 statements between pipeline syncs
   bool synchronous_commit = false;        // Default: false (flush tracked before acknowledging)
+  std::string skip_origin;                // Default: "" ; skip source txns carrying this origin
+                                          // (the reverse stream skips the forward applier's)
+  bool track_touched = false;             // Default: false; remember keys changed (cutover check)
+  size_t touched_cap = 200'000;           // Default: 200000 keys, then only "overflowed"
+};
+
+// Keys changed since the last resetTouched(), per table ("schema.table"), as PK text values.
+struct TouchedKeys {
+  std::map<std::string, std::vector<std::vector<common::PgParam>>> keys;
+  std::map<std::string, bool> whole_table;  // a TRUNCATE: compare the tenant's whole table
+  bool overflowed = false;                  // more than touched_cap keys: do a full pass
+  size_t count = 0;
 };
 
 struct ApplierStats {
@@ -61,6 +74,11 @@ class PgApplier final : public ChangeSink {
   common::Lsn committedLsn() const override { return committed_; }
   bool inTransaction() const override { return in_source_txn_; }
   const ApplierStats& stats() const { return stats_; }
+  // Keys changed since the last resetTouched() (when options.track_touched).
+  const TouchedKeys& touched() const { return touched_; }
+  void resetTouched() { touched_ = TouchedKeys(); }
+  // Destination description of a replicated table, once its Relation message was seen.
+  const TableInfo* destTable(const std::string& key) const;
   // Last heartbeat content (emission time, µs since the PostgreSQL epoch) committed.
   int64_t lastHeartbeatMicros() const { return last_heartbeat_us_; }
   // Emission-to-commit delay of that heartbeat (µs): the stream's end-to-end lag. -1 if none.
@@ -122,6 +140,9 @@ class PgApplier final : public ChangeSink {
   int64_t last_heartbeat_us_ = 0;
   int64_t last_heartbeat_lag_us_ = -1;
   ApplierStats stats_;
+  bool skipping_txn_ = false;
+  TouchedKeys touched_;
+  void touch(const RelState& rel, const std::vector<common::PgParam>& pk);
 };
 
 }  // namespace stampmover::mover

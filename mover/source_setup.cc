@@ -3,7 +3,9 @@
 
 #include <openssl/evp.h>
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 namespace stampmover::mover {
 
@@ -82,10 +84,20 @@ Result<bool> publicationExists(PgConnection& src, const std::string& name) {
 
 Status dropSlotAndPublication(PgConnection& src, const std::string& slot_name,
                               const std::string& publication_name) {
-  SM_ASSIGN_OR_RETURN(auto active,
-                      src.query("SELECT active, active_pid FROM pg_replication_slots "
-                                "WHERE slot_name = $1",
-                                {slot_name}));
+  // A walsender whose client just disconnected releases the slot a moment later: wait a little
+  // before calling the slot busy.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  common::PgResult active;
+  for (;;) {
+    SM_ASSIGN_OR_RETURN(active, src.query("SELECT active, active_pid FROM pg_replication_slots "
+                                          "WHERE slot_name = $1",
+                                          {slot_name}));
+    if (common::rowCount(active) != 1 || common::cell(active, 0, 0) != "t" ||
+        std::chrono::steady_clock::now() >= deadline) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   if (common::rowCount(active) == 1) {
     if (common::cell(active, 0, 0) == "t") {
       return Status::refused("replication slot \"" + slot_name + "\" on " + src.label() +

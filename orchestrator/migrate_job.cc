@@ -6,10 +6,13 @@
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <random>
 #include <thread>
 
 #include "cdc/pgoutput_source.h"
+#include "mover/fence.h"
+#include "mover/source_setup.h"
 #include "common/log.h"
 #include "mover/progress.h"
 
@@ -34,30 +37,50 @@ void sleepFor(std::chrono::milliseconds d, const std::atomic<bool>* cancel) {
   }
 }
 
+// One direction of replication: a slot on `from`, applied to `to`.
+struct StreamSpec {
+  std::string name;  // "forward" or "reverse": checkpoint and status names
+  Endpoint from;
+  Endpoint to;
+  std::string slot;
+  std::string publication;
+  std::string origin;       // replication origin at `to`
+  std::string skip_origin;  // transactions carrying it are not applied (no echo)
+  Lsn initial;              // where to start when `to` has no recorded progress (0 = slot's)
+  bool track_touched = false;
+};
+
+// Called after each caught-up heartbeat; returns true to end the session.
+using CaughtUpHook = std::function<Result<bool>(mover::PgApplier&, cdc::PgoutputSource&)>;
+
 struct Streamer {
   const MigrateOptions& o;
+  const StreamSpec spec;
   const mover::MigrationRecord& rec;
   mover::CheckpointStore& store;
   const std::atomic<bool>* cancel;
   MigrateReport& report;
-  Lsn acked;
-  PgConnection hb;  // source session for heartbeats and lag readings
+  Lsn acked{};
+  PgConnection hb{};  // session on `from` for heartbeats and lag readings
   std::chrono::steady_clock::time_point last_hb{}, last_ckpt{}, last_status{};
   uint64_t last_changes = 0;
   std::chrono::steady_clock::time_point rate_t0 = std::chrono::steady_clock::now();
   int64_t since_us = 0;  // heartbeats emitted before this run started do not prove catch-up
+  CaughtUpHook on_caught_up{};
+  mover::ApplierStats totals{};
 
-  Status heartbeat() {
+  Result<int64_t> heartbeat() {
     if (!hb.valid()) {
-      SM_ASSIGN_OR_RETURN(hb, PgConnection::connect(o.copy.source.dsn, o.copy.source.label + " (heartbeat)"));
+      SM_ASSIGN_OR_RETURN(hb, PgConnection::connect(spec.from.dsn, spec.from.label + " (heartbeat)"));
     }
+    int64_t value = cdc::pgEpochMicrosNow();
     auto r = hb.query("SELECT pg_logical_emit_message(true, $1, $2)",
-                      {std::string(kHeartbeatPrefix), std::to_string(cdc::pgEpochMicrosNow())});
+                      {std::string(kHeartbeatPrefix), std::to_string(value)});
     if (!r) {
       hb = PgConnection();
       return r.status();
     }
-    return Status::ok();
+    return value;
   }
 
   // Durable position -> RocksDB -> source, in that order.
@@ -65,7 +88,7 @@ struct Streamer {
     SM_ASSIGN_OR_RETURN(Lsn durable, applier.durableLsn());
     if (durable > acked) {
       mover::CheckpointBatch b;
-      b.putStreamPosition(rec.id, {"forward", durable, 0, rec.slot_name});
+      b.putStreamPosition(rec.id, {spec.name, durable, 0, spec.slot});
       SM_RETURN_IF_ERROR(store.write(b));
       SM_RETURN_IF_ERROR(source.acknowledge(durable));
       acked = durable;
@@ -73,44 +96,43 @@ struct Streamer {
     return Status::ok();
   }
 
-  void status(mover::PgApplier& applier, cdc::PgoutputSource& source) {
+  void status(mover::PgApplier& applier) {
     auto now = std::chrono::steady_clock::now();
     double dt = std::chrono::duration<double>(now - rate_t0).count();
     uint64_t changes = applier.stats().changes;
     double rate = dt > 0 ? static_cast<double>(changes - last_changes) / dt : 0;
     last_changes = changes;
     rate_t0 = now;
+    const Lsn applied = std::max(applier.committedLsn(), acked);
     uint64_t lag_bytes = 0, retained = 0;
     if (hb.valid()) {
       auto r = hb.query("SELECT pg_current_wal_lsn()::text, (SELECT restart_lsn::text FROM "
                         "pg_replication_slots WHERE slot_name = $1)",
-                        {rec.slot_name});
+                        {spec.slot});
       if (r && common::rowCount(*r) == 1) {
         auto cur = Lsn::parse(common::cell(*r, 0, 0));
         auto restart = Lsn::parse(common::cell(*r, 0, 1));
-        if (cur && cur->value() > std::max(applier.committedLsn(), acked).value()) {
-          lag_bytes = cur->value() - std::max(applier.committedLsn(), acked).value();
-        }
-        if (cur && restart && cur->value() > restart->value()) retained = cur->value() - restart->value();
+        if (cur && *cur > applied) lag_bytes = cur->value() - applied.value();
+        if (cur && restart && *cur > *restart) retained = cur->value() - restart->value();
       }
     }
     int64_t hb_lag = applier.lastHeartbeatLagMicros();
     double lag_s = hb_lag >= 0 ? static_cast<double>(hb_lag) / 1e6 : -1;
     report.last_lag_seconds = lag_s;
-    const Lsn applied = std::max(applier.committedLsn(), acked);
-    spdlog::info("catch-up: applied {} (acked {}), lag {} / {}, {:.0f} changes/s, "
-                 "{} changes, {} txns, slot retains {}",
-                 applied.toString(), acked.toString(),
-                 mover::humanBytes(static_cast<double>(lag_bytes)),
+    spdlog::info("{}: applied {} (acked {}), lag {} / {}, {:.0f} changes/s, {} changes, {} txns, "
+                 "slot retains {}",
+                 spec.name == "forward" ? "catch-up" : "reverse (dual-write soak)", applied.toString(),
+                 acked.toString(), mover::humanBytes(static_cast<double>(lag_bytes)),
                  lag_s >= 0 ? fmt::format("{:.3f} s", lag_s) : std::string("? s"), rate,
                  mover::withCommas(changes), mover::withCommas(applier.stats().transactions),
                  mover::humanBytes(static_cast<double>(retained)));
     if (retained > o.retention_warn_bytes) {
-      spdlog::warn("slot {} retains {} of WAL on {} (threshold {}); the source's disk fills if "
-                   "catch-up stalls", rec.slot_name, mover::humanBytes(static_cast<double>(retained)),
-                   o.copy.source.label, mover::humanBytes(static_cast<double>(o.retention_warn_bytes)));
+      spdlog::warn("slot {} retains {} of WAL on {} (threshold {}); the disk fills if the "
+                   "stream stalls", spec.slot, mover::humanBytes(static_cast<double>(retained)),
+                   spec.from.label, mover::humanBytes(static_cast<double>(o.retention_warn_bytes)));
     }
-    nlohmann::json j = {{"phase", "catching_up"},
+    nlohmann::json j = {{"phase", spec.name == "forward" ? "catching_up" : "dual_write"},
+                        {"stream", spec.name},
                         {"tenant", rec.tenant},
                         {"migration", rec.id},
                         {"applied_lsn", applied.toString()},
@@ -123,18 +145,54 @@ struct Streamer {
                         {"retention_warning", retained > o.retention_warn_bytes},
                         {"updated_unix_ms", common::nowUnixMs()}};
     mover::CheckpointBatch b;
-    b.putNote(rec.id, "status", j.dump());
+    b.putNote(rec.id, spec.name == "forward" ? "status" : "status_reverse", j.dump());
     store.write(b).ignore();  // status is informational; the next write retries
-    (void)source;
   }
 
-  // One connected session: returns when cancelled, caught up, or on error.
+  // Applies events until `done()` or the deadline; commits when the stream is idle.
+  Status pump(mover::PgApplier& applier, cdc::PgoutputSource& source,
+              const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline) {
+    while (!done()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Status::retryable("deadline passed while applying the " + spec.name + " stream");
+      }
+      SM_ASSIGN_OR_RETURN(auto ev, source.next(std::chrono::milliseconds(5)));
+      if (ev) {
+        SM_RETURN_IF_ERROR(applier.apply(*ev));
+      } else {
+        SM_RETURN_IF_ERROR(applier.commitPending());
+      }
+    }
+    return Status::ok();
+  }
+
+  // Emits a heartbeat and applies until it is committed and flushed at `to`: everything
+  // committed at `from` before the heartbeat is then durable at `to`. Returns the round trip.
+  Result<std::chrono::microseconds> drain(mover::PgApplier& applier, cdc::PgoutputSource& source,
+                                          std::chrono::steady_clock::time_point deadline) {
+    auto t0 = std::chrono::steady_clock::now();
+    SM_ASSIGN_OR_RETURN(int64_t value, heartbeat());
+    SM_RETURN_IF_ERROR(pump(applier, source,
+                            [&] { return applier.lastHeartbeatMicros() >= value; }, deadline));
+    for (;;) {
+      SM_ASSIGN_OR_RETURN(Lsn durable, applier.durableLsn());
+      if (durable >= applier.committedLsn()) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Status::retryable("destination flush did not reach the drained position in time");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    SM_RETURN_IF_ERROR(checkpoint(applier, source));
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+  }
+
+  // One connected session: returns when cancelled, when the hook ends it, or on error.
   Status session(mover::PgApplier& applier, cdc::PgoutputSource& source) {
     for (;;) {
       auto now = std::chrono::steady_clock::now();
       if (now - last_hb >= o.heartbeat_interval) {
-        Status st = heartbeat();
-        if (!st.isOk()) spdlog::warn("heartbeat: {}", st.message());
+        auto hbv = heartbeat();
+        if (!hbv) spdlog::warn("heartbeat: {}", hbv.status().message());
         last_hb = now;
       }
       if (cancelled(cancel)) {
@@ -154,29 +212,218 @@ struct Streamer {
         last_ckpt = now;
       }
       if (now - last_status >= o.status_interval) {
-        status(applier, source);
+        status(applier);
         last_status = now;
       }
       int64_t hb_us = applier.lastHeartbeatMicros();
-      if (o.until_caught_up && hb_us > since_us && !applier.inTransaction()) {
+      if (on_caught_up && hb_us > since_us && !applier.inTransaction()) {
         double lag_ms = static_cast<double>(applier.lastHeartbeatLagMicros()) / 1e3;
         if (lag_ms < static_cast<double>(o.caught_up_lag.count())) {
-          SM_RETURN_IF_ERROR(applier.commitPending());
-          // Wait for the destination flush so the reported position is durable.
-          for (int i = 0; i < 200 && applier.durableLsn().isOk() &&
-                          *applier.durableLsn() < applier.committedLsn();
-               ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-          }
-          SM_RETURN_IF_ERROR(checkpoint(applier, source));
           report.caught_up = true;
           report.last_lag_seconds = lag_ms / 1e3;
-          return Status::ok();
+          since_us = hb_us;  // the next check needs a newer heartbeat
+          SM_ASSIGN_OR_RETURN(bool stop, on_caught_up(applier, source));
+          if (stop) {
+            SM_RETURN_IF_ERROR(applier.commitPending());
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+            while (std::chrono::steady_clock::now() < deadline) {
+              SM_ASSIGN_OR_RETURN(Lsn durable, applier.durableLsn());
+              if (durable >= applier.committedLsn()) break;
+              std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            }
+            return checkpoint(applier, source);
+          }
         }
       }
     }
   }
+
+  // Connects and runs sessions until done, reconnecting retryable failures with jittered
+  // exponential backoff.
+  Status run() {
+    std::mt19937_64 rng(std::random_device{}());
+    auto backoff = std::chrono::milliseconds(100);
+    auto failing_since = std::chrono::steady_clock::time_point{};
+    since_us = cdc::pgEpochMicrosNow();
+    for (;;) {
+      mover::ApplierOptions ao;
+      ao.dest_dsn = spec.to.dsn;
+      ao.dest_label = spec.to.label;
+      ao.source_dsn = spec.from.dsn;
+      ao.source_label = spec.from.label;
+      ao.origin_name = spec.origin;
+      ao.skip_origin = spec.skip_origin;
+      ao.tenant = rec.tenant;
+      ao.tenant_columns = o.copy.tenant_columns;
+      ao.max_batch_changes = o.max_batch_changes;
+      ao.max_batch_age = o.max_batch_age;
+      ao.track_touched = spec.track_touched;
+      Status st;
+      auto applier = mover::PgApplier::open(ao);
+      if (!applier) {
+        st = applier.status();
+      } else {
+        st = connectAndRun(**applier);
+        const auto& s = (*applier)->stats();
+        totals.changes += s.changes;
+        totals.transactions += s.transactions;
+        totals.toast_repairs += s.toast_repairs;
+      }
+      if (st.isOk() || st.errorClass() != common::ErrorClass::kRetryable) return st;
+      auto now = std::chrono::steady_clock::now();
+      if (failing_since == std::chrono::steady_clock::time_point{}) failing_since = now;
+      if (o.give_up_after.count() > 0 && now - failing_since > o.give_up_after) {
+        return st.withContext("giving up after " + std::to_string(o.give_up_after.count() / 1000) +
+                              " s of retries");
+      }
+      report.reconnects++;
+      auto wait = (backoff + std::chrono::milliseconds(rng() % (static_cast<uint64_t>(backoff.count()) + 1))) / 2;
+      spdlog::warn("{} stream: {}; reconnecting in {} ms", spec.name, st.message(), wait.count());
+      sleepFor(wait, cancel);
+      backoff = std::min(backoff * 2, o.max_backoff);
+      if (cancelled(cancel)) return Status::cancelled("stopped while reconnecting; rerun to resume");
+      if (connected_once_) {
+        failing_since = {};
+        backoff = std::chrono::milliseconds(100);
+        connected_once_ = false;
+      }
+    }
+  }
+
+  std::unique_ptr<cdc::PgoutputSource>* live_source = nullptr;
+  bool connected_once_ = false;
+
+  Status connectAndRun(mover::PgApplier& applier) {
+    SM_ASSIGN_OR_RETURN(Lsn origin, applier.originProgress());
+    auto saved = store.loadStreamPosition(rec.id, spec.name);
+    if (saved && saved->has_value() && (*saved)->lsn > origin) {
+      spdlog::warn("checkpoint store position {} of the {} stream is ahead of the replication "
+                   "origin {} at {} (restored from a backup?); the origin wins",
+                   (*saved)->lsn.toString(), spec.name, origin.toString(), spec.to.label);
+    }
+    Lsn start = origin.isZero() ? spec.initial : origin;
+    acked = start;
+    cdc::PgoutputSourceOptions so;
+    so.dsn = spec.from.dsn;
+    so.label = spec.from.label;
+    so.slot = spec.slot;
+    so.publication = spec.publication;
+    so.start = start;
+    auto src = cdc::PgoutputSource::start(so);
+    if (!src) {
+      Status st = src.status();
+      if (st.errorClass() == common::ErrorClass::kRefused &&
+          st.message().find("does not exist") != std::string::npos) {
+        return Status::refused("replication slot \"" + spec.slot + "\" of migration " + rec.id +
+                               " no longer exists on " + spec.from.label +
+                               " (dropped behind our back?); changes since it was created cannot "
+                               "be recovered: run `stampmover cleanup --tenant " + rec.tenant +
+                               " --purge-destination` and migrate again");
+      }
+      return st;
+    }
+    connected_once_ = true;
+    spdlog::info("{} stream: slot {} from {}", spec.name, spec.slot, start.toString());
+    return session(applier, **src);
+  }
 };
+
+Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationRecord& rec,
+                       const std::string& phase) {
+  mover::MigrationRecord r = rec;
+  r.phase = phase;
+  r.updated_unix_ms = common::nowUnixMs();
+  mover::CheckpointBatch b;
+  b.putMigration(r);
+  SM_RETURN_IF_ERROR(store.write(b));
+  spdlog::info("migration {}: phase {}", rec.id, phase);
+  return Status::ok();
+}
+
+std::string reverseName(const std::string& forward) { return forward + "_r"; }
+
+// Everything the cutover, soak and finalize steps need besides the streams.
+struct CutoverSetup {
+  std::unique_ptr<routing::PgRoutingDirectory> routes;
+  PgConnection src;
+  PgConnection dst;
+  std::vector<mover::TableInfo> src_tables;
+  std::vector<mover::TableInfo> dst_tables;
+};
+
+// Before any window: routing entry, fences installed on both sides (DDL, with lock_timeout
+// and retries), and the reverse publication and slot on the destination (creating a slot
+// waits for running transactions: never inside the window).
+Result<Lsn> prepareCutover(const MigrateOptions& o, const mover::MigrationRecord& rec,
+                           CutoverSetup& cs) {
+  cs.routes = std::make_unique<routing::PgRoutingDirectory>(o.control_plane_dsn);
+  SM_RETURN_IF_ERROR(cs.routes->ensureSchema());
+  SM_ASSIGN_OR_RETURN(auto entry, cs.routes->get(rec.tenant));
+  if (!entry) SM_RETURN_IF_ERROR(cs.routes->put(rec.tenant, o.copy.source.name).status());
+  SM_ASSIGN_OR_RETURN(cs.src, PgConnection::connect(o.copy.source.dsn, o.copy.source.label));
+  SM_ASSIGN_OR_RETURN(cs.dst, PgConnection::connect(o.copy.destination.dsn, o.copy.destination.label));
+  if (entry && entry->state == routing::RouteState::kFrozen) {
+    // A worker died inside a window: never leave the tenant frozen. Roll back to what the
+    // entry was before the freeze (the flip had not happened, or the stamp would differ).
+    const bool forward_window = entry->stamp == o.copy.source.name;
+    spdlog::warn("tenant {} was left frozen on {} by an interrupted cutover; rolling it back",
+                 rec.tenant, entry->stamp);
+    mover::unfenceTenant(forward_window ? cs.src : cs.dst, rec.tenant)
+        .ignore();  // the fence may not exist yet; expiry covers it otherwise
+    SM_RETURN_IF_ERROR(
+        cs.routes
+            ->compareAndSet(rec.tenant, entry->epoch,
+                            {entry->stamp,
+                             forward_window ? routing::RouteState::kActive : routing::RouteState::kDualWrite,
+                             forward_window ? std::nullopt : std::optional<std::string>(o.copy.source.name),
+                             "worker restart: roll back an interrupted cutover"})
+            .status());
+  }
+  SM_ASSIGN_OR_RETURN(cs.src_tables, mover::discoverTenantTables(cs.src, o.copy.tenant_columns));
+  SM_ASSIGN_OR_RETURN(cs.dst_tables, mover::discoverTenantTables(cs.dst, o.copy.tenant_columns));
+  SM_RETURN_IF_ERROR(mover::installFence(cs.src, cs.src_tables, {}));
+  SM_RETURN_IF_ERROR(mover::installFence(cs.dst, cs.dst_tables, {}));
+  const std::string rname = reverseName(rec.slot_name);
+  SM_ASSIGN_OR_RETURN(bool pub, mover::publicationExists(cs.dst, rname));
+  if (!pub) SM_RETURN_IF_ERROR(mover::createTenantPublication(cs.dst, rname, cs.dst_tables, rec.tenant));
+  SM_ASSIGN_OR_RETURN(bool slot, mover::slotExists(cs.dst, rname));
+  if (!slot) {
+    SM_ASSIGN_OR_RETURN(auto created, mover::createSlotWithSnapshot(o.copy.destination.dsn,
+                                                                    o.copy.destination.label, rname));
+    return created.consistent_point;
+  }
+  return Lsn();
+}
+
+Status dropOrigin(PgConnection& c, const std::string& name) {
+  auto r = c.query("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
+                   {name});
+  return r.status();
+}
+
+// Finalize: the reverse stream is stopped; drop slots, publications, origins and fences on
+// both sides, and make the destination the tenant's only stamp.
+Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs) {
+  const std::string rname = reverseName(rec.slot_name);
+  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(cs.dst, rname, rname));
+  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(cs.src, rec.slot_name, rec.publication_name));
+  SM_RETURN_IF_ERROR(dropOrigin(cs.dst, rec.slot_name));
+  SM_RETURN_IF_ERROR(dropOrigin(cs.src, rname));
+  SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.src, rec.tenant));
+  SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.dst, rec.tenant));
+  SM_RETURN_IF_ERROR(mover::uninstallFence(cs.src, cs.src_tables, {}));
+  SM_RETURN_IF_ERROR(mover::uninstallFence(cs.dst, cs.dst_tables, {}));
+  SM_ASSIGN_OR_RETURN(auto entry, cs.routes->get(rec.tenant));
+  if (entry && entry->state != routing::RouteState::kActive) {
+    SM_RETURN_IF_ERROR(cs.routes
+                           ->compareAndSet(rec.tenant, entry->epoch,
+                                           {entry->stamp, routing::RouteState::kActive, std::nullopt,
+                                            "finalize"})
+                           .status());
+  }
+  (void)o;
+  return Status::ok();
+}
 
 }  // namespace
 
@@ -184,103 +431,117 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   MigrateReport report;
   SM_ASSIGN_OR_RETURN(report.copy, runCopyJob(o.copy, cancel));
   const mover::MigrationRecord rec = report.copy.record;
-  std::error_code ec;
   SM_ASSIGN_OR_RETURN(auto store, mover::openRocksDbCheckpointStore({o.copy.state_dir, true}));
-  {
-    mover::MigrationRecord r = rec;
-    r.phase = "catching_up";
-    r.updated_unix_ms = common::nowUnixMs();
-    mover::CheckpointBatch b;
-    b.putMigration(r);
-    SM_RETURN_IF_ERROR(store->write(b));
-  }
+  SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "catching_up"));
   auto t0 = std::chrono::steady_clock::now();
-  Streamer s{o, rec, *store, cancel, report, Lsn(), PgConnection()};
-  s.since_us = cdc::pgEpochMicrosNow();
-  std::mt19937_64 rng(std::random_device{}());
-  auto backoff = std::chrono::milliseconds(100);
-  auto failing_since = std::chrono::steady_clock::time_point{};
-  for (;;) {
-    mover::ApplierOptions ao;
-    ao.dest_dsn = o.copy.destination.dsn;
-    ao.dest_label = o.copy.destination.label;
-    ao.source_dsn = o.copy.source.dsn;
-    ao.source_label = o.copy.source.label;
-    ao.origin_name = rec.slot_name;
-    ao.tenant = rec.tenant;
-    ao.tenant_columns = o.copy.tenant_columns;
-    ao.max_batch_changes = o.max_batch_changes;
-    ao.max_batch_age = o.max_batch_age;
-    Status st;
-    auto applier = mover::PgApplier::open(ao);
-    std::unique_ptr<cdc::PgoutputSource> source;
-    if (!applier) {
-      st = applier.status();
-    } else {
-      auto origin = (*applier)->originProgress();
-      if (!origin) {
-        st = origin.status();
-      } else {
-        auto saved = store->loadStreamPosition(rec.id, "forward");
-        if (saved && saved->has_value() && (*saved)->lsn > *origin) {
-          spdlog::warn("checkpoint store position {} is ahead of the destination's replication "
-                       "origin {} (destination restored from a backup?); the origin wins",
-                       (*saved)->lsn.toString(), origin->toString());
-        }
-        Lsn start = origin->isZero() ? rec.consistent_point : *origin;
-        s.acked = start;
-        cdc::PgoutputSourceOptions so;
-        so.dsn = o.copy.source.dsn;
-        so.label = o.copy.source.label;
-        so.slot = rec.slot_name;
-        so.publication = rec.publication_name;
-        so.start = start;
-        auto src = cdc::PgoutputSource::start(so);
-        if (!src) {
-          st = src.status();
-          if (st.errorClass() == common::ErrorClass::kRefused &&
-              st.message().find("does not exist") != std::string::npos) {
-            st = Status::refused(
-                "replication slot \"" + rec.slot_name + "\" of migration " + rec.id +
-                " no longer exists on " + o.copy.source.label +
-                " (dropped behind our back?); changes since it was created cannot be recovered: "
-                "run `stampmover cleanup --tenant " + rec.tenant +
-                " --purge-destination` and migrate again");
-          }
-        } else {
-          source = std::move(*src);
-          spdlog::info("streaming slot {} from {}", rec.slot_name, start.toString());
-          failing_since = {};
-          backoff = std::chrono::milliseconds(100);
-          st = s.session(**applier, *source);
-          report.changes += (*applier)->stats().changes;
-          report.transactions += (*applier)->stats().transactions;
-          report.toast_repairs += (*applier)->stats().toast_repairs;
-        }
-      }
+
+  CutoverSetup cs;
+  Lsn reverse_start;
+  if (o.cutover_auto) {
+    if (o.control_plane_dsn.empty()) {
+      return Status::refused("--cutover auto needs the routing directory: pass --control-plane-dsn");
     }
-    if (st.isOk() || st.errorClass() == common::ErrorClass::kCancelled) {
-      report.applied = s.acked;
-      report.catchup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (!st.isOk()) {
-        spdlog::info("{}", st.message());
-        return st;
-      }
-      return report;
-    }
-    if (st.errorClass() != common::ErrorClass::kRetryable) return st;
-    auto now = std::chrono::steady_clock::now();
-    if (failing_since == std::chrono::steady_clock::time_point{}) failing_since = now;
-    if (o.give_up_after.count() > 0 && now - failing_since > o.give_up_after) {
-      return st.withContext("giving up after " + std::to_string(o.give_up_after.count() / 1000) + " s of retries");
-    }
-    report.reconnects++;
-    auto jitter = std::chrono::milliseconds(rng() % (static_cast<uint64_t>(backoff.count()) + 1));
-    spdlog::warn("{}; reconnecting in {} ms", st.message(), (backoff + jitter).count() / 2);
-    sleepFor((backoff + jitter) / 2, cancel);
-    backoff = std::min(backoff * 2, o.max_backoff);
-    if (cancelled(cancel)) return Status::cancelled("stopped while reconnecting; rerun to resume");
+    SM_ASSIGN_OR_RETURN(reverse_start, prepareCutover(o, rec, cs));
   }
+
+  StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
+                 rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, o.cutover_auto};
+  Streamer forward{o, fwd, rec, *store, cancel, report};
+  if (o.until_caught_up || o.cutover_auto) {
+    forward.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
+      if (!o.cutover_auto) return true;
+      if (report.cutovers.size() >= o.cutover_attempts) {
+        // Terminal for this run (not a connection problem to retry here): rerun to try again.
+        return Status::refused("cutover did not succeed in " + std::to_string(o.cutover_attempts) +
+                               " attempts (see the reasons above); the tenant stays on the source, "
+                               "unfrozen; rerun migrate to try again");
+      }
+      CutoverContext ctx;
+      ctx.tenant = rec.tenant;
+      ctx.source_stamp = o.copy.source.name;
+      ctx.dest_stamp = o.copy.destination.name;
+      ctx.source = &cs.src;
+      ctx.destination = &cs.dst;
+      ctx.routes = cs.routes.get();
+      ctx.applier = &applier;
+      ctx.tables = cs.src_tables;
+      ctx.flip_shadow = o.copy.source.name;
+      ctx.drain = [&](std::chrono::steady_clock::time_point deadline) {
+        return forward.drain(applier, source, deadline);
+      };
+      SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
+      spdlog::info("{}", formatCutoverReport(rep));
+      report.cutovers.push_back(rep);
+      return rep.flipped;
+    };
+  }
+  SM_ASSIGN_OR_RETURN(auto entry_now, cs.routes ? cs.routes->get(rec.tenant)
+                                                : Result<std::optional<routing::RouteEntry>>(
+                                                      std::optional<routing::RouteEntry>()));
+  const bool already_flipped = entry_now && entry_now->stamp == o.copy.destination.name;
+  Status st = already_flipped ? Status::ok() : forward.run();
+  report.changes = forward.totals.changes;
+  report.transactions = forward.totals.transactions;
+  report.toast_repairs = forward.totals.toast_repairs;
+  report.applied = forward.acked;
+  report.catchup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!st.isOk()) {
+    if (st.errorClass() == common::ErrorClass::kCancelled) spdlog::info("{}", st.message());
+    return st;
+  }
+  if (!o.cutover_auto) return report;
+  report.flipped = true;
+  SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "dual_write"));
+  // The forward slot is no longer needed: it would only retain WAL on the source.
+  mover::dropSlotAndPublication(cs.src, rec.slot_name, rec.publication_name)
+      .ignore();  // best effort here; finalize drops it again by name
+
+  // Dual-write soak: the destination serves; the reverse stream keeps the source exact.
+  StreamSpec rev{"reverse", o.copy.destination, o.copy.source, reverseName(rec.slot_name),
+                 reverseName(rec.slot_name), reverseName(rec.slot_name), rec.slot_name,
+                 reverse_start, true};
+  Streamer reverse{o, rev, rec, *store, cancel, report};
+  const auto soak_end = std::chrono::steady_clock::now() + o.soak;
+  reverse.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
+    if (std::chrono::steady_clock::now() < soak_end) return false;
+    if (!o.rollback_after_soak) return true;  // finalize follows
+    // Rollback during the soak: the same cutover, backwards.
+    CutoverContext ctx;
+    ctx.tenant = rec.tenant;
+    ctx.source_stamp = o.copy.destination.name;
+    ctx.dest_stamp = o.copy.source.name;
+    ctx.source = &cs.dst;
+    ctx.destination = &cs.src;
+    ctx.routes = cs.routes.get();
+    ctx.applier = &applier;
+    ctx.tables = cs.dst_tables;
+    ctx.expected_state = routing::RouteState::kDualWrite;
+    ctx.flip_state = routing::RouteState::kActive;
+    ctx.flip_shadow = std::nullopt;
+    ctx.drain = [&](std::chrono::steady_clock::time_point deadline) {
+      return reverse.drain(applier, source, deadline);
+    };
+    SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
+    spdlog::info("rollback {}", formatCutoverReport(rep));
+    report.rollbacks.push_back(rep);
+    if (rep.flipped) report.rolled_back = true;
+    return rep.flipped || report.rollbacks.size() >= o.cutover_attempts;
+  };
+  st = reverse.run();
+  report.reverse_changes = reverse.totals.changes;
+  if (!st.isOk()) return st;
+  if (report.rolled_back) {
+    // Back on the source: drop everything the migration created; the source is unfenced.
+    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
+    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back"));
+    return report;
+  }
+  if (o.finalize) {
+    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
+    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalized"));
+    report.finalized = true;
+  }
+  return report;
 }
 
 std::string formatMigrateReport(const MigrateReport& r) {
@@ -295,6 +556,18 @@ std::string formatMigrateReport(const MigrateReport& r) {
                 static_cast<unsigned long long>(r.toast_repairs),
                 r.caught_up ? "; caught up" : "");
   out += line;
+  for (const auto& c : r.cutovers) out += formatCutoverReport(c);
+  for (const auto& c : r.rollbacks) out += "rollback " + formatCutoverReport(c);
+  if (r.flipped) {
+    std::snprintf(line, sizeof line, "dual-write soak: %s changes written at the destination "
+                  "applied back to the source; %s\n",
+                  mover::withCommas(r.reverse_changes).c_str(),
+                  r.rolled_back ? "ROLLED BACK: the tenant is served by the source again"
+                  : r.finalized ? "FINALIZED: the tenant is served by the destination; slots, "
+                                  "publications, origins and fences removed"
+                                : "still in dual_write");
+    out += line;
+  }
   if (r.last_lag_seconds >= 0) {
     std::snprintf(line, sizeof line, "  last heartbeat lag: %.3f s\n", r.last_lag_seconds);
     out += line;

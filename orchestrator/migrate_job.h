@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "mover/pg_applier.h"
 #include "orchestrator/copy_job.h"
+#include "orchestrator/cutover.h"
 
 namespace stampmover::orch {
 
@@ -27,6 +28,15 @@ struct MigrateOptions {
   std::chrono::milliseconds max_batch_age{200};          // Default: 200 ms
   std::chrono::milliseconds max_backoff{30000};          // Default: 30 s between reconnects
   std::chrono::milliseconds give_up_after{0};            // Default: 0 = retry forever
+  // Cutover (needs control_plane_dsn): after catching up, freeze/drain/verify/flip, then the
+  // dual-write soak with the reverse stream, then finalize (or roll back when asked).
+  bool cutover_auto = false;                             // Default: false (follow only)
+  std::string control_plane_dsn;                         // Default: none; holds a secret
+  CutoverOptions cutover;
+  uint32_t cutover_attempts = 5;                         // Default: 5 attempts before giving up
+  std::chrono::milliseconds soak{10000};                 // Default: 10 s of dual-write soak
+  bool rollback_after_soak = false;                      // Default: false (finalize); true: go back
+  bool finalize = true;                                  // Default: true after the soak
 };
 
 struct MigrateReport {
@@ -39,6 +49,12 @@ struct MigrateReport {
   double catchup_seconds = 0;
   double last_lag_seconds = -1;
   bool caught_up = false;
+  std::vector<CutoverReport> cutovers;    // every attempt, in order
+  bool flipped = false;
+  bool finalized = false;
+  bool rolled_back = false;
+  uint64_t reverse_changes = 0;
+  std::vector<CutoverReport> rollbacks;   // the reverse cutover, when rolled back
 };
 
 // Runs copy + catch-up. Errors keep their class; kCancelled when `cancel` was set (after a

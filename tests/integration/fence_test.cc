@@ -5,6 +5,8 @@
 // transaction times out per attempt instead of queueing writers behind it.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "harness/seed.h"
 #include "mover/catalog.h"
 #include "mover/fence.h"
@@ -44,7 +46,7 @@ TEST(Fence, FencesOnlyTheTenantAndNotApplySessions) {
   ASSERT_TRUE(mover::installFence(src, tables, {}).isOk()) << "idempotent";
   for (const auto& t : tables) EXPECT_TRUE(*mover::fenceInstalled(src, t)) << t.key();
 
-  auto xid = mover::fenceTenant(src, "42", 7);
+  auto xid = mover::fenceTenant(src, "42", 7, std::chrono::minutes(5));
   ASSERT_TRUE(xid) << xid.status().message();
   auto app = connectOrDie(sourceCluster().dsn(db));
   EXPECT_EQ(sqlstateOf(app, "INSERT INTO accounts (tenant_id, account_id, name, created_at) VALUES (42, 999999, 'x', now())"), "fenced");
@@ -81,7 +83,7 @@ TEST(Fence, WaitsOutTransactionsOlderThanTheFence) {
   auto old = connectOrDie(sourceCluster().dsn(db));
   execOrDie(old, "BEGIN ISOLATION LEVEL REPEATABLE READ; UPDATE orders SET status = 'early' "
                  "WHERE tenant_id = 42 AND order_id = 3");
-  auto xid = mover::fenceTenant(src, "42", 1);
+  auto xid = mover::fenceTenant(src, "42", 1, std::chrono::minutes(5));
   ASSERT_TRUE(xid);
   auto waited = mover::waitForOlderTransactions(src, *xid, std::chrono::milliseconds(300));
   ASSERT_FALSE(waited.isOk());
@@ -89,6 +91,18 @@ TEST(Fence, WaitsOutTransactionsOlderThanTheFence) {
   EXPECT_NE(waited.message().find("older than the fence"), std::string::npos) << waited.message();
   execOrDie(old, "COMMIT");
   EXPECT_TRUE(mover::waitForOlderTransactions(src, *xid, std::chrono::milliseconds(2000)).isOk());
+  ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
+  // A fence left by a worker that died expires by itself; an extended one does not.
+  auto app = connectOrDie(sourceCluster().dsn(db));
+  ASSERT_TRUE(mover::fenceTenant(src, "42", 2, std::chrono::milliseconds(300)));
+  EXPECT_EQ(sqlstateOf(app, "UPDATE orders SET status = 'a' WHERE tenant_id = 42 AND order_id = 3"), "fenced");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(sqlstateOf(app, "UPDATE orders SET status = 'b' WHERE tenant_id = 42 AND order_id = 3"), "ok");
+  EXPECT_FALSE(mover::extendFence(src, "42").isOk()) << "an expired fence cannot be extended";
+  ASSERT_TRUE(mover::fenceTenant(src, "42", 3, std::chrono::milliseconds(300)));
+  ASSERT_TRUE(mover::extendFence(src, "42").isOk());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(sqlstateOf(app, "UPDATE orders SET status = 'c' WHERE tenant_id = 42 AND order_id = 3"), "fenced");
   ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
 }
 

@@ -1,0 +1,146 @@
+// Cutover end to end against real clusters (control plane = a database of its own): migrate
+// with --cutover auto under a writer, writes on the destination during the dual-write soak,
+// then finalize or roll back. Checked independently: routing entry, tenant rows on both
+// sides (ordered SELECTs), nothing left behind (slots, publications, origins, fences).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "harness/seed.h"
+#include "mover/source_setup.h"
+#include "tests/support/test_support.h"
+#include "tests/support/writer.h"
+
+using namespace stampmover::testing;
+using stampmover::common::PgConnection;
+namespace harness = stampmover::harness;
+
+namespace {
+
+const std::pair<const char*, const char*> kTables[] = {
+    {"accounts", "account_id"}, {"orders", "order_id"}, {"order_items", "order_id, line"},
+    {"documents", "doc_key"},   {"events", "event_id"}, {"scratch", "id"}};
+
+void expectTenantEqual(PgConnection& a_conn, PgConnection& b_conn) {
+  for (const auto& [table, order] : kTables) {
+    auto a = tenantRows(a_conn, table, "42", order);
+    auto b = tenantRows(b_conn, table, "42", order);
+    ASSERT_EQ(a.size(), b.size()) << table;
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << table << " row " << i;
+  }
+}
+
+void expectNothingLeft(PgConnection& c, const char* side) {
+  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_slots"), "0") << side;
+  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_publication"), "0") << side;
+  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_origin"), "0") << side;
+  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_trigger WHERE tgname = 'stampmover_fence'"), "0") << side;
+}
+
+struct Env {
+  std::string db;
+  std::string cp_db;
+  PgConnection src;
+  PgConnection dst;
+  PgConnection cp;
+  TempDir state;
+};
+
+std::unique_ptr<Env> setUp() {
+  auto e = std::make_unique<Env>();
+  e->db = freshDatabase();
+  e->cp_db = freshDatabase();  // the control plane's own database
+  e->src = connectOrDie(sourceCluster().dsn(e->db));
+  e->dst = connectOrDie(destCluster().dsn(e->db));
+  e->cp = connectOrDie(destCluster().dsn(e->cp_db));
+  for (auto* c : {&e->src, &e->dst}) EXPECT_TRUE(harness::createDemoSchema(*c).isOk());
+  createScratchTable(sourceCluster().dsn(e->db));
+  createScratchTable(destCluster().dsn(e->db));
+  harness::SeedOptions seed;
+  seed.tenant_items = 2000;
+  seed.other_items = 2000;
+  EXPECT_TRUE(harness::seedTenants(e->src, seed).isOk());
+  return e;
+}
+
+std::vector<std::string> args(const Env& e, const std::string& soak, bool rollback) {
+  std::vector<std::string> a = {"migrate", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                                "--dest-dsn", destCluster().dsn(e.db), "--state-dir", e.state.path(),
+                                "--progress", "log", "--cutover", "auto", "--control-plane-dsn",
+                                destCluster().dsn(e.cp_db), "--soak", soak};
+  if (rollback) a.push_back("--rollback-after-soak");
+  return a;
+}
+
+std::string readLog(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out.size() > 20000 ? out.substr(0, 20000) : out;
+}
+
+// Waits for the routing entry to reach `state`; returns false on timeout.
+bool waitForRoute(PgConnection& cp, const std::string& state, int seconds) {
+  for (int i = 0; i < seconds * 50; ++i) {
+    auto v = cp.queryValue("SELECT state FROM stampmover_routing.routes WHERE tenant = '42'");
+    if (v && v->value_or("") == state) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST(Cutover, FlipsSoaksAndFinalizesUnderAWriter) {
+  auto e = setUp();
+  WriterOptions wo;
+  wo.dsn = sourceCluster().dsn(e->db);
+  wo.duration = std::chrono::milliseconds(4000);
+  wo.pause = std::chrono::microseconds(2000);
+  wo.truncates = false;
+  Writer writer(wo);
+  std::string log = e->state.path() + "/migrate.log";
+  pid_t pid = spawnStampmover(args(*e, "4", false), log);
+  ASSERT_TRUE(waitForRoute(e->cp, "dual_write", 30)) << "no flip; log:\n" << readLog(log);
+  writer.stop();  // writes to the source are fenced from here on: the destination serves
+  // The destination serves: these writes must reach the source through the reverse stream.
+  execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900001, 'written during soak')");
+  execOrDie(e->dst, "UPDATE orders SET status = 'soaked' WHERE tenant_id = 42 AND order_id = 5");
+  EXPECT_EQ(waitPid(pid), 0) << readLog(log);
+  auto route = scalar(e->cp, "SELECT stamp || ',' || state || ',' || coalesce(shadow_stamp, '-') "
+                             "FROM stampmover_routing.routes WHERE tenant = '42'");
+  EXPECT_EQ(route, "127.0.0.1:" + std::to_string(destCluster().port()) + "/" + e->db + ",active,-")
+      << "finalized on the destination";
+  EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900001"), "written during soak");
+  expectTenantEqual(e->src, e->dst);
+  expectNothingLeft(e->src, "source");
+  expectNothingLeft(e->dst, "destination");
+  EXPECT_EQ(scalar(e->cp, "SELECT count(*) FROM stampmover_routing.route_history WHERE tenant = '42'"), "4")
+      << "put, freeze, flip, finalize";
+}
+
+TEST(Cutover, RollsBackAfterTheSoakWithoutLosingDestinationWrites) {
+  auto e = setUp();
+  std::string log = e->state.path() + "/migrate.log";
+  pid_t pid = spawnStampmover(args(*e, "3", true), log);
+  ASSERT_TRUE(waitForRoute(e->cp, "dual_write", 30)) << "no flip; log:\n" << readLog(log);
+  execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900002, 'acknowledged on the destination')");
+  execOrDie(e->dst, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 7");
+  EXPECT_EQ(waitPid(pid), 0) << readLog(log);
+  auto route = scalar(e->cp, "SELECT state || ',' || coalesce(shadow_stamp, '-') FROM "
+                             "stampmover_routing.routes WHERE tenant = '42'");
+  EXPECT_EQ(route, "active,-");
+  EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900002"),
+            "acknowledged on the destination");
+  EXPECT_EQ(scalar(e->src, "SELECT count(*) FROM order_items WHERE tenant_id = 42 AND order_id = 7"), "0");
+  expectTenantEqual(e->src, e->dst);
+  expectNothingLeft(e->src, "source");
+  expectNothingLeft(e->dst, "destination");
+  // The source takes the tenant's writes again.
+  execOrDie(e->src, "UPDATE orders SET status = 'back' WHERE tenant_id = 42 AND order_id = 5");
+}
