@@ -503,6 +503,18 @@ Result<Lsn> PgApplier::durableLsn() {
   return durable_;
 }
 
+Status PgApplier::forceFlush() {
+  if (dest_txn_open_) return Status::internal("forceFlush with an open batch");
+  if (unflushed_.empty()) return Status::ok();
+  SM_RETURN_IF_ERROR(syncAndDrain());
+  if (PQexitPipelineMode(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "leave pipeline mode");
+  // The transaction must write WAL of its own, or its commit is not flushed synchronously.
+  Status st = dst_.exec("BEGIN; SET LOCAL synchronous_commit = on; "
+                        "SELECT pg_logical_emit_message(true, 'stampmover_flush', ''); COMMIT");
+  if (PQenterPipelineMode(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "enter pipeline mode");
+  return st;
+}
+
 Status PgApplier::apply(const ChangeEvent& e) {
   switch (e.kind) {
     case ChangeEvent::Kind::kRelation:

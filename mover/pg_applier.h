@@ -71,6 +71,10 @@ class PgApplier final : public ChangeSink {
   common::Status apply(const common::ChangeEvent& event) override;
   common::Status commitPending() override;
   common::Result<common::Lsn> durableLsn() override;
+  // Makes every commit so far durable now (one synchronous commit flushes the WAL before it)
+  // instead of waiting for the WAL writer (up to wal_writer_delay): used inside the cutover
+  // window. Requires no open batch (call commitPending() first).
+  common::Status forceFlush();
   common::Lsn committedLsn() const override { return committed_; }
   bool inTransaction() const override { return in_source_txn_; }
   const ApplierStats& stats() const { return stats_; }

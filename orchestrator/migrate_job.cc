@@ -158,6 +158,7 @@ struct Streamer {
       }
       SM_ASSIGN_OR_RETURN(auto ev, source.next(std::chrono::milliseconds(5)));
       if (ev) {
+        if (ev->kind == common::ChangeEvent::Kind::kMessage) spdlog::debug("pump: message {}", ev->message.content);
         SM_RETURN_IF_ERROR(applier.apply(*ev));
       } else {
         SM_RETURN_IF_ERROR(applier.commitPending());
@@ -172,8 +173,16 @@ struct Streamer {
                                           std::chrono::steady_clock::time_point deadline) {
     auto t0 = std::chrono::steady_clock::now();
     SM_ASSIGN_OR_RETURN(int64_t value, heartbeat());
+    auto us = [&] {
+      return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+    };
+    spdlog::debug("drain: heartbeat emitted at +{} us", us());
     SM_RETURN_IF_ERROR(pump(applier, source,
                             [&] { return applier.lastHeartbeatMicros() >= value; }, deadline));
+    spdlog::debug("drain: heartbeat applied at +{} us", us());
+    SM_RETURN_IF_ERROR(applier.commitPending());
+    SM_RETURN_IF_ERROR(applier.forceFlush());
+    spdlog::debug("drain: flushed at +{} us", us());
     for (;;) {
       SM_ASSIGN_OR_RETURN(Lsn durable, applier.durableLsn());
       if (durable >= applier.committedLsn()) break;

@@ -70,6 +70,7 @@ std::vector<std::string> args(const Env& e, const std::string& soak, bool rollba
                                 "--progress", "log", "--cutover", "auto", "--control-plane-dsn",
                                 destCluster().dsn(e.cp_db), "--soak", soak};
   if (rollback) a.push_back("--rollback-after-soak");
+  if (getenv("SM_SHOW_LOG")) a.insert(a.end(), {"--log-level", "debug"});
   return a;
 }
 
@@ -112,6 +113,7 @@ TEST(Cutover, FlipsSoaksAndFinalizesUnderAWriter) {
   execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900001, 'written during soak')");
   execOrDie(e->dst, "UPDATE orders SET status = 'soaked' WHERE tenant_id = 42 AND order_id = 5");
   EXPECT_EQ(waitPid(pid), 0) << readLog(log);
+  if (getenv("SM_SHOW_LOG")) std::fputs(readLog(log).c_str(), stderr);
   auto route = scalar(e->cp, "SELECT stamp || ',' || state || ',' || coalesce(shadow_stamp, '-') "
                              "FROM stampmover_routing.routes WHERE tenant = '42'");
   EXPECT_EQ(route, "127.0.0.1:" + std::to_string(destCluster().port()) + "/" + e->db + ",active,-")
@@ -132,6 +134,7 @@ TEST(Cutover, RollsBackAfterTheSoakWithoutLosingDestinationWrites) {
   execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900002, 'acknowledged on the destination')");
   execOrDie(e->dst, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 7");
   EXPECT_EQ(waitPid(pid), 0) << readLog(log);
+  if (getenv("SM_SHOW_LOG")) std::fputs(readLog(log).c_str(), stderr);
   auto route = scalar(e->cp, "SELECT state || ',' || coalesce(shadow_stamp, '-') FROM "
                              "stampmover_routing.routes WHERE tenant = '42'");
   EXPECT_EQ(route, "active,-");
