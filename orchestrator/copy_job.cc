@@ -180,6 +180,12 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
                                             cancel));
     result.record = rec;
   }
+  // Freshly loaded tables have no planner statistics at the destination; catch-up lookups and
+  // the cutover's re-check go by primary key and must not be planned as sequential scans.
+  for (const auto& t : result.preflight.tables) {
+    Status analyzed = c.dst.exec("ANALYZE " + t.quoted());
+    if (!analyzed.isOk()) spdlog::warn("ANALYZE {} at the destination: {}", t.key(), analyzed.message());
+  }
   SM_RETURN_IF_ERROR(saveRecord(*store, result.record, kPhaseCopied));
   return result;
 }

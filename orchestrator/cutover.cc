@@ -108,8 +108,13 @@ Result<std::vector<std::string>> recheckTouchedRows(PgConnection& src, PgConnect
     }
     auto it = touched.keys.find(t.key());
     if (it == touched.keys.end() || it->second.empty()) continue;
+    auto t0 = Clock::now();
     SM_ASSIGN_OR_RETURN(auto a, fetchRows(src, t, it->second, tenant));
+    auto t1 = Clock::now();
     SM_ASSIGN_OR_RETURN(auto b, fetchRows(dst, t, it->second, tenant));
+    spdlog::debug("re-check {}: {} keys, source {:.1f} ms, destination {:.1f} ms", t.key(),
+                  it->second.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
+                  msSince(t1));
     *rows_checked += it->second.size();
     // Duplicated keys (a row touched twice) come back once per key occurrence; compare sets.
     auto dedupe = [](std::vector<std::pair<std::string, std::string>>& v) {

@@ -278,7 +278,9 @@ TEST(Copy, KillNineMidCopyResumesToIdenticalResult) {
 
 // The demo (README command 1) end to end, small.
 TEST(Demo, RunsEndToEnd) {
-  auto r = runStampmover({"demo", "--rows", "3000"});
+  auto r = runStampmover({"demo", "--rows", "3000", "--writer-seconds", "3"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("demo OK"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" 0 acknowledged writes lost"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("writes unavailable for"), std::string::npos) << r.out;
 }
