@@ -223,14 +223,15 @@ TEST(Copy, KillNineMidCopyResumesToIdenticalResult) {
   auto args = copyArgs(db, state.path() + "/db");
   // Many small chunks, one job, throttled so the kill lands mid-copy.
   args.insert(args.end(), {"--jobs", "1", "--chunk-kb", "128", "--max-rate", "3", "--log-level", "debug"});
-  pid_t pid = spawnStampmover(args, log);
+  ChildProcess child(spawnStampmover(args, log));
+  const pid_t pid = child.pid();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (countOf(readAll(log), "chunk ") < 4 && std::chrono::steady_clock::now() < deadline) {
     ASSERT_EQ(kill(pid, 0), 0) << "copy exited early: " << readAll(log);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   kill(pid, SIGKILL);
-  ASSERT_EQ(waitPid(pid), -SIGKILL) << readAll(log);
+  ASSERT_EQ(child.wait(), -SIGKILL) << readAll(log);
 
   // Which chunks are done? Read the worker's own store (the process is gone).
   std::vector<mover::ChunkDone> done;

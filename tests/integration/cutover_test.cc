@@ -106,13 +106,13 @@ TEST(Cutover, FlipsSoaksAndFinalizesUnderAWriter) {
   wo.truncates = false;
   Writer writer(wo);
   std::string log = e->state.path() + "/migrate.log";
-  pid_t pid = spawnStampmover(args(*e, "4", false), log);
+  ChildProcess child(spawnStampmover(args(*e, "4", false), log));
   ASSERT_TRUE(waitForRoute(e->cp, "dual_write", 30)) << "no flip; log:\n" << readLog(log);
   writer.stop();  // writes to the source are fenced from here on: the destination serves
   // The destination serves: these writes must reach the source through the reverse stream.
   execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900001, 'written during soak')");
   execOrDie(e->dst, "UPDATE orders SET status = 'soaked' WHERE tenant_id = 42 AND order_id = 5");
-  EXPECT_EQ(waitPid(pid), 0) << readLog(log);
+  EXPECT_EQ(child.wait(), 0) << readLog(log);
   if (getenv("SM_SHOW_LOG")) std::fputs(readLog(log).c_str(), stderr);
   auto route = scalar(e->cp, "SELECT stamp || ',' || state || ',' || coalesce(shadow_stamp, '-') "
                              "FROM stampmover_routing.routes WHERE tenant = '42'");
@@ -129,11 +129,11 @@ TEST(Cutover, FlipsSoaksAndFinalizesUnderAWriter) {
 TEST(Cutover, RollsBackAfterTheSoakWithoutLosingDestinationWrites) {
   auto e = setUp();
   std::string log = e->state.path() + "/migrate.log";
-  pid_t pid = spawnStampmover(args(*e, "3", true), log);
+  ChildProcess child(spawnStampmover(args(*e, "3", true), log));
   ASSERT_TRUE(waitForRoute(e->cp, "dual_write", 30)) << "no flip; log:\n" << readLog(log);
   execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900002, 'acknowledged on the destination')");
   execOrDie(e->dst, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 7");
-  EXPECT_EQ(waitPid(pid), 0) << readLog(log);
+  EXPECT_EQ(child.wait(), 0) << readLog(log);
   if (getenv("SM_SHOW_LOG")) std::fputs(readLog(log).c_str(), stderr);
   auto route = scalar(e->cp, "SELECT state || ',' || coalesce(shadow_stamp, '-') FROM "
                              "stampmover_routing.routes WHERE tenant = '42'");

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -126,8 +127,12 @@ std::vector<std::string> tenantRows(common::PgConnection& conn, const std::strin
 std::string stampmoverBin() { return STAMPMOVER_BIN; }
 
 pid_t spawnStampmover(const std::vector<std::string>& args, const std::string& log_path) {
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0) {
+    // Dies with the test: a test killed by a timeout must not leave a migrate retrying forever.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
     int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, STDOUT_FILENO);
@@ -175,6 +180,19 @@ ProcessResult runStampmover(const std::vector<std::string>& args) {
   r.out = readFile(out_path);
   r.err = readFile(err_path);
   return r;
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+int ChildProcess::wait() {
+  int rc = waitPid(pid_);
+  pid_ = -1;
+  return rc;
 }
 
 TempDir::TempDir() {

@@ -52,6 +52,21 @@ pid_t spawnStampmover(const std::vector<std::string>& args, const std::string& l
 // Waits for `pid`; returns its exit code or -signal.
 int waitPid(pid_t pid);
 
+// Owns a spawned child: the destructor kills it (SIGKILL, by pid) and reaps it unless wait()
+// already did, so a failed assertion never leaves a process behind.
+class ChildProcess {
+ public:
+  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  pid_t pid() const { return pid_; }
+  int wait();  // exit code or -signal, as waitPid()
+
+ private:
+  pid_t pid_;
+};
+
 // A temporary directory removed by the destructor.
 class TempDir {
  public:
