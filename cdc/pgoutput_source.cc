@@ -114,6 +114,11 @@ Result<std::optional<common::ChangeEvent>> PgoutputSource::next(std::chrono::mil
     if (n == -1) {
       // The server ended the COPY: read why (slot dropped, shutdown, ...).
       common::PgResult res{PQgetResult(conn_.raw())};
+      if (res && PQresultStatus(res.get()) == PGRES_COMMAND_OK) {
+        return Status::retryable(options_.label +
+                                 ": the server ended the replication stream (shutting down or "
+                                 "restarting?)");
+      }
       Status st = conn_.errorFrom(res.get(), "replication stream ended");
       const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
       if (state != nullptr && std::strcmp(state, "42704") == 0) return Status::refused(st.message());
@@ -129,6 +134,7 @@ Result<std::optional<common::ChangeEvent>> PgoutputSource::next(std::chrono::mil
       if (len < 18) return Status::internal(options_.label + ": short keepalive message");
       Lsn end(readU64(buf + 1));
       if (end > server_wal_end_) server_wal_end_ = end;
+      if (end > keepalive_end_) keepalive_end_ = end;
       if (buf[17] != 0) SM_RETURN_IF_ERROR(sendStatus(false));
       continue;
     }

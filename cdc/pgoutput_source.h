@@ -36,6 +36,11 @@ class PgoutputSource final : public ChangeSource {
   common::Lsn serverWalEnd() const { return server_wal_end_; }
   // Highest position received in XLogData.
   common::Lsn received() const { return received_; }
+  // Highest walEnd of a primary keepalive: every transaction committed before it was sent.
+  // Acknowledging it is only safe when everything received is durably applied and no
+  // transaction is open (this is what PostgreSQL's own subscriber does when idle; without it a
+  // source shutdown waits forever for a confirmation past trailing non-commit WAL).
+  common::Lsn keepaliveWalEnd() const { return keepalive_end_; }
 
  private:
   explicit PgoutputSource(PgoutputSourceOptions options) : options_(std::move(options)) {}
@@ -47,6 +52,7 @@ class PgoutputSource final : public ChangeSource {
   common::Lsn server_wal_end_;
   common::Lsn received_;
   common::Lsn acknowledged_;
+  common::Lsn keepalive_end_;
   std::chrono::steady_clock::time_point last_status_{};
 };
 

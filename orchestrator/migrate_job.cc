@@ -83,8 +83,10 @@ struct Streamer {
     return value;
   }
 
-  // Durable position -> RocksDB -> source, in that order.
-  Status checkpoint(mover::PgApplier& applier, cdc::PgoutputSource& source) {
+  // Durable position -> RocksDB -> source, in that order. When `idle` (nothing open, nothing
+  // unapplied) and everything committed is flushed, the source's keepalive position is
+  // acknowledged too: it only skips WAL holding no change of ours.
+  Status checkpoint(mover::PgApplier& applier, cdc::PgoutputSource& source, bool idle = false) {
     SM_ASSIGN_OR_RETURN(Lsn durable, applier.durableLsn());
     if (durable > acked) {
       mover::CheckpointBatch b;
@@ -92,6 +94,10 @@ struct Streamer {
       SM_RETURN_IF_ERROR(store.write(b));
       SM_RETURN_IF_ERROR(source.acknowledge(durable));
       acked = durable;
+    }
+    if (idle && !applier.inTransaction() && durable >= applier.committedLsn() &&
+        source.keepaliveWalEnd() > acked) {
+      SM_RETURN_IF_ERROR(source.acknowledge(source.keepaliveWalEnd()));
     }
     return Status::ok();
   }
@@ -210,14 +216,16 @@ struct Streamer {
         return Status::cancelled("stopped at " + acked.toString() + "; rerun to resume");
       }
       SM_ASSIGN_OR_RETURN(auto ev, source.next(std::chrono::milliseconds(50)));
+      bool idle = false;
       if (ev) {
         SM_RETURN_IF_ERROR(applier.apply(*ev));
       } else {
         SM_RETURN_IF_ERROR(applier.commitPending());
+        idle = !applier.inTransaction();
       }
       now = std::chrono::steady_clock::now();
       if (now - last_ckpt >= o.checkpoint_interval) {
-        SM_RETURN_IF_ERROR(checkpoint(applier, source));
+        SM_RETURN_IF_ERROR(checkpoint(applier, source, idle));
         last_ckpt = now;
       }
       if (now - last_status >= o.status_interval) {
