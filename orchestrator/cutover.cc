@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/failpoint.h"
 #include "mover/fence.h"
 
 namespace stampmover::orch {
@@ -197,6 +198,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   Status waited = mover::waitForOlderTransactions(*ctx.source, *xid, remaining());
   rep.fence_wait_ms = msSince(t);
   if (!waited.isOk()) return fail("fence: " + waited.message());
+  if (Status fp = common::failpoint("cutover.after_fence"); !fp.isOk()) return fail(fp.message());
 
   t = Clock::now();
   auto drained = ctx.drain(deadline);
@@ -221,6 +223,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   rep.sequences = *seqs;
   if (Clock::now() > deadline) return fail("window timeout before the flip");
 
+  if (Status fp = common::failpoint("cutover.before_flip"); !fp.isOk()) return fail(fp.message());
   Status kept = mover::extendFence(*ctx.source, ctx.tenant);
   if (!kept.isOk()) return fail("fence: " + kept.message());
   auto flipped = ctx.routes->compareAndSet(

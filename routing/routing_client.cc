@@ -88,7 +88,22 @@ Result<Resolution> RoutingClient::resolve(const std::string& tenant) {
                            " has no routing entry: it is not served by any stamp");
   }
   if (entry->state == RouteState::kFrozen) {
-    return Resolution(Retry{options_.retry_after, entry->epoch});
+    const auto now = clock_.now();
+    bool expired = false;
+    {
+      std::lock_guard lock(mu_);
+      auto [it, inserted] = frozen_since_.try_emplace(tenant, entry->epoch, now);
+      if (!inserted && it->second.first != entry->epoch) it->second = {entry->epoch, now};
+      expired = now - it->second.second > options_.frozen_expiry;
+    }
+    if (!expired) return Resolution(Retry{options_.retry_after, entry->epoch});
+    // The freeze outlived any cutover window: its worker died. Serve from the stamp again.
+    return Resolution(Route{std::move(entry->stamp), entry->epoch, RouteState::kActive,
+                            std::move(entry->shadow_stamp)});
+  }
+  {
+    std::lock_guard lock(mu_);
+    frozen_since_.erase(tenant);
   }
   return Resolution(
       Route{std::move(entry->stamp), entry->epoch, entry->state, std::move(entry->shadow_stamp)});

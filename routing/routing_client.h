@@ -24,6 +24,10 @@ struct RoutingClientOptions {
   std::chrono::milliseconds cache_ttl{1000};  // Default: 1 s
   // What a frozen tenant's callers are told to wait before retrying.
   std::chrono::milliseconds retry_after{50};  // Default: 50 ms
+  // A tenant frozen at the same epoch for longer than this (as this client observed it) was
+  // left frozen by a worker that died inside the window: resolve it to its stamp again. The
+  // source fence expires on its own within the same bound, so writes succeed there.
+  std::chrono::milliseconds frozen_expiry{10000};  // Default: 10 s
 };
 
 // Where to send a tenant's reads and writes. Writers carry `epoch` with the write, so the
@@ -107,6 +111,8 @@ class RoutingClient {
   std::mutex mu_;
   std::unordered_map<std::string, Slot> cache_;  // guarded by mu_
   uint64_t generation_ = 0;  // guarded by mu_: bumped by invalidate; older fetches not cached
+  // First time this client saw each tenant frozen at an epoch. Guarded by mu_.
+  std::unordered_map<std::string, std::pair<Epoch, Clock::TimePoint>> frozen_since_;
 };
 
 }  // namespace stampmover::routing

@@ -31,10 +31,13 @@ void expectTenantEqual(PgConnection& a_conn, PgConnection& b_conn) {
   }
 }
 
-void expectNothingLeft(PgConnection& c, const char* side) {
-  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_slots"), "0") << side;
+// Slots and origins are cluster-wide and the clusters are shared by the tests of this binary:
+// look only at this migration's (named after the tenant and the source database).
+void expectNothingLeft(PgConnection& c, const char* side, const std::string& source_db) {
+  const std::string name = stampmover::mover::replicationNameForTenant("42", source_db);
+  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $1 || '%'", {name}), "0") << side;
   EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_publication"), "0") << side;
-  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_origin"), "0") << side;
+  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE $1 || '%'", {name}), "0") << side;
   EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_trigger WHERE tgname = 'stampmover_fence'"), "0") << side;
 }
 
@@ -120,8 +123,8 @@ TEST(Cutover, FlipsSoaksAndFinalizesUnderAWriter) {
       << "finalized on the destination";
   EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900001"), "written during soak");
   expectTenantEqual(e->src, e->dst);
-  expectNothingLeft(e->src, "source");
-  expectNothingLeft(e->dst, "destination");
+  expectNothingLeft(e->src, "source", e->db);
+  expectNothingLeft(e->dst, "destination", e->db);
   EXPECT_EQ(scalar(e->cp, "SELECT count(*) FROM stampmover_routing.route_history WHERE tenant = '42'"), "4")
       << "put, freeze, flip, finalize";
 }
@@ -142,8 +145,59 @@ TEST(Cutover, RollsBackAfterTheSoakWithoutLosingDestinationWrites) {
             "acknowledged on the destination");
   EXPECT_EQ(scalar(e->src, "SELECT count(*) FROM order_items WHERE tenant_id = 42 AND order_id = 7"), "0");
   expectTenantEqual(e->src, e->dst);
-  expectNothingLeft(e->src, "source");
-  expectNothingLeft(e->dst, "destination");
+  expectNothingLeft(e->src, "source", e->db);
+  expectNothingLeft(e->dst, "destination", e->db);
   // The source takes the tenant's writes again.
   execOrDie(e->src, "UPDATE orders SET status = 'back' WHERE tenant_id = 42 AND order_id = 5");
+}
+
+// A failure inside the window (injected just before the flip) rolls the tenant back to the
+// source, unfrozen; after the attempts run out, migrate stops with a refusal and the source
+// takes the tenant's writes.
+TEST(Cutover, FailureInsideTheFreezeRollsBackToTheSource) {
+  auto e = setUp();
+  setenv("STAMPMOVER_FAILPOINTS", "cutover.before_flip=error", 1);
+  auto r = runStampmover(args(*e, "1", false));
+  unsetenv("STAMPMOVER_FAILPOINTS");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("cutover did not succeed"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("failpoint cutover.before_flip"), std::string::npos) << r.err;
+  EXPECT_EQ(scalar(e->cp, "SELECT state || ',' || epoch FROM stampmover_routing.routes WHERE tenant = '42'"),
+            "active,11")
+      << "put (1), then 5 x freeze + roll back";
+  EXPECT_EQ(scalar(e->src, "SELECT count(*) FROM stampmover.fence"), "0");
+  execOrDie(e->src, "UPDATE orders SET status = 'writable' WHERE tenant_id = 42 AND order_id = 5");
+}
+
+// kill -9 of the worker inside the window: the fence expires by itself, so the tenant is
+// writable on the source again within the bound; a rerun rolls the frozen entry back and
+// completes the migration.
+TEST(Cutover, KillNineInsideTheFreezeLeavesTheTenantWritable) {
+  auto e = setUp();
+  std::string log = e->state.path() + "/migrate.log";
+  setenv("STAMPMOVER_FAILPOINTS", "cutover.after_fence=sleep:30000", 1);
+  ChildProcess child(spawnStampmover(args(*e, "1", false), log));
+  unsetenv("STAMPMOVER_FAILPOINTS");
+  ASSERT_TRUE(waitForRoute(e->cp, "frozen", 60)) << readLog(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // inside the injected sleep
+  kill(child.pid(), SIGKILL);
+  EXPECT_EQ(child.wait(), -SIGKILL);
+  auto app = connectOrDie(sourceCluster().dsn(e->db));
+  EXPECT_FALSE(app.exec("UPDATE orders SET status = 'x' WHERE tenant_id = 42 AND order_id = 5").isOk())
+      << "fenced right after the kill";
+  const auto killed_at = std::chrono::steady_clock::now();
+  bool writable = false;
+  while (!writable && std::chrono::steady_clock::now() - killed_at < std::chrono::seconds(10)) {
+    writable = app.exec("UPDATE orders SET status = 'y' WHERE tenant_id = 42 AND order_id = 5").isOk();
+    if (!writable) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(writable) << "the fence must expire within 3 x the window timeout (6 s)";
+  // The rerun rolls the frozen entry back, then cuts over and finalizes.
+  auto r = runStampmover(args(*e, "1", false));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("left frozen"), std::string::npos) << r.err;
+  EXPECT_EQ(scalar(e->cp, "SELECT state FROM stampmover_routing.routes WHERE tenant = '42'"), "active");
+  expectTenantEqual(e->src, e->dst);
+  expectNothingLeft(e->src, "source", e->db);
+  expectNothingLeft(e->dst, "destination", e->db);
 }

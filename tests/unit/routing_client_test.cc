@@ -243,3 +243,31 @@ TEST_F(RoutingClientTest, ConcurrentResolvesShareTheCache) {
 
 }  // namespace
 }  // namespace stampmover::routing
+
+// A freeze left behind by a worker that died inside the window expires for routers.
+TEST(RoutingClientFrozenExpiry, StaleFreezeResolvesToItsStampAgain) {
+  stampmover::routing::MemoryRoutingDirectory dir;
+  stampmover::routing::ManualClock clock;
+  ASSERT_TRUE(dir.put("t", "stamp-a"));
+  auto frozen = dir.compareAndSet("t", 1, {"stamp-a", stampmover::routing::RouteState::kFrozen, std::nullopt, ""});
+  ASSERT_TRUE(frozen);
+  stampmover::routing::RoutingClient client(dir, {}, clock);
+  auto r = client.resolve("t");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(std::holds_alternative<stampmover::routing::Retry>(*r));
+  clock.advance(std::chrono::seconds(5));
+  r = client.resolve("t");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(std::holds_alternative<stampmover::routing::Retry>(*r)) << "still inside the bound";
+  clock.advance(std::chrono::seconds(6));
+  r = client.resolve("t");
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(std::holds_alternative<stampmover::routing::Route>(*r));
+  EXPECT_EQ(std::get<stampmover::routing::Route>(*r).stamp, "stamp-a");
+  // A new freeze (new epoch) starts its own bound.
+  ASSERT_TRUE(dir.compareAndSet("t", 2, {"stamp-a", stampmover::routing::RouteState::kFrozen, std::nullopt, ""}));
+  client.invalidate("t");
+  r = client.resolve("t");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(std::holds_alternative<stampmover::routing::Retry>(*r));
+}
