@@ -29,3 +29,14 @@ struct RoutesArgs {
 // entry, or a database without a routing directory; kRetryable when the control plane is
 // unreachable. The caller maps the class to the exit code.
 stampmover::common::Status runRoutes(const RoutesArgs& args);
+
+// `stampmover cutover|rollback|finalize`: a request to the worker migrating the tenant.
+struct OperatorArgs {
+  std::string action;             // cutover, rollback, finalize, finalize_purge
+  std::string tenant;
+  std::string control_plane_dsn;
+  int wait_seconds = 60;          // Default: 60 s for the worker to act
+};
+stampmover::common::Status runOperatorRequest(const OperatorArgs& args);
+// Prints the control plane's migrations (every tenant, or one).
+stampmover::common::Status runBoardStatus(const std::string& control_plane_dsn, const std::string& tenant);

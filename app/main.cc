@@ -78,7 +78,7 @@ stampmover::common::Result<orch::Endpoint> endpoint(const orch::Config* cfg,
     // A stamp given by DSN is named by where it is (host:port/dbname): stable across runs,
     // distinct for source and destination, and free of secrets.
     return orch::Endpoint{stampmover::common::dsnLocation(dsn), dsn,
-                          std::string(role) + " (" + stampmover::common::redactDsn(dsn) + ")"};
+                          std::string(role) + " " + stampmover::common::dsnLocation(dsn)};
   }
   if (stamp.empty()) {
     return Status::refused(std::string("no ") + role + ": pass " + stamp_flag + " <stamp> with --config, or " +
@@ -182,11 +182,15 @@ int main(int argc, char** argv) {
   std::string cutover_mode = "none";
   migrate->add_option("--cutover", cutover_mode,
                       "none: follow only; auto: once caught up, freeze/drain/verify/flip, soak "
-                      "with the reverse stream, then finalize")
-      ->check(CLI::IsMember({"none", "auto"}))
+                      "with the reverse stream, then finalize; manual: follow, and act on "
+                      "`stampmover cutover|rollback|finalize`")
+      ->check(CLI::IsMember({"none", "auto", "manual"}))
       ->capture_default_str();
   migrate->add_option("--control-plane-dsn", mig_opts.control_plane_dsn,
-                      "Control-plane PostgreSQL holding the routing directory (for --cutover)");
+                      "Control-plane PostgreSQL holding the routing directory (for --cutover)")
+      ->envname("STAMPMOVER_CONTROL_PLANE_DSN");
+  migrate->add_flag("--purge-source", mig_opts.purge_source,
+                    "After finalize, delete the tenant's rows from the source in small batches");
   double soak_s = 10;
   migrate->add_option("--soak", soak_s, "Seconds of dual-write soak after the flip")->capture_default_str();
   double window_ms = 2000;
@@ -198,11 +202,40 @@ int main(int argc, char** argv) {
   migrate->add_flag("!--no-finalize", mig_opts.finalize,
                     "Keep dual-write (reverse stream) after the soak instead of finalizing");
 
+  OperatorArgs op_args;
+  std::string op_cp;
+  bool purge_source_req = false;
+  CLI::App* op_cmds[3];
+  const char* op_names[3] = {"cutover", "rollback", "finalize"};
+  const char* op_help[3] = {
+      "Ask the worker of a --cutover manual migration to cut over now (freeze, drain, verify, "
+      "flip to dual_write); waits for the outcome",
+      "Ask the worker to roll the tenant back to the source: before the flip it drops what the "
+      "migration created; during the soak it runs the cutover backwards",
+      "Ask the worker to finalize: stop the reverse stream, drop slots, publications and fences, "
+      "routing active on the destination"};
+  for (int i = 0; i < 3; ++i) {
+    op_cmds[i] = app.add_subcommand(op_names[i], op_help[i]);
+    op_cmds[i]->add_option("--tenant", op_args.tenant, "Tenant key")->required();
+    op_cmds[i]->add_option("--control-plane-dsn", op_cp, "Control-plane PostgreSQL")
+        ->envname("STAMPMOVER_CONTROL_PLANE_DSN");
+    op_cmds[i]->add_option("--wait", op_args.wait_seconds, "Seconds to wait for the worker")
+        ->capture_default_str();
+  }
+  op_cmds[2]->add_flag("--purge-source", purge_source_req,
+                       "Then delete the tenant's rows from the source, in small batches, after a "
+                       "last comparison");
+
   std::string status_tenant;
+  std::string status_cp;
   auto* status = app.add_subcommand(
       "status", "Show each migration in the state directory: phase, checkpoint, lag (bytes, "
                 "seconds), apply rate, WAL retained by the slot. Safe while migrate runs.");
   status->add_option("--tenant", status_tenant, "Only this tenant");
+  status->add_option("--control-plane-dsn", status_cp,
+                     "Also list every migration registered in the control plane (phase, last "
+                     "cutover window, pending request)")
+      ->envname("STAMPMOVER_CONTROL_PLANE_DSN");
 
   EndpointArgs clean_args;
   bool purge_destination = false;
@@ -235,6 +268,7 @@ int main(int argc, char** argv) {
       ->envname("STAMPMOVER_CONTROL_PLANE_DSN");
   routes->add_option("--control-plane", routes_args.control_plane,
                      "Control-plane stamp name from the stamps file, instead of the DSN");
+
 
   CLI11_PARSE(app, argc, argv);
   stampmover::common::setupLogging(log_level);
@@ -313,6 +347,7 @@ int main(int argc, char** argv) {
     mig_opts.retention_warn_bytes = retention_warn_mb << 20;
     mig_opts.give_up_after = std::chrono::milliseconds(static_cast<int64_t>(give_up_s * 1000));
     mig_opts.cutover_auto = cutover_mode == "auto";
+    mig_opts.cutover_manual = cutover_mode == "manual";
     mig_opts.soak = std::chrono::milliseconds(static_cast<int64_t>(soak_s * 1000));
     mig_opts.cutover.window_timeout = std::chrono::milliseconds(static_cast<int64_t>(window_ms));
     auto r = orch::runMigrate(mig_opts, &g_cancel);
@@ -320,9 +355,25 @@ int main(int argc, char** argv) {
     std::fputs(orch::formatMigrateReport(*r).c_str(), stdout);
     return 0;
   }
+  for (int i = 0; i < 3; ++i) {
+    if (*op_cmds[i]) {
+      op_args.action = op_names[i];
+      if (i == 2 && purge_source_req) op_args.action = "finalize_purge";
+      op_args.control_plane_dsn = op_cp;
+      Status st = runOperatorRequest(op_args);
+      return st.isOk() ? 0 : fail(st);
+    }
+  }
   if (*status) {
+    if (!status_cp.empty()) {
+      Status st = runBoardStatus(status_cp, status_tenant);
+      if (!st.isOk()) return fail(st);
+    }
     auto r = orch::readStatus(state_dir, status_tenant);
-    if (!r) return fail(r.status());
+    if (!r) {
+      if (!status_cp.empty()) return 0;  // the control plane answered; no local state here
+      return fail(r.status());
+    }
     std::fputs(r->c_str(), stdout);
     return 0;
   }

@@ -12,6 +12,7 @@
 
 #include "cdc/pgoutput_source.h"
 #include "mover/fence.h"
+#include "orchestrator/control_plane.h"
 #include "mover/source_setup.h"
 #include "common/log.h"
 #include "mover/progress.h"
@@ -442,6 +443,56 @@ Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& 
   return Status::ok();
 }
 
+// Deletes the tenant's rows from the old stamp in small batches (children first), after a
+// last comparison of both sides. Errors: kDataLoss when the two sides differ (nothing purged).
+Result<uint64_t> purgeTenant(PgConnection& old_stamp, PgConnection& serving,
+                             const std::vector<mover::TableInfo>& tables, const std::string& tenant) {
+  for (const auto& t : tables) {
+    std::string order;
+    for (const auto& k : t.primary_key) order += (order.empty() ? "" : ", ") + common::quoteIdent(k);
+    const std::string sql = "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY " +
+                            order + ")), '') FROM " + t.quoted() + " t WHERE " +
+                            common::quoteIdent(t.tenant_column) + " = $1";
+    SM_ASSIGN_OR_RETURN(auto a, old_stamp.queryValue(sql, {tenant}));
+    SM_ASSIGN_OR_RETURN(auto b, serving.queryValue(sql, {tenant}));
+    if (a != b) {
+      return Status::dataLoss("not purging: table " + t.key() + " differs between the stamps (" +
+                              a.value_or("") + " vs " + b.value_or("") + ")");
+    }
+  }
+  uint64_t total = 0;
+  SM_RETURN_IF_ERROR(old_stamp.exec("SET session_replication_role = replica"));
+  for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
+    for (;;) {
+      SM_ASSIGN_OR_RETURN(auto r, old_stamp.query("DELETE FROM " + it->quoted() + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " +
+                                                      it->quoted() + " WHERE " +
+                                                      common::quoteIdent(it->tenant_column) +
+                                                      " = $1 LIMIT 1000))",
+                                                  {tenant}));
+      uint64_t n = std::stoull(PQcmdTuples(r.get()));
+      total += n;
+      if (n == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // rate limit: spare the stamp
+    }
+  }
+  SM_RETURN_IF_ERROR(old_stamp.exec("RESET session_replication_role"));
+  return total;
+}
+
+// Rollback before the flip: drop what the migration created and the partial copy; the
+// tenant stays where it was.
+Status abortMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs) {
+  SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));  // slots, publications, origins, fences
+  SM_RETURN_IF_ERROR(cs.dst.exec("BEGIN; SET LOCAL session_replication_role = replica"));
+  for (auto it = cs.dst_tables.rbegin(); it != cs.dst_tables.rend(); ++it) {
+    SM_RETURN_IF_ERROR(cs.dst.query("DELETE FROM " + it->quoted() + " WHERE " +
+                                        common::quoteIdent(it->tenant_column) + " = $1",
+                                    {rec.tenant})
+                           .status());
+  }
+  return cs.dst.exec("COMMIT");
+}
+
 }  // namespace
 
 Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool>* cancel) {
@@ -454,19 +505,43 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
 
   CutoverSetup cs;
   Lsn reverse_start;
-  if (o.cutover_auto) {
+  const bool cutover = o.cutover_auto || o.cutover_manual;
+  std::optional<MigrationBoard> board;
+  if (cutover) {
     if (o.control_plane_dsn.empty()) {
-      return Status::refused("--cutover auto needs the routing directory: pass --control-plane-dsn");
+      return Status::refused("--cutover needs the routing directory: pass --control-plane-dsn");
     }
     SM_ASSIGN_OR_RETURN(reverse_start, prepareCutover(o, rec, cs));
+    SM_ASSIGN_OR_RETURN(auto b, MigrationBoard::open(o.control_plane_dsn));
+    board = std::move(b);
+    SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "catching_up"));
   }
+  // Liveness and operator requests, checked at every caught-up heartbeat.
+  auto takeRequest = [&](const std::string& phase) -> Result<std::optional<std::string>> {
+    if (!board) return std::optional<std::string>();
+    SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, phase));
+    return board->takeRequest(rec.tenant);
+  };
+  auto recordWindow = [&](const CutoverReport& rep, const std::string& phase) {
+    if (!board) return;
+    board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, phase, rep.window_ms,
+                  rep.flipped ? "flipped" : rep.rollback_reason)
+        .ignore();  // visibility only; the routing directory holds the truth
+  };
+  bool abort_requested = false;
 
   StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
                  rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, o.cutover_auto};
   Streamer forward{o, fwd, rec, *store, cancel, report};
-  if (o.until_caught_up || o.cutover_auto) {
+  if (o.until_caught_up || cutover) {
     forward.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
-      if (!o.cutover_auto) return true;
+      if (!cutover) return true;
+      SM_ASSIGN_OR_RETURN(auto req, takeRequest("catching_up"));
+      if (req && *req == "rollback") {
+        abort_requested = true;
+        return true;
+      }
+      if (o.cutover_manual && !(req && *req == "cutover")) return false;  // keep following
       if (report.cutovers.size() >= o.cutover_attempts) {
         // Terminal for this run (not a connection problem to retry here): rerun to try again.
         return Status::refused("cutover did not succeed in " + std::to_string(o.cutover_attempts) +
@@ -489,6 +564,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
       SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
       spdlog::info("{}", formatCutoverReport(rep));
       report.cutovers.push_back(rep);
+      recordWindow(rep, rep.flipped ? "dual_write" : "catching_up");
       return rep.flipped;
     };
   }
@@ -496,6 +572,9 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                                                 : Result<std::optional<routing::RouteEntry>>(
                                                       std::optional<routing::RouteEntry>()));
   const bool already_flipped = entry_now && entry_now->stamp == o.copy.destination.name;
+  if (already_flipped && board) {
+    SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "dual_write"));
+  }
   Status st = already_flipped ? Status::ok() : forward.run();
   report.changes = forward.totals.changes;
   report.transactions = forward.totals.transactions;
@@ -506,7 +585,14 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     if (st.errorClass() == common::ErrorClass::kCancelled) spdlog::info("{}", st.message());
     return st;
   }
-  if (!o.cutover_auto) return report;
+  if (!cutover) return report;
+  if (abort_requested) {
+    SM_RETURN_IF_ERROR(abortMigration(o, rec, cs));
+    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back"));
+    if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "rolled_back").ignore();
+    report.aborted = true;
+    return report;
+  }
   report.flipped = true;
   SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "dual_write"));
   // The forward slot is no longer needed: it would only retain WAL on the source.
@@ -519,9 +605,13 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                  reverse_start, true};
   Streamer reverse{o, rev, rec, *store, cancel, report};
   const auto soak_end = std::chrono::steady_clock::now() + o.soak;
+  bool purge = o.purge_source;
   reverse.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
-    if (std::chrono::steady_clock::now() < soak_end) return false;
-    if (!o.rollback_after_soak) return true;  // finalize follows
+    SM_ASSIGN_OR_RETURN(auto req, takeRequest("dual_write"));
+    const bool soaked = !o.cutover_manual && std::chrono::steady_clock::now() >= soak_end;
+    const bool want_rollback = (req && *req == "rollback") || (soaked && o.rollback_after_soak);
+    if (req && *req == "finalize_purge") purge = true;
+    if (!want_rollback) return (req && req->rfind("finalize", 0) == 0) || soaked;  // finalize follows
     // Rollback during the soak: the same cutover, backwards.
     CutoverContext ctx;
     ctx.tenant = rec.tenant;
@@ -541,6 +631,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
     spdlog::info("rollback {}", formatCutoverReport(rep));
     report.rollbacks.push_back(rep);
+    recordWindow(rep, rep.flipped ? "rolled_back" : "dual_write");
     if (rep.flipped) report.rolled_back = true;
     return rep.flipped || report.rollbacks.size() >= o.cutover_attempts;
   };
@@ -551,12 +642,17 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     // Back on the source: drop everything the migration created; the source is unfenced.
     SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back"));
+    if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "rolled_back").ignore();
     return report;
   }
-  if (o.finalize) {
+  if (o.finalize || o.cutover_manual) {
     SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalized"));
     report.finalized = true;
+    if (purge) {
+      SM_ASSIGN_OR_RETURN(report.purged_rows, purgeTenant(cs.src, cs.dst, cs.src_tables, rec.tenant));
+    }
+    if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "finalized").ignore();
   }
   return report;
 }
@@ -575,6 +671,15 @@ std::string formatMigrateReport(const MigrateReport& r) {
   out += line;
   for (const auto& c : r.cutovers) out += formatCutoverReport(c);
   for (const auto& c : r.rollbacks) out += "rollback " + formatCutoverReport(c);
+  if (r.aborted) {
+    out += "rolled back before the flip (operator request): slots, publications, origins, fences "
+           "and the partial copy removed; the tenant stays on the source\n";
+  }
+  if (r.purged_rows > 0) {
+    std::snprintf(line, sizeof line, "purged %s rows of the tenant from the old stamp\n",
+                  mover::withCommas(r.purged_rows).c_str());
+    out += line;
+  }
   if (r.flipped) {
     std::snprintf(line, sizeof line, "dual-write soak: %s changes written at the destination "
                   "applied back to the source; %s\n",

@@ -31,12 +31,16 @@ struct MigrateOptions {
   // Cutover (needs control_plane_dsn): after catching up, freeze/drain/verify/flip, then the
   // dual-write soak with the reverse stream, then finalize (or roll back when asked).
   bool cutover_auto = false;                             // Default: false (follow only)
+  bool cutover_manual = false;                           // Default: false; true: wait for
+                                                         // `stampmover cutover|rollback|finalize`
   std::string control_plane_dsn;                         // Default: none; holds a secret
   CutoverOptions cutover;
   uint32_t cutover_attempts = 5;                         // Default: 5 attempts before giving up
   std::chrono::milliseconds soak{10000};                 // Default: 10 s of dual-write soak
   bool rollback_after_soak = false;                      // Default: false (finalize); true: go back
   bool finalize = true;                                  // Default: true after the soak
+  bool purge_source = false;                             // Default: false; delete the source's
+                                                         // rows after finalize (small batches)
 };
 
 struct MigrateReport {
@@ -53,6 +57,8 @@ struct MigrateReport {
   bool flipped = false;
   bool finalized = false;
   bool rolled_back = false;
+  bool aborted = false;                   // rolled back before the flip (operator request)
+  uint64_t purged_rows = 0;
   uint64_t reverse_changes = 0;
   std::vector<CutoverReport> rollbacks;   // the reverse cutover, when rolled back
 };

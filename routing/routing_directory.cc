@@ -62,6 +62,23 @@ CREATE TRIGGER route_history_no_truncate BEFORE TRUNCATE
   ON stampmover_routing.route_history FOR EACH STATEMENT
   EXECUTE FUNCTION stampmover_routing.route_history_append_only();
 )sql"},
+    {2, "one row per migration: visibility and operator requests",
+     R"sql(
+-- Written by the worker that runs the migration (phase, last cutover window, liveness);
+-- `requested_action` is how `stampmover cutover|rollback|finalize` ask that worker to act.
+CREATE TABLE stampmover_routing.migrations (
+  tenant text PRIMARY KEY,
+  source_stamp text NOT NULL,
+  destination_stamp text NOT NULL,
+  phase text NOT NULL,
+  last_window_ms double precision,
+  last_cutover text,
+  requested_action text CHECK (requested_action IN ('cutover', 'rollback', 'finalize', 'finalize_purge')),
+  requested_at timestamptz,
+  worker text NOT NULL DEFAULT '',
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;

@@ -201,3 +201,72 @@ TEST(Cutover, KillNineInsideTheFreezeLeavesTheTenantWritable) {
   expectNothingLeft(e->src, "source", e->db);
   expectNothingLeft(e->dst, "destination", e->db);
 }
+
+namespace {
+
+std::vector<std::string> manualArgs(const Env& e) {
+  return {"migrate", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db), "--dest-dsn",
+          destCluster().dsn(e.db), "--state-dir", e.state.path(), "--progress", "log", "--cutover",
+          "manual", "--control-plane-dsn", destCluster().dsn(e.cp_db)};
+}
+
+bool waitForPhase(PgConnection& cp, const std::string& phase, int seconds) {
+  for (int i = 0; i < seconds * 50; ++i) {
+    auto v = cp.queryValue("SELECT phase FROM stampmover_routing.migrations WHERE tenant = '42'");
+    if (v && v->value_or("") == phase) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace
+
+// --cutover manual: the operator cuts over, writes land on the destination, then finalize
+// with --purge-source removes the tenant from the old stamp after a last comparison.
+TEST(Cutover, ManualCutoverThenFinalizeWithPurge) {
+  auto e = setUp();
+  std::string log = e->state.path() + "/migrate.log";
+  ChildProcess child(spawnStampmover(manualArgs(*e), log));
+  ASSERT_TRUE(waitForPhase(e->cp, "catching_up", 60)) << readLog(log);
+  const std::string cp = destCluster().dsn(e->cp_db);
+  auto c = runStampmover({"cutover", "--tenant", "42", "--control-plane-dsn", cp});
+  ASSERT_EQ(c.exit_code, 0) << c.err << readLog(log);
+  EXPECT_NE(c.out.find("dual_write"), std::string::npos) << c.out;
+  execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900003, 'after a manual cutover')");
+  auto st = runStampmover({"status", "--control-plane-dsn", cp, "--tenant", "42", "--state-dir",
+                           e->state.path() + "/none"});
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("dual_write"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find(" ms"), std::string::npos) << "last window shown: " << st.out;
+  auto f = runStampmover({"finalize", "--tenant", "42", "--purge-source", "--control-plane-dsn", cp});
+  ASSERT_EQ(f.exit_code, 0) << f.err << readLog(log);
+  EXPECT_EQ(child.wait(), 0) << readLog(log);
+  for (const auto& [table, order] : kTables) {
+    EXPECT_EQ(scalar(e->src, std::string("SELECT count(*) FROM ") + table + " WHERE tenant_id = 42"), "0")
+        << "purged from the source: " << table;
+  }
+  EXPECT_EQ(scalar(e->dst, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900003"), "after a manual cutover");
+  EXPECT_NE(scalar(e->src, "SELECT count(*) FROM orders WHERE tenant_id <> 42"), "0") << "others kept";
+  expectNothingLeft(e->src, "source", e->db);
+  expectNothingLeft(e->dst, "destination", e->db);
+}
+
+// rollback before the flip: the migration's objects and the partial copy are removed and the
+// tenant stays on the source, writable.
+TEST(Cutover, ManualRollbackBeforeTheFlipLeavesNothing) {
+  auto e = setUp();
+  std::string log = e->state.path() + "/migrate.log";
+  ChildProcess child(spawnStampmover(manualArgs(*e), log));
+  ASSERT_TRUE(waitForPhase(e->cp, "catching_up", 60)) << readLog(log);
+  auto r = runStampmover({"rollback", "--tenant", "42", "--control-plane-dsn", destCluster().dsn(e->cp_db)});
+  ASSERT_EQ(r.exit_code, 0) << r.err << readLog(log);
+  EXPECT_EQ(child.wait(), 0) << readLog(log);
+  EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM orders WHERE tenant_id = 42"), "0");
+  EXPECT_NE(scalar(e->src, "SELECT count(*) FROM orders WHERE tenant_id = 42"), "0");
+  EXPECT_EQ(scalar(e->cp, "SELECT stamp LIKE '%/' || $1 FROM stampmover_routing.routes WHERE tenant = '42'",
+                   {e->db}),
+            "t");
+  expectNothingLeft(e->src, "source", e->db);
+  expectNothingLeft(e->dst, "destination", e->db);
+  execOrDie(e->src, "UPDATE orders SET status = 'still here' WHERE tenant_id = 42 AND order_id = 5");
+}
