@@ -277,6 +277,50 @@ TEST(Copy, KillNineMidCopyResumesToIdenticalResult) {
             scalar(src, "SELECT count(*) FROM " + table + " WHERE " + moved_col + " LIKE '%mmmm'"));
 }
 
+// Rolling back an interrupted copy: cleanup --purge-destination drops the slot and the
+// publication and deletes the partial copy; the source is untouched and a new copy can start.
+TEST(Copy, CleanupAfterAnInterruptedCopyLeavesNothing) {
+  std::string db = freshDatabase();
+  auto src = connectOrDie(sourceCluster().dsn(db));
+  auto dst = connectOrDie(destCluster().dsn(db));
+  for (auto* c : {&src, &dst}) ASSERT_TRUE(harness::createDemoSchema(*c).isOk());
+  harness::SeedOptions seed;
+  seed.tenant_items = 20000;
+  seed.other_items = 20000;
+  ASSERT_TRUE(harness::seedTenants(src, seed).isOk());
+  execOrDie(dst, "INSERT INTO accounts (tenant_id, account_id, name, created_at) VALUES (7, 1, 'own', now())");
+  const std::string before = scalar(src, "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM orders t");
+  TempDir state;
+  std::string log = state.path() + "/copy.log";
+  auto args = copyArgs(db, state.path() + "/db");
+  args.insert(args.end(), {"--jobs", "1", "--chunk-kb", "128", "--max-rate", "3", "--log-level", "debug"});
+  ChildProcess child(spawnStampmover(args, log));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (countOf(readAll(log), "chunk ") < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(child.pid(), SIGKILL);
+  ASSERT_EQ(child.wait(), -SIGKILL);
+  ASSERT_NE(scalar(dst, "SELECT count(*) FROM accounts WHERE tenant_id = 42"), "0") << "partial copy expected";
+  auto r = runStampmover({"cleanup", "--tenant", "42", "--source-dsn", sourceCluster().dsn(db),
+                          "--dest-dsn", destCluster().dsn(db), "--purge-destination", "--state-dir",
+                          state.path() + "/db"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const auto& t : kDemoTables) {
+    EXPECT_EQ(scalar(dst, std::string("SELECT count(*) FROM ") + t.table + " WHERE tenant_id = 42"), "0") << t.table;
+  }
+  EXPECT_EQ(scalar(dst, "SELECT count(*) FROM accounts WHERE tenant_id = 7"), "1") << "others untouched";
+  std::string name = mover::replicationNameForTenant("42", PQdb(src.raw()));
+  EXPECT_EQ(scalar(src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", {name}), "0");
+  EXPECT_EQ(scalar(src, "SELECT count(*) FROM pg_publication"), "0");
+  EXPECT_EQ(scalar(src, "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM orders t"), before);
+  // A fresh copy starts from scratch and is complete.
+  auto again = runStampmover(copyArgs(db, state.path() + "/db"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out.find("(resumed)"), std::string::npos) << again.out;
+  for (const auto& t : kDemoTables) expectTenantEqual(src, dst, t.table, t.order_by, "42");
+}
+
 // The demo (README command 1) end to end, small.
 TEST(Demo, RunsEndToEnd) {
   auto r = runStampmover({"demo", "--rows", "3000", "--writer-seconds", "3"});
