@@ -114,6 +114,18 @@ void Progress::draw(bool final) {
     int st = it->state.load();
     uint64_t est = st == 2 ? r : std::max(r, it->est_rows);
     double frac = est ? static_cast<double>(r) / static_cast<double>(est) : (st == 2 ? 1.0 : 0.0);
+    // Per-table rate and ETA, from when the reporter first saw the table running.
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    if (st >= 1 && it->started_ms.load() == 0) it->started_ms = now_ms;
+    if (st == 2 && it->finished_ms.load() == 0) it->finished_ms = now_ms;
+    const int64_t end_ms = it->finished_ms.load() ? it->finished_ms.load() : now_ms;
+    const double secs = it->started_ms.load() ? static_cast<double>(end_ms - it->started_ms.load()) / 1e3 : 0;
+    const double rate_b = secs > 0.05 ? static_cast<double>(b) / secs : 0;
+    const double rows_per_s = secs > 0.05 ? static_cast<double>(r) / secs : 0;
+    const double t_eta = rows_per_s > 0 ? static_cast<double>(est - std::min(est, r)) / rows_per_s : -1;
+    std::string tail = st == 2 ? "done" : st == 1 ? humanBytes(rate_b) + "/s ETA " + humanDuration(t_eta) : "waiting";
     constexpr int kBar = 24;
     int filled = static_cast<int>(frac * kBar);
     std::string bar(static_cast<size_t>(filled), '#');
@@ -121,8 +133,7 @@ void Progress::draw(bool final) {
     char line[256];
     std::snprintf(line, sizeof line, "\x1b[2K%-*s [%s] %3.0f%% %14s rows %10s %s\n",
                   static_cast<int>(width), it->name.c_str(), bar.c_str(), frac * 100,
-                  withCommas(r).c_str(), humanBytes(static_cast<double>(b)).c_str(),
-                  st == 2 ? "done" : st == 1 ? "copying" : "waiting");
+                  withCommas(r).c_str(), humanBytes(static_cast<double>(b)).c_str(), tail.c_str());
     out += line;
   }
   char total[256];

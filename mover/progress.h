@@ -31,6 +31,8 @@ class Progress {
     std::atomic<uint64_t> rows{0};
     std::atomic<uint64_t> bytes{0};
     std::atomic<int> state{0};  // 0 pending, 1 running, 2 done
+    std::atomic<int64_t> started_ms{0};   // steady clock, set by the reporter when first seen running
+    std::atomic<int64_t> finished_ms{0};  // set by the reporter when first seen done
   };
 
   explicit Progress(ProgressOptions options) : options_(std::move(options)) {}
