@@ -30,6 +30,38 @@ struct RoutesArgs {
 // unreachable. The caller maps the class to the exit code.
 stampmover::common::Status runRoutes(const RoutesArgs& args);
 
+// `stampmover verify`: its own options (main registers the endpoint options beside them) and
+// the run. See app/verify_command.cc.
+namespace CLI {
+class App;
+}
+namespace stampmover::orch {
+struct CopyJobOptions;
+}
+
+struct VerifyArgs {
+  uint32_t jobs = 4;               // Default: 4 concurrent queries per server
+  uint64_t chunk_rows = 10'000;    // Default: 10000 rows per chunk
+  std::string report;              // Default: none (no JSON report file)
+  bool live = false;               // Default: false
+  double live_wait_s = 60;         // Default: 60 s for the applier to pass a position
+  uint32_t live_rounds = 6;        // Default: 6 re-reads of a differing page
+  bool no_foreign = false;         // Default: false (look for other tenants' rows)
+  bool restart = false;            // Default: false (resume an interrupted verify)
+  std::string progress = "auto";   // Default: auto (bars on a terminal)
+};
+
+// Adds verify's own options to `cmd`.
+void addVerifyOptions(CLI::App* cmd, VerifyArgs& args);
+
+// Verifies the tenant between base.source and base.destination (tenant, tenant columns and
+// state dir from `base`), prints the report, writes --report. Returns the exit code: 0
+// identical, 1 differences, 2 could not verify (refused or internal: the message says why),
+// 3 retryable (server lost, applier not advancing, rows not settled under load), 130
+// interrupted.
+int runVerifyCommand(const VerifyArgs& args, const stampmover::orch::CopyJobOptions& base,
+                     const std::atomic<bool>& cancel);
+
 // `stampmover cutover|rollback|finalize`: a request to the worker migrating the tenant.
 struct OperatorArgs {
   std::string action;             // cutover, rollback, finalize, finalize_purge

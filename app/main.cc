@@ -269,6 +269,14 @@ int main(int argc, char** argv) {
   routes->add_option("--control-plane", routes_args.control_plane,
                      "Control-plane stamp name from the stamps file, instead of the DSN");
 
+  EndpointArgs verify_ep;
+  VerifyArgs verify_args;
+  auto* verify = app.add_subcommand(
+      "verify", "Prove that the destination holds exactly the source's rows of the tenant, or list "
+                "every difference. Read-only. Exit 0 identical, 1 differences, 2 could not verify, "
+                "3 retryable.");
+  addEndpointOptions(verify, verify_ep, true);
+  addVerifyOptions(verify, verify_args);
 
   CLI11_PARSE(app, argc, argv);
   stampmover::common::setupLogging(log_level);
@@ -316,6 +324,11 @@ int main(int argc, char** argv) {
     return o;
   };
 
+  if (*verify) {
+    auto o = build(verify_ep, true);
+    if (!o) return fail(o.status());
+    return runVerifyCommand(verify_args, *o, g_cancel);
+  }
   if (*pre) {
     auto o = build(pre_args, true);
     if (!o) return fail(o.status());

@@ -1,0 +1,86 @@
+// The `verify` subcommand: option parsing glue around orch::runVerifyJob, the report on
+// stdout, and verify's own exit codes (0 identical, 1 differences, 2 could not verify,
+// 3 retryable, 130 interrupted).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "app/commands.h"
+#include "orchestrator/copy_job.h"
+#include "orchestrator/verify_job.h"
+
+namespace {
+
+using stampmover::common::ErrorClass;
+using stampmover::common::Status;
+
+int verifyExitFor(const Status& st) {
+  std::fprintf(stderr, "stampmover: verify: %s\n", st.message().c_str());
+  switch (st.errorClass()) {
+    case ErrorClass::kRetryable:
+      return 3;
+    case ErrorClass::kCancelled:
+      return 130;
+    case ErrorClass::kRefused:
+    case ErrorClass::kDataLoss:
+    case ErrorClass::kInternal:
+      return 2;
+  }
+  return 2;
+}
+
+}  // namespace
+
+void addVerifyOptions(CLI::App* cmd, VerifyArgs& a) {
+  cmd->add_option("--jobs", a.jobs, "Concurrent queries per server")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 64u));
+  cmd->add_option("--chunk-rows", a.chunk_rows,
+                  "Rows per checksum chunk (the unit narrowed to rows when it differs)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000}));
+  cmd->add_option("--report", a.report, "Also write the report as JSON to this file");
+  cmd->add_flag("--live", a.live,
+                "The tenant is being migrated (migrate running): re-read differing chunks after "
+                "the destination has applied past the position they were read at");
+  cmd->add_option("--live-wait", a.live_wait_s,
+                  "Live: seconds to wait for the applier to pass a source position")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--live-rounds", a.live_rounds, "Live: re-reads of a differing chunk page")
+      ->capture_default_str()
+      ->check(CLI::Range(2u, 100u));
+  cmd->add_flag("--no-foreign-check", a.no_foreign,
+                "Skip the search for other source tenants' rows on the destination");
+  cmd->add_flag("--restart", a.restart, "Start over instead of resuming an interrupted verify");
+  cmd->add_option("--progress", a.progress, "auto (bars on a terminal), bars, or log")
+      ->check(CLI::IsMember({"auto", "bars", "log"}));
+}
+
+int runVerifyCommand(const VerifyArgs& a, const stampmover::orch::CopyJobOptions& base,
+                     const std::atomic<bool>& cancel) {
+  namespace orch = stampmover::orch;
+  orch::VerifyJobOptions o;
+  o.tenant = base.tenant;
+  o.source = base.source;
+  o.destination = base.destination;
+  o.tenant_columns = base.tenant_columns;
+  o.state_dir = base.state_dir;
+  o.report_path = a.report;
+  o.restart = a.restart;
+  o.progress_terminal = a.progress == "bars" || (a.progress == "auto" && isatty(STDERR_FILENO));
+  o.verify.jobs = a.jobs;
+  o.verify.chunk_rows = a.chunk_rows;
+  o.verify.live = a.live;
+  o.verify.live_wait = std::chrono::milliseconds(static_cast<int64_t>(a.live_wait_s * 1000));
+  o.verify.live_rounds = a.live_rounds;
+  o.verify.foreign_check = !a.no_foreign;
+  auto r = orch::runVerifyJob(o, &cancel);
+  if (!r) return verifyExitFor(r.status());
+  std::fputs(orch::formatVerifyReport(*r, o).c_str(), stdout);
+  std::fflush(stdout);
+  if (r->report.differences() > 0) return 1;
+  if (r->report.unsettled() > 0) return 3;
+  return 0;
+}
