@@ -23,6 +23,10 @@ void Loadgen::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Loadgen::wait() {
+  if (thread_.joinable()) thread_.join();
+}
+
 void Loadgen::run() {
   routing::SystemClock clock;
   routing::RoutingClient client(options_.control_plane_dsn, {}, clock);

@@ -42,6 +42,8 @@ class Loadgen {
   ~Loadgen();
   void start();
   void stop();
+  // Waits until the configured duration is over (the writer stops by itself).
+  void wait();
   LoadgenReport report() const;
   // Counts acknowledged writes missing from `dsn` (the serving stamp). Errors: connection.
   common::Result<uint64_t> missingOn(const std::string& dsn) const;

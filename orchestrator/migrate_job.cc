@@ -706,8 +706,11 @@ Result<std::string> readStatus(const std::string& state_dir, const std::string& 
     out += "migration " + r.id + ": phase " + r.phase + ", slot " + r.slot_name + "\n";
     SM_ASSIGN_OR_RETURN(auto pos, store->loadStreamPosition(r.id, "forward"));
     if (pos) out += "  checkpoint: " + pos->lsn.toString() + "\n";
-    SM_ASSIGN_OR_RETURN(auto note, store->loadNote(r.id, "status"));
+    for (const char* stream : {"status", "status_reverse"}) {
+    SM_ASSIGN_OR_RETURN(auto note, store->loadNote(r.id, stream));
     if (note) {
+      out += std::string("  ") + (std::string(stream) == "status" ? "forward (source -> destination)"
+                                                                : "reverse (destination -> source, dual-write soak)") + "\n";
       try {
         auto j = nlohmann::json::parse(*note);
         uint64_t age_ms = common::nowUnixMs() - j.value("updated_unix_ms", uint64_t{0});
@@ -724,6 +727,7 @@ Result<std::string> readStatus(const std::string& state_dir, const std::string& 
       } catch (const std::exception& e) {
         out += std::string("  status unreadable: ") + e.what() + "\n";
       }
+    }
     }
   }
   if (out.empty()) {
