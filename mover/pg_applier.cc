@@ -1,13 +1,16 @@
-// PgApplier: see pg_applier.h. Statements go out in libpq pipeline mode and are synced every
-// `pipeline_depth` statements and at each commit, so a batch costs a handful of round trips.
-// An error anywhere aborts the destination transaction; the caller reconnects and resumes from
-// the origin's recorded position, which is safe because every statement is idempotent.
+// PgApplier: see pg_applier.h. Statements go out in libpq pipeline mode without waiting for
+// their answers, which are read as they arrive; all of them are awaited only where something
+// depends on them (a TOAST repair, a catalog read, the commit of an idle stream). An error
+// anywhere aborts the destination transaction and fails the applier; the caller reconnects and
+// resumes from the origin's recorded position, which is safe because every statement is
+// idempotent.
 #include "mover/pg_applier.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 namespace stampmover::mover {
 
@@ -24,18 +27,113 @@ using common::Status;
 namespace {
 constexpr const char* kHeartbeatPrefix = "stampmover_heartbeat";
 constexpr int64_t kPgEpochOffsetSec = 946684800;
+constexpr uint32_t kPollEvery = 64;  // statements sent between reads of the answers so far
+
+// First statement of a batch sent while an earlier batch's COMMIT is unanswered: fails (and so
+// aborts this batch and, the transaction staying aborted, every later one) unless the origin
+// reached the earlier batch's position, i.e. unless it committed. The CASE depends on a
+// volatile function, so the failing cast is never folded at plan time.
+constexpr const char* kGuardSql =
+    "SELECT (CASE WHEN coalesce(pg_replication_origin_session_progress(false), '0/0') >= "
+    "$1::pg_lsn THEN '0' ELSE 'stampmover: the batch ending at ' || $1::pg_lsn::text || "
+    "' did not commit; the origin is at ' || "
+    "coalesce(pg_replication_origin_session_progress(false)::text, 'none') END)::int";
+
+// Appends one element of an array literal: NULL unquoted, any value double-quoted with quotes
+// and backslashes escaped (so "NULL", "", braces, commas and blanks stay plain values).
+void appendArrayElement(std::string& out, const PgParam& v) {
+  if (!v) {
+    out += "NULL";
+    return;
+  }
+  out += '"';
+  const char* p = v->data();
+  const char* end = p + v->size();
+  while (p < end) {
+    const char* q = p;
+    while (q < end && *q != '"' && *q != '\\') ++q;
+    out.append(p, static_cast<size_t>(q - p));
+    if (q == end) break;
+    out += '\\';
+    out += *q;
+    p = q + 1;
+  }
+  out += '"';
+}
+
+// One map key for primary-key values, length-prefixed so that no two value lists collide.
+void appendKeyPart(std::string& k, const std::string* v) {
+  if (v == nullptr) {
+    k += '\xff';  // NULL (never in a primary key; kept distinct anyway)
+    return;
+  }
+  const uint32_t n = static_cast<uint32_t>(v->size());
+  k.append(reinterpret_cast<const char*>(&n), sizeof n);
+  k += *v;
+}
+
+std::string encodeKey(const std::vector<PgParam>& pk) {
+  std::string k;
+  for (const auto& v : pk) appendKeyPart(k, v ? &*v : nullptr);
+  return k;
+}
+
+// The same key, straight from a tuple's primary-key columns.
+std::string encodeKey(const common::Tuple& tuple, const std::vector<int>& pk_idx) {
+  std::string k;
+  for (int i : pk_idx) {
+    const Datum& d = tuple[static_cast<size_t>(i)];
+    appendKeyPart(k, d.kind == Datum::Kind::kText ? &d.text : nullptr);
+  }
+  return k;
+}
+
+size_t rowBytes(const std::vector<PgParam>& values) {
+  size_t n = 0;
+  for (const auto& v : values) n += (v ? v->size() : 0) + 8;
+  return n;
+}
+
+// Built-in types whose equal values always print the same text (numeric '1.0' = '1.00',
+// float -0 = 0, bpchar padding, intervals do not qualify).
+bool canonicalKeyType(uint32_t oid) {
+  switch (oid) {
+    case 16:    // bool
+    case 17:    // bytea
+    case 18:    // "char"
+    case 19:    // name
+    case 20:    // int8
+    case 21:    // int2
+    case 23:    // int4
+    case 25:    // text
+    case 26:    // oid
+    case 1043:  // varchar
+    case 1082:  // date
+    case 1083:  // time
+    case 1114:  // timestamp
+    case 1184:  // timestamptz
+    case 2950:  // uuid
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<PgApplier>> PgApplier::open(const ApplierOptions& o) {
   std::unique_ptr<PgApplier> a(new PgApplier(o));
   SM_ASSIGN_OR_RETURN(a->dst_, common::PgConnection::connect(o.dest_dsn, o.dest_label));
-  SM_RETURN_IF_ERROR(a->dst_.exec(std::string("SET statement_timeout = 0; SET synchronous_commit = ") +
+  // Generic plans for our prepared statements: planned with the arrays' real sizes, a multi-row
+  // DELETE may hash a whole table instead of probing its primary key once per row.
+  SM_RETURN_IF_ERROR(a->dst_.exec(std::string("SET statement_timeout = 0; SET plan_cache_mode = "
+                                              "force_generic_plan; SET synchronous_commit = ") +
                                   (o.synchronous_commit ? "on" : "off")));
   SM_RETURN_IF_ERROR(a->dst_.exec("SET session_replication_role = replica")
                          .withContext("apply sessions need session_replication_role = replica "
                                       "(connect to the destination as a superuser)"));
-  SM_ASSIGN_OR_RETURN(auto exists, a->dst_.queryValue("SELECT pg_replication_origin_oid($1)",
-                                                      {o.origin_name}));
+  SM_ASSIGN_OR_RETURN(auto exists,
+                      a->dst_.queryValue("SELECT pg_replication_origin_oid($1)", {o.origin_name}));
   if (!exists) {
     SM_RETURN_IF_ERROR(
         a->dst_.query("SELECT pg_replication_origin_create($1)", {o.origin_name}).status());
@@ -47,6 +145,7 @@ Result<std::unique_ptr<PgApplier>> PgApplier::open(const ApplierOptions& o) {
                        " (is another stampmover applying this migration?)"));
   SM_ASSIGN_OR_RETURN(a->durable_, a->originProgress());
   a->committed_ = a->durable_;
+  a->confirmed_ = a->durable_;
   if (PQenterPipelineMode(a->dst_.raw()) != 1) {
     return Status::internal(o.dest_label + ": cannot enter libpq pipeline mode");
   }
@@ -55,23 +154,32 @@ Result<std::unique_ptr<PgApplier>> PgApplier::open(const ApplierOptions& o) {
 
 PgApplier::~PgApplier() = default;
 
+Status PgApplier::fail(Status st) {
+  if (failed_.isOk() && !st.isOk()) failed_ = std::move(st);
+  return failed_;
+}
+
 Result<std::optional<std::string>> PgApplier::queryOutsidePipeline(
     const std::string& sql, const std::vector<PgParam>& params) {
+  if (!failed_.isOk()) return failed_;
   bool in_pipeline = PQpipelineStatus(dst_.raw()) != PQ_PIPELINE_OFF;
   if (in_pipeline) {
-    SM_RETURN_IF_ERROR(syncAndDrain());
-    if (PQexitPipelineMode(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "leave pipeline mode");
+    SM_RETURN_IF_ERROR(waitAll());
+    if (PQexitPipelineMode(dst_.raw()) != 1) {
+      return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
+    }
   }
   auto v = dst_.queryValue(sql, params);
   if (in_pipeline && PQenterPipelineMode(dst_.raw()) != 1) {
-    return dst_.errorFrom(nullptr, "enter pipeline mode");
+    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
   }
   return v;
 }
 
 Result<Lsn> PgApplier::originProgress() {
-  SM_ASSIGN_OR_RETURN(auto v, queryOutsidePipeline("SELECT pg_replication_origin_progress($1, true)",
-                                                   {options_.origin_name}));
+  SM_ASSIGN_OR_RETURN(auto v,
+                      queryOutsidePipeline("SELECT pg_replication_origin_progress($1, true)",
+                                           {options_.origin_name}));
   if (!v) return Lsn();
   auto l = Lsn::parse(*v);
   if (!l) return Status::internal("unparseable origin progress '" + *v + "'");
@@ -81,61 +189,174 @@ Result<Lsn> PgApplier::originProgress() {
 Status PgApplier::prepare(const std::string& name, const std::string& sql) {
   if (prepared_.count(name)) return Status::ok();
   if (PQsendPrepare(dst_.raw(), name.c_str(), sql.c_str(), 0, nullptr) != 1) {
-    return dst_.errorFrom(nullptr, "prepare " + name);
+    return fail(dst_.errorFrom(nullptr, "prepare " + name));
   }
   prepared_[name] = true;
-  inflight_.push_back(Pending{Pending::Kind::kPrepare, nullptr, {}});
+  inflight_.push_back(Pending{Pending::Kind::kPrepare});
   return Status::ok();
 }
 
 Status PgApplier::send(const std::string& stmt, const std::vector<PgParam>& params,
                        Pending pending) {
+  if (!failed_.isOk()) return failed_;
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  // Blocking mode: when the destination is busy and the socket full, this waits (reading its
+  // answers meanwhile, so neither side can block the other), which bounds what is in flight.
   int ok = prepared_.count(stmt)
                ? PQsendQueryPrepared(dst_.raw(), stmt.c_str(), static_cast<int>(values.size()),
                                      values.data(), nullptr, nullptr, 0)
                : PQsendQueryParams(dst_.raw(), stmt.c_str(), static_cast<int>(values.size()),
                                    nullptr, values.data(), nullptr, nullptr, 0);
-  if (ok != 1) return dst_.errorFrom(nullptr, "send statement");
+  if (ok != 1) return fail(dst_.errorFrom(nullptr, "send statement"));
   inflight_.push_back(std::move(pending));
-  if (++unsynced_ >= options_.pipeline_depth) return syncAndDrain();
+  if (inflight_.size() >= std::max<uint32_t>(options_.max_inflight, 2)) {
+    // Too many unanswered statements: have the server send what it holds, and read half.
+    if (PQsendFlushRequest(dst_.raw()) != 1 || PQflush(dst_.raw()) != 0) {
+      return fail(dst_.errorFrom(nullptr, "flush request"));
+    }
+    while (inflight_.size() > options_.max_inflight / 2) {
+      SM_ASSIGN_OR_RETURN(bool got, takeResult(true));
+      (void)got;
+    }
+    sends_since_poll_ = 0;
+  } else if (++sends_since_poll_ >= kPollEvery) {
+    sends_since_poll_ = 0;
+    return pollResults();
+  }
   return Status::ok();
 }
 
-Status PgApplier::syncAndDrain() {
-  if (PQpipelineSync(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "pipeline sync");
-  unsynced_ = 0;
-  Status first_error;
-  while (!inflight_.empty()) {
-    Pending p = std::move(inflight_.front());
+Result<bool> PgApplier::takeResult(bool block) {
+  if (!failed_.isOk()) return failed_;
+  if (inflight_.empty()) return false;
+  if (!block && PQisBusy(dst_.raw())) return false;
+  PgResult r{PQgetResult(dst_.raw())};
+  if (awaiting_end_) {
+    // Each statement's answer ends with a NULL; a sync's does not.
+    awaiting_end_ = false;
+    if (r) return fail(Status::internal(options_.dest_label + ": pipeline out of step"));
     inflight_.pop_front();
-    PgResult r{PQgetResult(dst_.raw())};
-    if (!r) return Status::retryable(options_.dest_label + ": connection lost in pipeline");
-    ExecStatusType st = PQresultStatus(r.get());
-    if (st == PGRES_PIPELINE_ABORTED) {
-      // Skipped because an earlier statement failed; that one carries the error.
-    } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-      if (first_error.isOk()) first_error = dst_.errorFrom(r.get(), "apply");
-    } else if (p.kind == Pending::Kind::kUpdateToast) {
-      if (std::string(PQcmdTuples(r.get())) == "0") repairs_.emplace_back(p.rel, std::move(p.key));
-    } else if (p.kind == Pending::Kind::kWalLsn && PQntuples(r.get()) == 1) {
-      auto l = Lsn::parse(PQgetvalue(r.get(), 0, 0));
-      if (l) unflushed_.back().first = *l;
+    return true;
+  }
+  if (!r) {
+    if (PQstatus(dst_.raw()) != CONNECTION_OK) {
+      return fail(Status::retryable(options_.dest_label + ": connection lost in pipeline: " +
+                                    std::string(PQerrorMessage(dst_.raw()))));
     }
-    PgResult end{PQgetResult(dst_.raw())};  // NULL terminates each statement's results
+    if (block) return fail(Status::internal(options_.dest_label + ": pipeline answer missing"));
+    return false;
   }
-  PgResult sync{PQgetResult(dst_.raw())};
-  if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
-    if (first_error.isOk()) first_error = dst_.errorFrom(sync.get(), "pipeline sync");
+  Pending& p = inflight_.front();
+  const ExecStatusType st = PQresultStatus(r.get());
+  if (p.kind == Pending::Kind::kSync) {
+    if (st != PGRES_PIPELINE_SYNC) return fail(dst_.errorFrom(r.get(), "pipeline sync"));
+    inflight_.pop_front();
+    return true;
   }
-  return first_error;
+  if (st == PGRES_PIPELINE_SYNC) {
+    return fail(Status::internal(options_.dest_label + ": pipeline out of step (early sync)"));
+  }
+  if (st == PGRES_PIPELINE_ABORTED) {
+    // Only after an error whose own answer came first: defensive.
+    return fail(Status::retryable(options_.dest_label + ": pipeline aborted by an earlier error"));
+  }
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+    return fail(dst_.errorFrom(r.get(), "apply"));
+  switch (p.kind) {
+    case Pending::Kind::kUpdateToast:
+      if (std::strcmp(PQcmdTuples(r.get()), "0") == 0)
+        repairs_.emplace_back(p.rel, std::move(p.key));
+      break;
+    case Pending::Kind::kCommit: {
+      if (std::strcmp(PQcmdStatus(r.get()), "COMMIT") != 0) {
+        return fail(Status::retryable(options_.dest_label + ": the batch ending at " +
+                                      p.lsn.toString() + " was rolled back (" +
+                                      PQcmdStatus(r.get()) + ")"));
+      }
+      confirmed_ = std::max(confirmed_, p.lsn);
+      stats_.batches++;
+      if (options_.synchronous_commit) durable_ = std::max(durable_, p.lsn);
+      if (p.heartbeat_us != 0) {
+        auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count() -
+                      kPgEpochOffsetSec * 1000000LL;
+        last_heartbeat_lag_us_ = std::max<int64_t>(0, now_us - p.heartbeat_us);
+        last_heartbeat_us_ = std::max(last_heartbeat_us_, p.heartbeat_us);
+      }
+      break;
+    }
+    case Pending::Kind::kWalLsn: {
+      auto l = PQntuples(r.get()) == 1 ? Lsn::parse(PQgetvalue(r.get(), 0, 0)) : std::nullopt;
+      if (!l) return fail(Status::internal("unparseable pg_current_wal_insert_lsn()"));
+      if (!options_.synchronous_commit) unflushed_.emplace_back(*l, p.lsn);
+      break;
+    }
+    case Pending::Kind::kFlushLsn: {
+      flush_lsn_asked_ = false;
+      auto flush = PQntuples(r.get()) == 1 ? Lsn::parse(PQgetvalue(r.get(), 0, 0)) : std::nullopt;
+      if (!flush) return fail(Status::internal("unparseable pg_current_wal_flush_lsn()"));
+      while (!unflushed_.empty() && unflushed_.front().first <= *flush) {
+        durable_ = std::max(durable_, unflushed_.front().second);
+        unflushed_.pop_front();
+      }
+      break;
+    }
+    case Pending::Kind::kPlain:
+    case Pending::Kind::kPrepare:
+    case Pending::Kind::kSync:
+      break;
+  }
+  awaiting_end_ = true;
+  if (block || !PQisBusy(dst_.raw())) {
+    PgResult end{PQgetResult(dst_.raw())};
+    awaiting_end_ = false;
+    if (end) return fail(Status::internal(options_.dest_label + ": pipeline out of step"));
+    inflight_.pop_front();
+  }
+  return true;
+}
+
+Status PgApplier::pollResults() {
+  if (!failed_.isOk()) return failed_;
+  if (inflight_.empty()) return Status::ok();
+  if (PQconsumeInput(dst_.raw()) != 1) {
+    return fail(Status::retryable(options_.dest_label +
+                                  ": connection lost: " + std::string(PQerrorMessage(dst_.raw()))));
+  }
+  for (;;) {
+    SM_ASSIGN_OR_RETURN(bool got, takeResult(false));
+    if (!got) break;
+  }
+  return Status::ok();
+}
+
+Status PgApplier::waitAll() {
+  if (!failed_.isOk()) return failed_;
+  if (!inflight_.empty()) {
+    // The server sends answers at a sync (or when its buffer fills): ask for them.
+    if (inflight_.back().kind != Pending::Kind::kSync) {
+      if (PQpipelineSync(dst_.raw()) != 1) return fail(dst_.errorFrom(nullptr, "pipeline sync"));
+      inflight_.push_back(Pending{Pending::Kind::kSync});
+    }
+    while (!inflight_.empty()) {
+      SM_ASSIGN_OR_RETURN(bool got, takeResult(true));
+      (void)got;
+    }
+  }
+  sends_since_poll_ = 0;
+  if (!dest_txn_open_ && repairs_.empty()) retired_.clear();
+  return Status::ok();
 }
 
 Status PgApplier::ensureDestTxn() {
   if (dest_txn_open_) return Status::ok();
   SM_RETURN_IF_ERROR(send("BEGIN", {}, {}));
+  if (confirmed_ < origin_sent_) {
+    SM_RETURN_IF_ERROR(send(kGuardSql, {origin_sent_.toString()}, {}));
+  }
   dest_txn_open_ = true;
   batch_changes_ = 0;
   batch_started_ = std::chrono::steady_clock::now();
@@ -147,15 +368,21 @@ Status PgApplier::onRelation(const std::shared_ptr<const common::Relation>& rel)
   state->rel = rel;
   const std::string key = rel->key();
   const std::string tenant_col = options_.tenant_columns.columnFor(key);
-  // Catalog reads happen outside the pipeline: flush it first.
-  SM_RETURN_IF_ERROR(syncAndDrain());
-  if (PQexitPipelineMode(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "leave pipeline mode");
+  // Merged rows were built for the previous description; catalog reads happen outside the
+  // pipeline: send and drain everything first.
+  SM_RETURN_IF_ERROR(flushAllGroups());
+  SM_RETURN_IF_ERROR(waitAll());
+  if (PQexitPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
   auto described = describeTable(dst_, rel->schema, rel->name, tenant_col);
-  if (PQenterPipelineMode(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "enter pipeline mode");
+  if (PQenterPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
   if (!described) return described.status();
   if (!described->has_value()) {
-    return Status::refused("schema drift: table " + key + " is replicated from the source but "
-                           "does not exist on " + options_.dest_label + "; create it there, then rerun");
+    return Status::refused("schema drift: table " + key +
+                           " is replicated from the source but "
+                           "does not exist on " +
+                           options_.dest_label + "; create it there, then rerun");
   }
   state->dest = std::move(**described);
   std::vector<std::string> missing;
@@ -199,11 +426,19 @@ Status PgApplier::onRelation(const std::shared_ptr<const common::Relation>& rel)
     }
     state->pk_idx.push_back(static_cast<int>(it - rel->columns.begin()));
   }
+  {
+    auto a = state->key_idx;
+    auto b = state->pk_idx;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    state->key_is_pk = a == b;
+  }
   // Canonical text of the tenant key for this column's type ('042' -> '42' for bigint).
   auto canon = queryOutsidePipeline(
       "SELECT ($1::" + state->dest.column(tenant_col)->type + ")::text", {options_.tenant});
   if (!canon) return canon.status();
   state->tenant_text = canon->value_or(options_.tenant);
+  SM_RETURN_IF_ERROR(describeGrouping(*state));
 
   static uint32_t generation = 0;
   state->prefix = "r" + std::to_string(rel->id) + "_" + std::to_string(++generation) + "_";
@@ -226,20 +461,126 @@ Status PgApplier::onRelation(const std::shared_ptr<const common::Relation>& rel)
     const std::string& n = rel->columns[static_cast<size_t>(state->key_idx[k])].name;
     key_where += (k ? " AND " : "") + quoteIdent(n) + " = $" + std::to_string(k + 1);
   }
-  SM_RETURN_IF_ERROR(prepare(state->prefix + "ins",
-                             "INSERT INTO " + t.quoted() + " (" + state->column_list + ") VALUES (" +
-                                 values + ") ON CONFLICT (" + pk_cols + ") DO " +
-                                 (set.empty() ? std::string("NOTHING") : "UPDATE SET " + set)));
-  SM_RETURN_IF_ERROR(prepare(state->prefix + "delpk", "DELETE FROM " + t.quoted() + " WHERE " + pk_where));
+  const std::string on_conflict = " ON CONFLICT (" + pk_cols + ") DO " +
+                                  (set.empty() ? std::string("NOTHING") : "UPDATE SET " + set);
+  SM_RETURN_IF_ERROR(prepare(state->prefix + "ins", "INSERT INTO " + t.quoted() + " (" +
+                                                        state->column_list + ") VALUES (" + values +
+                                                        ")" + on_conflict));
+  SM_RETURN_IF_ERROR(
+      prepare(state->prefix + "delpk", "DELETE FROM " + t.quoted() + " WHERE " + pk_where));
   if (!key_where.empty()) {
     SM_RETURN_IF_ERROR(
         prepare(state->prefix + "delkey", "DELETE FROM " + t.quoted() + " WHERE " + key_where));
   }
   SM_RETURN_IF_ERROR(prepare(state->prefix + "trunc", "DELETE FROM " + t.quoted() + " WHERE " +
                                                           quoteIdent(tenant_col) + " = $1"));
+  if (state->grouped) {
+    // Multi-row forms: one array parameter per column, rows in array order. ROWS FROM keeps
+    // the column count free of the 100-argument limit of a multi-argument unnest().
+    // `match` (deletes): the target's key columns, aliased x, equal to the array columns. Keys
+    // in a group are distinct, so the join needs no de-duplication.
+    auto rowsFrom = [&](const std::vector<size_t>& cols, std::string* select, std::string* match) {
+      std::string from = "ROWS FROM (";
+      std::string alias;
+      for (size_t k = 0; k < cols.size(); ++k) {
+        const ColumnCast& cc = state->casts[cols[k]];
+        const std::string c = "u.c" + std::to_string(k + 1) + cc.elem_cast;
+        from +=
+            (k ? ", unnest($" : "unnest($") + std::to_string(k + 1) + "::" + cc.array_type + ")";
+        alias += (k ? ", c" : "c") + std::to_string(k + 1);
+        *select += (k ? ", " : "") + c;
+        *match += std::string(k ? " AND " : "") + "x." + quoteIdent(rel->columns[cols[k]].name) +
+                  " = " + c;
+      }
+      return from + ") AS u(" + alias + ")";
+    };
+    std::vector<size_t> all(rel->columns.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    std::vector<size_t> pks;
+    for (int i : state->pk_idx) pks.push_back(static_cast<size_t>(i));
+    std::string sel_all, sel_pk, match_all, match_pk;
+    std::string from_all = rowsFrom(all, &sel_all, &match_all);
+    std::string from_pk = rowsFrom(pks, &sel_pk, &match_pk);
+    SM_RETURN_IF_ERROR(prepare(state->prefix + "insmany",
+                               "INSERT INTO " + t.quoted() + " (" + state->column_list +
+                                   ") SELECT " + sel_all + " FROM " + from_all + on_conflict));
+    SM_RETURN_IF_ERROR(
+        prepare(state->prefix + "delmany",
+                "DELETE FROM " + t.quoted() + " AS x USING " + from_pk + " WHERE " + match_pk));
+  }
   auto& slot = rels_[rel->id];
   if (slot) retired_.push_back(std::move(slot));
   slot = std::move(state);
+  return Status::ok();
+}
+
+Status PgApplier::describeGrouping(RelState& state) {
+  state.grouped = false;
+  state.barrier = false;
+  const std::string oid = std::to_string(state.dest.oid);
+  // Anything that makes the order of rows matter besides the primary key: another unique
+  // index, an exclusion constraint (then the table goes row by row); a trigger or rule that
+  // fires in replica sessions (may read other tables: everything before goes out first).
+  if (PQexitPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
+  auto hazards = dst_.query(
+      "SELECT (SELECT count(*) FROM pg_index WHERE indrelid = $1::oid AND indisunique AND NOT "
+      "indisprimary) + (SELECT count(*) FROM pg_constraint WHERE conrelid = $1::oid AND contype "
+      "= 'x'), (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal "
+      "AND tgenabled IN ('A', 'R')) + (SELECT count(*) FROM pg_rewrite WHERE ev_class = $1::oid "
+      "AND rulename <> '_RETURN' AND ev_enabled IN ('A', 'R'))",
+      {oid});
+  if (PQenterPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
+  if (!hazards) return hazards.status();
+  state.barrier = common::cell(*hazards, 0, 1) != "0";
+  if (common::cell(*hazards, 0, 0) != "0" || state.barrier) return Status::ok();
+  if (options_.max_group_rows <= 1) return Status::ok();
+  // Per column: typed arrays for built-in scalar types whose array delimiter is a comma; any
+  // other type (arrays, enums, composites, domains, ranges) travels as text[] and each element
+  // is cast, which runs the type's input function exactly as a text parameter would. Type names
+  // without typmod: an explicit cast to varchar(n) would truncate where an insert fails.
+  if (PQexitPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
+  auto cols = dst_.query(
+      "SELECT a.attname, format_type(a.atttypid, -1), (t.oid < 16384 AND t.typtype = 'b' AND "
+      "t.typcategory <> 'A' AND t.typdelim = ','), a.atttypid, coalesce(co.collisdeterministic, "
+      "true) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation co "
+      "ON co.oid = a.attcollation WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
+      "a.attisdropped",
+      {oid});
+  if (PQenterPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
+  if (!cols) return cols.status();
+  struct DestCol {
+    std::string type;
+    bool typed = false;
+    uint32_t oid = 0;
+    bool deterministic = true;
+  };
+  std::map<std::string, DestCol> by_name;
+  for (int r = 0; r < common::rowCount(*cols); ++r) {
+    by_name[common::cell(*cols, r, 0)] =
+        DestCol{common::cell(*cols, r, 1), common::cell(*cols, r, 2) == "t",
+                static_cast<uint32_t>(std::stoul(common::cell(*cols, r, 3))),
+                common::cell(*cols, r, 4) == "t"};
+  }
+  state.casts.clear();
+  for (const auto& c : state.rel->columns) {
+    auto it = by_name.find(c.name);
+    if (it == by_name.end()) return Status::ok();  // dropped meanwhile: stay row by row
+    if (it->second.typed) {
+      state.casts.push_back(ColumnCast{it->second.type + "[]", ""});
+    } else {
+      state.casts.push_back(ColumnCast{"text[]", "::" + it->second.type});
+    }
+  }
+  state.pk_canonical = true;
+  for (int i : state.pk_idx) {
+    const DestCol& d = by_name[state.rel->columns[static_cast<size_t>(i)].name];
+    if (!canonicalKeyType(d.oid) || !d.deterministic) state.pk_canonical = false;
+  }
+  state.grouped = true;
   return Status::ok();
 }
 
@@ -282,11 +623,242 @@ std::vector<PgParam> pick(const common::Tuple& tuple, const std::vector<int>& id
 std::vector<PgParam> allValues(const common::Tuple& tuple) {
   std::vector<PgParam> out;
   out.reserve(tuple.size());
-  for (const Datum& d : tuple) out.push_back(d.kind == Datum::Kind::kText ? PgParam(d.text) : PgParam());
+  for (const Datum& d : tuple)
+    out.push_back(d.kind == Datum::Kind::kText ? PgParam(d.text) : PgParam());
   return out;
 }
 
+bool hasUnchangedToast(const common::Tuple& tuple) {
+  return std::any_of(tuple.begin(), tuple.end(),
+                     [](const Datum& d) { return d.kind == Datum::Kind::kUnchangedToast; });
+}
+
 }  // namespace
+
+Status PgApplier::putRow(RelState& rs, std::string key, bool del, std::vector<PgParam> values) {
+  Group& g = rs.group;
+  const size_t bytes = rowBytes(values);
+  auto [it, inserted] = g.index.try_emplace(std::move(key), g.rows.size());
+  if (inserted) {
+    g.rows.push_back(Group::Row{del, std::move(values), bytes});
+  } else {
+    // A later change of the same row: it alone decides the row's state after the batch.
+    Group::Row& row = g.rows[it->second];
+    g.bytes -= row.bytes;
+    group_bytes_ -= row.bytes;
+    if (row.del) g.deletes--;
+    row = Group::Row{del, std::move(values), bytes};
+  }
+  if (del) g.deletes++;
+  g.bytes += bytes;
+  group_bytes_ += bytes;
+  if (!rs.dirty) {
+    rs.dirty = true;
+    dirty_.push_back(&rs);
+  }
+  if (g.rows.size() >= options_.max_group_rows || g.bytes >= options_.max_group_bytes) {
+    return flushGroup(rs);
+  }
+  if (group_bytes_ >= options_.max_group_bytes) return flushAllGroups();
+  return Status::ok();
+}
+
+Status PgApplier::flushGroup(RelState& rs) {
+  Group& g = rs.group;
+  if (g.rows.empty()) return Status::ok();
+  // Every key appears once and the table has no other unique constraint, so the statements may
+  // go in any order; deletes first, so that a key deleted under one spelling and upserted under
+  // another equal one (numeric 1.0 / 1.00) ends up present, as the upsert came last.
+  auto arrays = [&](bool del, size_t ncols) {
+    size_t n = 0;
+    size_t bytes = 0;
+    for (const auto& row : g.rows) {
+      if (row.del != del) continue;
+      n++;
+      bytes += row.bytes;
+    }
+    std::vector<PgParam> params(ncols, std::string());
+    for (auto& p : params) {
+      p->reserve(bytes / ncols + bytes / (8 * ncols) + n * 4 + 2);
+      *p += '{';
+    }
+    bool first = true;
+    for (const auto& row : g.rows) {
+      if (row.del != del) continue;
+      for (size_t k = 0; k < ncols; ++k) {
+        std::string& s = *params[k];
+        if (!first) s += ',';
+        appendArrayElement(s, row.values[k]);
+      }
+      first = false;
+    }
+    for (auto& p : params) *p += '}';
+    return params;
+  };
+  const size_t ndel = g.deletes;
+  const size_t nups = g.rows.size() - g.deletes;
+  auto single = [&](bool del) -> const Group::Row& {
+    return *std::find_if(g.rows.begin(), g.rows.end(),
+                         [&](const Group::Row& r) { return r.del == del; });
+  };
+  if (ndel == 1) {
+    SM_RETURN_IF_ERROR(send(rs.prefix + "delpk", single(true).values, {}));
+  } else if (ndel > 1) {
+    SM_RETURN_IF_ERROR(send(rs.prefix + "delmany", arrays(true, rs.pk_idx.size()), {}));
+  }
+  if (nups == 1) {
+    SM_RETURN_IF_ERROR(send(rs.prefix + "ins", single(false).values, {}));
+  } else if (nups > 1) {
+    SM_RETURN_IF_ERROR(send(rs.prefix + "insmany", arrays(false, rs.rel->columns.size()), {}));
+  }
+  stats_.statements += (ndel ? 1 : 0) + (nups ? 1 : 0);
+  stats_.merged_rows += g.rows.size();
+  group_bytes_ -= g.bytes;
+  g.rows.clear();
+  g.index.clear();
+  g.bytes = 0;
+  g.deletes = 0;
+  return Status::ok();
+}
+
+Status PgApplier::flushAllGroups() {
+  std::vector<RelState*> list;
+  list.swap(dirty_);
+  for (RelState* rs : list) {
+    rs->dirty = false;
+    SM_RETURN_IF_ERROR(flushGroup(*rs));
+  }
+  return Status::ok();
+}
+
+Status PgApplier::sendToastUpdate(RelState& rs, const common::Tuple& tuple,
+                                  std::vector<PgParam> new_pk) {
+  // Update only what was sent; a missing row is repaired from the source before the commit.
+  std::string mask;
+  std::string set;
+  std::vector<PgParam> params = new_pk;
+  for (size_t i = 0; i < tuple.size(); ++i) {
+    const Datum& d = tuple[i];
+    bool is_pk =
+        std::find(rs.pk_idx.begin(), rs.pk_idx.end(), static_cast<int>(i)) != rs.pk_idx.end();
+    mask += d.kind == Datum::Kind::kUnchangedToast ? 'u' : '.';
+    if (d.kind == Datum::Kind::kUnchangedToast || is_pk) continue;
+    params.push_back(d.kind == Datum::Kind::kText ? PgParam(d.text) : PgParam());
+    set += (set.empty() ? "" : ", ") + quoteIdent(rs.rel->columns[i].name) + " = $" +
+           std::to_string(params.size());
+  }
+  if (set.empty()) {
+    repairs_.emplace_back(&rs, std::move(new_pk));  // nothing to set: make sure the row exists
+    return Status::ok();
+  }
+  std::string where;
+  for (size_t k = 0; k < rs.pk_idx.size(); ++k) {
+    where += (k ? " AND " : "") +
+             quoteIdent(rs.rel->columns[static_cast<size_t>(rs.pk_idx[k])].name) + " = $" +
+             std::to_string(k + 1);
+  }
+  std::string name = rs.prefix + "upd_" + mask;
+  SM_RETURN_IF_ERROR(
+      prepare(name, "UPDATE " + rs.dest.quoted() + " SET " + set + " WHERE " + where));
+  toast_checks_++;
+  stats_.statements++;
+  Pending p{Pending::Kind::kUpdateToast, &rs, new_pk};
+  return send(name, params, std::move(p));
+}
+
+Status PgApplier::onChangeGrouped(RelState& rs, const common::Change& c) {
+  bool ok = true;
+  std::optional<std::vector<PgParam>> old_pk;  // the old row, identified by its primary key
+  std::vector<PgParam> old_key;                // or by a replica identity that is not the PK
+  if (c.old_tuple) {
+    SM_RETURN_IF_ERROR(checkTenant(rs, *c.old_tuple, "an old row"));
+    if (c.old_is_full || rs.key_is_pk) {
+      old_pk = pick(*c.old_tuple, rs.pk_idx, &ok);
+    } else {
+      old_key = pick(*c.old_tuple, rs.key_idx, &ok);
+    }
+    if (!ok) return Status::internal("unchanged-TOAST value in the old key of " + rs.rel->key());
+  }
+  // (A replica identity other than the PK is a unique index, which makes a table ungrouped;
+  // kept for safety.) The row is found by that key: in order, after what came before.
+  auto deleteByIdentity = [&]() -> Status {
+    touched_.whole_table[rs.rel->key()] = true;
+    SM_RETURN_IF_ERROR(flushGroup(rs));
+    stats_.statements++;
+    return send(rs.prefix + "delkey", old_key, {});
+  };
+  auto pkIsToast = [&](const common::Tuple& t) {
+    return std::any_of(rs.pk_idx.begin(), rs.pk_idx.end(), [&](int i) {
+      return t[static_cast<size_t>(i)].kind == Datum::Kind::kUnchangedToast;
+    });
+  };
+  switch (c.op) {
+    case ChangeOp::kInsert: {
+      SM_RETURN_IF_ERROR(checkTenant(rs, c.new_tuple, "an insert"));
+      if (pkIsToast(c.new_tuple)) {
+        return Status::internal("unchanged-TOAST primary key value in " + rs.rel->key());
+      }
+      if (options_.track_touched) touch(rs, pick(c.new_tuple, rs.pk_idx, &ok));
+      return putRow(rs, encodeKey(c.new_tuple, rs.pk_idx), false, allValues(c.new_tuple));
+    }
+    case ChangeOp::kDelete:
+      if (!c.old_tuple) return Status::internal("delete without old key in " + rs.rel->key());
+      if (!old_pk) return deleteByIdentity();
+      touch(rs, *old_pk);
+      return putRow(rs, encodeKey(*old_pk), true, *old_pk);
+    case ChangeOp::kUpdate: {
+      SM_RETURN_IF_ERROR(checkTenant(rs, c.new_tuple, "an update"));
+      if (pkIsToast(c.new_tuple)) {
+        return Status::internal("unchanged-TOAST primary key value in " + rs.rel->key());
+      }
+      bool key_changed = false;
+      if (c.old_tuple) {
+        key_changed = !old_pk;
+        for (size_t k = 0; !key_changed && k < rs.pk_idx.size(); ++k) {
+          const Datum& d = c.new_tuple[static_cast<size_t>(rs.pk_idx[k])];
+          const PgParam& o = (*old_pk)[k];
+          key_changed = d.kind == Datum::Kind::kText ? (!o || *o != d.text) : o.has_value();
+        }
+      }
+      if (options_.track_touched) touch(rs, pick(c.new_tuple, rs.pk_idx, &ok));
+      if (key_changed) {
+        if (old_pk) {
+          touch(rs, *old_pk);
+          SM_RETURN_IF_ERROR(putRow(rs, encodeKey(*old_pk), true, *old_pk));
+        } else {
+          SM_RETURN_IF_ERROR(deleteByIdentity());
+        }
+      }
+      std::string key = encodeKey(c.new_tuple, rs.pk_idx);
+      if (!hasUnchangedToast(c.new_tuple)) {
+        return putRow(rs, std::move(key), false, allValues(c.new_tuple));
+      }
+      std::vector<PgParam> new_pk = pick(c.new_tuple, rs.pk_idx, &ok);
+      if (key_changed) {
+        // The unchanged TOAST values lived under the old key: read the row from the source.
+        repairs_.emplace_back(&rs, std::move(new_pk));
+        return Status::ok();
+      }
+      auto it = rs.group.index.find(key);
+      if (it != rs.group.index.end() && !rs.group.rows[it->second].del) {
+        // The row's full earlier state is here: take the unchanged values from it.
+        std::vector<PgParam> merged = allValues(c.new_tuple);
+        const auto& prev = rs.group.rows[it->second].values;
+        for (size_t i = 0; i < merged.size(); ++i) {
+          if (c.new_tuple[i].kind == Datum::Kind::kUnchangedToast) merged[i] = prev[i];
+        }
+        return putRow(rs, std::move(key), false, std::move(merged));
+      }
+      // The update needs the row as the destination holds it. Rows of other keys may wait,
+      // unless a pending delete of this key, or an equal key spelled differently, must go first.
+      if (it != rs.group.index.end() || !rs.pk_canonical) SM_RETURN_IF_ERROR(flushGroup(rs));
+      return sendToastUpdate(rs, c.new_tuple, std::move(new_pk));
+    }
+    case ChangeOp::kTruncate:
+      break;
+  }
+  return Status::ok();
+}
 
 Status PgApplier::onChange(const common::Change& c) {
   if (c.op == ChangeOp::kTruncate) {
@@ -296,6 +868,8 @@ Status PgApplier::onChange(const common::Change& c) {
       SM_ASSIGN_OR_RETURN(RelState * rs, relationFor(fake));
       // Other tenants share the table: a source TRUNCATE becomes a tenant-scoped DELETE.
       if (options_.track_touched) touched_.whole_table[rs->rel->key()] = true;
+      SM_RETURN_IF_ERROR(rs->barrier ? flushAllGroups() : flushGroup(*rs));
+      stats_.statements++;
       SM_RETURN_IF_ERROR(send(rs->prefix + "trunc", {rs->tenant_text}, {}));
     }
     return Status::ok();
@@ -309,6 +883,11 @@ Status PgApplier::onChange(const common::Change& c) {
   if (c.old_tuple && c.old_tuple->size() != ncols) {
     return Status::internal("old tuple with wrong column count for " + rs->rel->key());
   }
+  if (rs->grouped) return onChangeGrouped(*rs, c);
+  // Row by row, in source order. Merged rows of other tables may still wait (with
+  // session_replication_role = replica nothing checks across tables), unless a trigger or rule
+  // of this table runs and might look at them.
+  if (rs->barrier) SM_RETURN_IF_ERROR(flushAllGroups());
   // Old-row lookup: the PK from a full old row, else the replica identity columns.
   bool ok = true;
   std::vector<PgParam> old_key;
@@ -329,6 +908,7 @@ Status PgApplier::onChange(const common::Change& c) {
       SM_RETURN_IF_ERROR(checkTenant(*rs, c.new_tuple, "an insert"));
       bool pk_ok = true;
       touch(*rs, pick(c.new_tuple, rs->pk_idx, &pk_ok));
+      stats_.statements++;
       return send(rs->prefix + "ins", allValues(c.new_tuple), {});
     }
     case ChangeOp::kDelete:
@@ -338,20 +918,19 @@ Status PgApplier::onChange(const common::Change& c) {
       } else {
         touched_.whole_table[rs->rel->key()] = true;  // key is not the PK: check the table
       }
+      stats_.statements++;
       return send(old_stmt, old_key, {});
     case ChangeOp::kUpdate: {
       SM_RETURN_IF_ERROR(checkTenant(*rs, c.new_tuple, "an update"));
       bool key_ok = true;
       std::vector<PgParam> new_pk = pick(c.new_tuple, rs->pk_idx, &key_ok);
-      if (!key_ok) return Status::internal("unchanged-TOAST primary key value in " + rs->rel->key());
+      if (!key_ok)
+        return Status::internal("unchanged-TOAST primary key value in " + rs->rel->key());
       bool key_changed = false;
       if (c.old_tuple) {
         bool same_cols = c.old_is_full || rs->key_idx == rs->pk_idx;
         key_changed = !same_cols || old_key != new_pk;
       }
-      bool has_toast = std::any_of(c.new_tuple.begin(), c.new_tuple.end(), [](const Datum& d) {
-        return d.kind == Datum::Kind::kUnchangedToast;
-      });
       touch(*rs, new_pk);
       if (key_changed) {
         if (c.old_is_full || rs->key_idx == rs->pk_idx) {
@@ -359,41 +938,19 @@ Status PgApplier::onChange(const common::Change& c) {
         } else {
           touched_.whole_table[rs->rel->key()] = true;
         }
+        stats_.statements++;
         SM_RETURN_IF_ERROR(send(old_stmt, old_key, {}));
       }
-      if (!has_toast) return send(rs->prefix + "ins", allValues(c.new_tuple), {});
+      if (!hasUnchangedToast(c.new_tuple)) {
+        stats_.statements++;
+        return send(rs->prefix + "ins", allValues(c.new_tuple), {});
+      }
       if (key_changed) {
         // The unchanged TOAST values lived under the old key: read the row from the source.
         repairs_.emplace_back(rs, std::move(new_pk));
         return Status::ok();
       }
-      // Update only what was sent; a missing row is repaired from the source after the sync.
-      std::string mask;
-      std::string set;
-      std::vector<PgParam> params = new_pk;
-      for (size_t i = 0; i < ncols; ++i) {
-        const Datum& d = c.new_tuple[i];
-        bool is_pk = std::find(rs->pk_idx.begin(), rs->pk_idx.end(), static_cast<int>(i)) != rs->pk_idx.end();
-        mask += d.kind == Datum::Kind::kUnchangedToast ? 'u' : '.';
-        if (d.kind == Datum::Kind::kUnchangedToast || is_pk) continue;
-        params.push_back(d.kind == Datum::Kind::kText ? PgParam(d.text) : PgParam());
-        set += (set.empty() ? "" : ", ") + quoteIdent(rs->rel->columns[i].name) + " = $" +
-               std::to_string(params.size());
-      }
-      if (set.empty()) {
-        repairs_.emplace_back(rs, std::move(new_pk));  // nothing to set: make sure the row exists
-        return Status::ok();
-      }
-      std::string where;
-      for (size_t k = 0; k < rs->pk_idx.size(); ++k) {
-        where += (k ? " AND " : "") +
-                 quoteIdent(rs->rel->columns[static_cast<size_t>(rs->pk_idx[k])].name) + " = $" +
-                 std::to_string(k + 1);
-      }
-      std::string name = rs->prefix + "upd_" + mask;
-      SM_RETURN_IF_ERROR(prepare(name, "UPDATE " + rs->dest.quoted() + " SET " + set + " WHERE " + where));
-      Pending p{Pending::Kind::kUpdateToast, rs, new_pk};
-      return send(name, params, std::move(p));
+      return sendToastUpdate(*rs, c.new_tuple, std::move(new_pk));
     }
     case ChangeOp::kTruncate:
       break;
@@ -440,58 +997,73 @@ Status PgApplier::repairFromSource(RelState& rs, const std::vector<PgParam>& key
   for (int i = 0; i < PQnfields(res.get()); ++i) {
     row.push_back(common::cellIsNull(res, 0, i) ? PgParam() : PgParam(common::cell(res, 0, i)));
   }
+  stats_.statements++;
   return send(rs.prefix + "ins", row, {});
 }
 
-Status PgApplier::commitBatch() {
-  if (!dest_txn_open_) return Status::ok();
-  SM_RETURN_IF_ERROR(syncAndDrain());
-  while (!repairs_.empty()) {
-    auto todo = std::move(repairs_);
-    repairs_.clear();
-    for (auto& [rs, key] : todo) SM_RETURN_IF_ERROR(repairFromSource(*rs, key));
-    SM_RETURN_IF_ERROR(syncAndDrain());
+Status PgApplier::commitBatch(bool wait) {
+  if (!dest_txn_open_) return wait ? waitAll() : pollResults();
+  SM_RETURN_IF_ERROR(flushAllGroups());
+  if (!repairs_.empty() || toast_checks_ > 0) {
+    // Unchanged-TOAST updates report missing rows in their answers: wait for them.
+    SM_RETURN_IF_ERROR(waitAll());
+    while (!repairs_.empty()) {
+      auto todo = std::move(repairs_);
+      repairs_.clear();
+      for (auto& [rs, key] : todo) SM_RETURN_IF_ERROR(repairFromSource(*rs, key));
+      SM_RETURN_IF_ERROR(waitAll());
+    }
   }
+  toast_checks_ = 0;
   if (batch_end_lsn_ > committed_) {
     char ts[64];
     std::snprintf(ts, sizeof ts, "%.6f",
                   static_cast<double>(batch_commit_time_us_) / 1e6 + kPgEpochOffsetSec);
     // pg_current_xact_id() assigns an xid: a batch that changed nothing (heartbeats, filtered
     // transactions) still writes a commit record, and the origin position travels in it.
-    SM_RETURN_IF_ERROR(send("SELECT pg_replication_origin_xact_setup($1::pg_lsn, to_timestamp($2::float8)), "
-                            "pg_current_xact_id()",
-                            {batch_end_lsn_.toString(), std::string(ts)}, {}));
+    SM_RETURN_IF_ERROR(
+        send("SELECT pg_replication_origin_xact_setup($1::pg_lsn, to_timestamp($2::float8)), "
+             "pg_current_xact_id()",
+             {batch_end_lsn_.toString(), std::string(ts)}, {}));
+    origin_sent_ = batch_end_lsn_;
   }
-  SM_RETURN_IF_ERROR(send("COMMIT", {}, {}));
-  unflushed_.emplace_back(Lsn(UINT64_MAX), batch_end_lsn_);
-  SM_RETURN_IF_ERROR(send("SELECT pg_current_wal_insert_lsn()", {}, Pending{Pending::Kind::kWalLsn, nullptr, {}}));
-  SM_RETURN_IF_ERROR(syncAndDrain());
+  Pending commit{Pending::Kind::kCommit};
+  commit.lsn = batch_end_lsn_;
+  commit.heartbeat_us = pending_heartbeat_us_;
+  pending_heartbeat_us_ = 0;
+  SM_RETURN_IF_ERROR(send("COMMIT", {}, std::move(commit)));
+  Pending wal{Pending::Kind::kWalLsn};
+  wal.lsn = batch_end_lsn_;
+  SM_RETURN_IF_ERROR(send("SELECT pg_current_wal_insert_lsn()", {}, std::move(wal)));
+  // The sync ends the batch's segment of the pipeline and makes the server send its answers.
+  if (PQpipelineSync(dst_.raw()) != 1) return fail(dst_.errorFrom(nullptr, "pipeline sync"));
+  inflight_.push_back(Pending{Pending::Kind::kSync});
   dest_txn_open_ = false;
-  retired_.clear();
   committed_ = std::max(committed_, batch_end_lsn_);
-  stats_.batches++;
-  if (pending_heartbeat_us_ != 0) {
-    auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count() -
-                  kPgEpochOffsetSec * 1000000LL;
-    last_heartbeat_lag_us_ = std::max<int64_t>(0, now_us - pending_heartbeat_us_);
-    last_heartbeat_us_ = pending_heartbeat_us_;
-    pending_heartbeat_us_ = 0;
-  }
-  if (options_.synchronous_commit) {
-    durable_ = committed_;
-    unflushed_.clear();
-  }
-  return Status::ok();
+  return wait ? waitAll() : pollResults();
 }
 
 Status PgApplier::commitPending() {
-  if (in_source_txn_ || !dest_txn_open_) return Status::ok();
-  return commitBatch();
+  if (!failed_.isOk()) return failed_;
+  if (in_source_txn_) return pollResults();
+  // Idle: commit, and wait for every answer, so that committedLsn() and durableLsn() describe
+  // everything sent (the caller may acknowledge the source's keepalive position after this).
+  return commitBatch(true);
 }
 
 Result<Lsn> PgApplier::durableLsn() {
+  if (!failed_.isOk()) return failed_;
+  if (dest_txn_open_) {
+    // Busy: do not stall the pipeline; ask for the flush position, use the answer later.
+    SM_RETURN_IF_ERROR(pollResults());
+    if (!flush_lsn_asked_ && !unflushed_.empty()) {
+      SM_RETURN_IF_ERROR(
+          send("SELECT pg_current_wal_flush_lsn()", {}, Pending{Pending::Kind::kFlushLsn}));
+      flush_lsn_asked_ = true;
+    }
+    return durable_;
+  }
+  SM_RETURN_IF_ERROR(waitAll());
   if (unflushed_.empty()) return durable_;
   SM_ASSIGN_OR_RETURN(auto v, queryOutsidePipeline("SELECT pg_current_wal_flush_lsn()", {}));
   auto flush = Lsn::parse(v.value_or(""));
@@ -500,22 +1072,48 @@ Result<Lsn> PgApplier::durableLsn() {
     durable_ = std::max(durable_, unflushed_.front().second);
     unflushed_.pop_front();
   }
+  if (!unflushed_.empty()) {
+    // Idle, and the WAL writer has not flushed our last commits yet (it may take up to
+    // wal_writer_delay): flush them now rather than hold back the acknowledgement.
+    SM_RETURN_IF_ERROR(forceFlush());
+  }
   return durable_;
 }
 
 Status PgApplier::forceFlush() {
+  if (!failed_.isOk()) return failed_;
   if (dest_txn_open_) return Status::internal("forceFlush with an open batch");
+  SM_RETURN_IF_ERROR(waitAll());
   if (unflushed_.empty()) return Status::ok();
-  SM_RETURN_IF_ERROR(syncAndDrain());
-  if (PQexitPipelineMode(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "leave pipeline mode");
+  if (PQexitPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
   // The transaction must write WAL of its own, or its commit is not flushed synchronously.
-  Status st = dst_.exec("BEGIN; SET LOCAL synchronous_commit = on; "
-                        "SELECT pg_logical_emit_message(true, 'stampmover_flush', ''); COMMIT");
-  if (PQenterPipelineMode(dst_.raw()) != 1) return dst_.errorFrom(nullptr, "enter pipeline mode");
+  Status st = dst_.exec(
+      "BEGIN; SET LOCAL synchronous_commit = on; "
+      "SELECT pg_logical_emit_message(true, 'stampmover_flush', ''); COMMIT");
+  if (PQenterPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
+  if (!st.isOk()) return st;
+  // Flushed up to this commit record, which follows every commit of ours.
+  for (const auto& [wal, end] : unflushed_) durable_ = std::max(durable_, end);
+  unflushed_.clear();
   return st;
 }
 
 Status PgApplier::apply(const ChangeEvent& e) {
+  if (!failed_.isOk()) return failed_;
+  if (++events_since_poll_ >= kPollEvery * 2) {
+    // Read answers now and then, so that commits are seen (heartbeat lag) and none pile up.
+    events_since_poll_ = 0;
+    SM_RETURN_IF_ERROR(pollResults());
+  }
+  Status st = applyEvent(e);
+  // A change that failed halfway leaves the batch unusable: the caller starts over.
+  if (!st.isOk()) return fail(std::move(st));
+  return st;
+}
+
+Status PgApplier::applyEvent(const ChangeEvent& e) {
   switch (e.kind) {
     case ChangeEvent::Kind::kRelation:
       return onRelation(e.relation);
@@ -546,14 +1144,20 @@ Status PgApplier::apply(const ChangeEvent& e) {
       batch_end_lsn_ = e.txn.end_lsn;
       batch_commit_time_us_ = e.txn.commit_time_us;
       stats_.transactions++;
+      if (pending_heartbeat_us_ != 0) {
+        // A heartbeat (once a second) is committed at once and its answer awaited: its lag is
+        // then measured when it lands, and catching up is seen without waiting for idleness.
+        return commitBatch(true);
+      }
       auto age = std::chrono::steady_clock::now() - batch_started_;
       if (batch_changes_ >= options_.max_batch_changes || age >= options_.max_batch_age) {
-        return commitBatch();
+        return commitBatch(false);
       }
       return Status::ok();
     }
     case ChangeEvent::Kind::kOrigin:
-      if (!options_.skip_origin.empty() && e.txn.origin == options_.skip_origin) skipping_txn_ = true;
+      if (!options_.skip_origin.empty() && e.txn.origin == options_.skip_origin)
+        skipping_txn_ = true;
       return Status::ok();
     case ChangeEvent::Kind::kType:
       return Status::ok();
