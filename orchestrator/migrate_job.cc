@@ -414,9 +414,18 @@ Result<Lsn> prepareCutover(const MigrateOptions& o, const mover::MigrationRecord
 }
 
 Status dropOrigin(PgConnection& c, const std::string& name) {
-  auto r = c.query("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
-                   {name});
-  return r.status();
+  // The apply session that used the origin has just disconnected; its backend releases the
+  // origin when it exits, a moment later.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    auto r = c.query("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
+                     {name});
+    if (r || r.status().message().find("in use") == std::string::npos ||
+        std::chrono::steady_clock::now() >= deadline) {
+      return r.status();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 // Finalize: the reverse stream is stopped; drop slots, publications, origins and fences on
