@@ -1,0 +1,241 @@
+// Helpers shared by the benchmarks: child processes with wall time, peak RSS and a timeout,
+// log following, shell quoting, temporary directories and small parsing/printing utilities.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+
+namespace stampmover::bench {
+
+namespace fs = std::filesystem;
+using common::Result;
+using common::Status;
+using Clock = std::chrono::steady_clock;
+
+inline double secondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+inline void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+inline void say(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stdout, fmt, ap);
+  va_end(ap);
+  std::fflush(stdout);
+}
+
+Result<uint64_t> parseU64(const std::string& s, const std::string& what) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) {
+    return Status::internal("unexpected " + what + ": '" + s + "'");
+  }
+  return v;
+}
+
+// Single quotes for /bin/sh; safe for any text.
+inline std::string shQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: run with a timeout, timed by wall clock, with their rusage.
+
+struct ChildResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;
+  bool timed_out = false;
+  double seconds = 0;   // fork to exit
+  long maxrss_kib = 0;  // ru_maxrss of the child (and its waited-for descendants)
+  double cpu_seconds = 0;
+};
+
+// Prints the new complete lines of a growing log file, indented, until stopped: the copy's own
+// progress lines, while the benchmark waits for it.
+class LogFollower {
+ public:
+  explicit LogFollower(std::string path) : path_(std::move(path)) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~LogFollower() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    pump();  // whatever arrived before the child exited
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; })) {
+      lock.unlock();
+      pump();
+      lock.lock();
+    }
+  }
+  void pump() {
+    std::ifstream in(path_, std::ios::binary);
+    if (!in) return;
+    in.seekg(static_cast<std::streamoff>(offset_));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (in.eof()) break;  // partial last line: read it next time
+      offset_ += line.size() + 1;
+      say("      | %s\n", line.c_str());
+    }
+  }
+
+  std::string path_;
+  size_t offset_ = 0;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+};
+
+// Runs argv (no shell) in its own process group with stdin from /dev/null and stdout+stderr to
+// `log_path`; kills the group after `timeout`. Errors: kInternal when it cannot be started.
+Result<ChildResult> runChild(const std::vector<std::string>& argv, const std::string& log_path,
+                             std::chrono::seconds timeout, bool follow_log) {
+  int out_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out_fd < 0) return Status::internal("open " + log_path + ": " + std::strerror(errno));
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::unique_ptr<LogFollower> follower;
+  if (follow_log) follower = std::make_unique<LogFollower>(log_path);
+  auto t0 = Clock::now();
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(out_fd);
+    return Status::internal(std::string("fork: ") + std::strerror(errno));
+  }
+  if (pid == 0) {
+    setpgid(0, 0);  // its own group, so a timeout kills the whole pipeline
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(out_fd, STDERR_FILENO);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+  setpgid(pid, pid);  // also here: no race with the child's own call
+  close(out_fd);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool timed_out = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(mu);
+    if (cv.wait_for(lock, timeout, [&] { return done; })) return;
+    timed_out = true;
+    kill(-pid, SIGTERM);
+    if (cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; })) return;
+    kill(-pid, SIGKILL);
+  });
+  // Wait without reaping, so the watchdog never signals a recycled pid.
+  siginfo_t info{};
+  while (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+  ChildResult res;
+  res.seconds = secondsSince(t0);
+  {
+    std::lock_guard lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  watchdog.join();
+  // A pipeline's left side may outlive the shell only if the shell was killed; end it too.
+  if (timed_out) kill(-pid, SIGKILL);
+  int status = 0;
+  struct rusage ru {};
+  while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
+  }
+  follower.reset();
+  res.timed_out = timed_out;
+  if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
+  res.maxrss_kib = ru.ru_maxrss;
+  res.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                    static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return res;
+}
+
+inline std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The last `n` lines of `text`.
+inline std::string tailLines(const std::string& text, size_t n) {
+  size_t pos = text.size();
+  if (pos > 0 && text[pos - 1] == '\n') --pos;  // the final newline ends the last line
+  for (size_t i = 0; i < n; ++i) {
+    if (pos == 0) return text;
+    size_t nl = text.rfind('\n', pos - 1);
+    if (nl == std::string::npos) return text;
+    pos = nl;
+  }
+  return text.substr(pos + 1);
+}
+
+inline Status childStatus(const ChildResult& r, const std::string& what, const std::string& log_path) {
+  if (!r.timed_out && r.exit_code == 0) return Status::ok();
+  std::string why = r.timed_out ? "timed out"
+                    : r.signal  ? "killed by signal " + std::to_string(r.signal)
+                                : "exited with " + std::to_string(r.exit_code);
+  return Status::internal(what + " " + why + "; last output:\n" +
+                          tailLines(readFile(log_path), 30));
+}
+
+// A fresh private directory under the temp directory.
+Result<std::string> makeTempDir(const std::string& prefix) {
+  std::string templ = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  if (mkdtemp(buf.data()) == nullptr) {
+    return Status::internal("mkdtemp " + templ + ": " + std::strerror(errno));
+  }
+  return std::string(buf.data());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark.
+
+}  // namespace stampmover::bench
