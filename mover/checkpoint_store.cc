@@ -46,7 +46,8 @@ json toJson(const MigrationRecord& r) {
   return {{"id", r.id}, {"tenant", r.tenant}, {"source", r.source},
           {"destination", r.destination}, {"phase", r.phase}, {"slot", r.slot_name},
           {"publication", r.publication_name}, {"consistent_point", r.consistent_point.value()},
-          {"plan", plan}, {"created", r.created_unix_ms}, {"updated", r.updated_unix_ms}};
+          {"upsert_through", r.upsert_through.value()}, {"plan", plan},
+          {"created", r.created_unix_ms}, {"updated", r.updated_unix_ms}};
 }
 
 MigrationRecord migrationFromJson(const json& j) {
@@ -59,6 +60,7 @@ MigrationRecord migrationFromJson(const json& j) {
   r.slot_name = j.at("slot").get<std::string>();
   r.publication_name = j.at("publication").get<std::string>();
   r.consistent_point = common::Lsn(j.at("consistent_point").get<uint64_t>());
+  r.upsert_through = common::Lsn(j.value("upsert_through", uint64_t{0}));  // absent before v0.2
   for (const auto& c : j.at("plan")) {
     r.plan.push_back(ChunkSpec{c.at("table").get<std::string>(), c.at("index").get<uint32_t>(),
                                c.at("start").get<uint64_t>(), c.at("end").get<uint64_t>()});

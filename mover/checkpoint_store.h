@@ -33,6 +33,9 @@ struct MigrationRecord {
   std::string slot_name;
   std::string publication_name;
   common::Lsn consistent_point;  // the slot's consistent point; streaming starts here
+  // A copy resumed under a later snapshot holds rows changed after the consistent point:
+  // catch-up upserts inserts of transactions committed up to here (0/0: none).
+  common::Lsn upsert_through;
   std::vector<ChunkSpec> plan;   // fixed at the first run so a resume copies the same ranges
   uint64_t created_unix_ms = 0;
   uint64_t updated_unix_ms = 0;

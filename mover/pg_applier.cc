@@ -262,8 +262,22 @@ Result<bool> PgApplier::takeResult(bool block) {
     // Only after an error whose own answer came first: defensive.
     return fail(Status::retryable(options_.dest_label + ": pipeline aborted by an earlier error"));
   }
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    if (p.kind == Pending::Kind::kPlainInsert && state != nullptr &&
+        std::strcmp(state, "23505") == 0) {
+      // The destination held a row the source had just inserted: it does not mirror the
+      // source here (a copy resumed under a later snapshot, or a write behind our back). The
+      // batch rolls back; the retry upserts through every transaction begun so far.
+      conflict_through_ = seen_through_;
+      const char* msg = PQresultErrorField(r.get(), PG_DIAG_MESSAGE_PRIMARY);
+      return fail(Status::retryable(options_.dest_label + ": an inserted row already exists (" +
+                                    std::string(msg != nullptr ? msg : "unique violation") +
+                                    "); retrying with upserts through " +
+                                    seen_through_.toString()));
+    }
     return fail(dst_.errorFrom(r.get(), "apply"));
+  }
   switch (p.kind) {
     case Pending::Kind::kUpdateToast:
       if (std::strcmp(PQcmdTuples(r.get()), "0") == 0)
@@ -305,6 +319,7 @@ Result<bool> PgApplier::takeResult(bool block) {
       break;
     }
     case Pending::Kind::kPlain:
+    case Pending::Kind::kPlainInsert:
     case Pending::Kind::kPrepare:
     case Pending::Kind::kSync:
       break;
@@ -504,6 +519,12 @@ Status PgApplier::onRelation(const std::shared_ptr<const common::Relation>& rel)
     SM_RETURN_IF_ERROR(prepare(state->prefix + "insmany",
                                "INSERT INTO " + t.quoted() + " (" + state->column_list +
                                    ") SELECT " + sel_all + " FROM " + from_all + on_conflict));
+    SM_RETURN_IF_ERROR(prepare(state->prefix + "insplainmany",
+                               "INSERT INTO " + t.quoted() + " (" + state->column_list +
+                                   ") SELECT " + sel_all + " FROM " + from_all));
+    SM_RETURN_IF_ERROR(prepare(state->prefix + "insplain", "INSERT INTO " + t.quoted() + " (" +
+                                                             state->column_list + ") VALUES (" +
+                                                             values + ")"));
     SM_RETURN_IF_ERROR(
         prepare(state->prefix + "delmany",
                 "DELETE FROM " + t.quoted() + " AS x USING " + from_pk + " WHERE " + match_pk));
@@ -635,21 +656,27 @@ bool hasUnchangedToast(const common::Tuple& tuple) {
 
 }  // namespace
 
-Status PgApplier::putRow(RelState& rs, std::string key, bool del, std::vector<PgParam> values) {
+Status PgApplier::putRow(RelState& rs, std::string key, bool del, std::vector<PgParam> values,
+                         bool insert) {
   Group& g = rs.group;
   const size_t bytes = rowBytes(values);
   auto [it, inserted] = g.index.try_emplace(std::move(key), g.rows.size());
+  bool fresh = insert && txn_plain_;
   if (inserted) {
-    g.rows.push_back(Group::Row{del, std::move(values), bytes});
+    g.rows.push_back(Group::Row{del, fresh, std::move(values), bytes});
   } else {
-    // A later change of the same row: it alone decides the row's state after the batch.
+    // A later change of the same row: it alone decides the row's state after the batch, and
+    // the first one whether the row existed before it.
     Group::Row& row = g.rows[it->second];
     g.bytes -= row.bytes;
     group_bytes_ -= row.bytes;
     if (row.del) g.deletes--;
-    row = Group::Row{del, std::move(values), bytes};
+    if (row.fresh && !row.del) g.fresh--;
+    fresh = row.fresh;
+    row = Group::Row{del, fresh, std::move(values), bytes};
   }
   if (del) g.deletes++;
+  if (fresh && !del) g.fresh++;
   g.bytes += bytes;
   group_bytes_ += bytes;
   if (!rs.dirty) {
@@ -669,11 +696,13 @@ Status PgApplier::flushGroup(RelState& rs) {
   // Every key appears once and the table has no other unique constraint, so the statements may
   // go in any order; deletes first, so that a key deleted under one spelling and upserted under
   // another equal one (numeric 1.0 / 1.00) ends up present, as the upsert came last.
-  auto arrays = [&](bool del, size_t ncols) {
+  // Rows by statement: 0 = delete, 1 = plain insert (fresh), 2 = upsert.
+  auto kind = [](const Group::Row& r) { return r.del ? 0 : r.fresh ? 1 : 2; };
+  auto arrays = [&](int want, size_t ncols) {
     size_t n = 0;
     size_t bytes = 0;
     for (const auto& row : g.rows) {
-      if (row.del != del) continue;
+      if (kind(row) != want) continue;
       n++;
       bytes += row.bytes;
     }
@@ -684,7 +713,7 @@ Status PgApplier::flushGroup(RelState& rs) {
     }
     bool first = true;
     for (const auto& row : g.rows) {
-      if (row.del != del) continue;
+      if (kind(row) != want) continue;
       for (size_t k = 0; k < ncols; ++k) {
         std::string& s = *params[k];
         if (!first) s += ',';
@@ -696,28 +725,39 @@ Status PgApplier::flushGroup(RelState& rs) {
     return params;
   };
   const size_t ndel = g.deletes;
-  const size_t nups = g.rows.size() - g.deletes;
-  auto single = [&](bool del) -> const Group::Row& {
+  const size_t nfresh = g.fresh;
+  const size_t nups = g.rows.size() - g.deletes - g.fresh;
+  auto single = [&](int want) -> const Group::Row& {
     return *std::find_if(g.rows.begin(), g.rows.end(),
-                         [&](const Group::Row& r) { return r.del == del; });
+                         [&](const Group::Row& r) { return kind(r) == want; });
   };
   if (ndel == 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "delpk", single(true).values, {}));
+    SM_RETURN_IF_ERROR(send(rs.prefix + "delpk", single(0).values, {}));
   } else if (ndel > 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "delmany", arrays(true, rs.pk_idx.size()), {}));
+    SM_RETURN_IF_ERROR(send(rs.prefix + "delmany", arrays(0, rs.pk_idx.size()), {}));
+  }
+  // Plain inserts after the deletes: a key deleted under one spelling may come back under an
+  // equal one (numeric 1.0 / 1.00).
+  if (nfresh == 1) {
+    SM_RETURN_IF_ERROR(send(rs.prefix + "insplain", single(1).values,
+                            Pending{Pending::Kind::kPlainInsert}));
+  } else if (nfresh > 1) {
+    SM_RETURN_IF_ERROR(send(rs.prefix + "insplainmany", arrays(1, rs.rel->columns.size()),
+                            Pending{Pending::Kind::kPlainInsert}));
   }
   if (nups == 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "ins", single(false).values, {}));
+    SM_RETURN_IF_ERROR(send(rs.prefix + "ins", single(2).values, {}));
   } else if (nups > 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "insmany", arrays(false, rs.rel->columns.size()), {}));
+    SM_RETURN_IF_ERROR(send(rs.prefix + "insmany", arrays(2, rs.rel->columns.size()), {}));
   }
-  stats_.statements += (ndel ? 1 : 0) + (nups ? 1 : 0);
+  stats_.statements += (ndel ? 1 : 0) + (nfresh ? 1 : 0) + (nups ? 1 : 0);
   stats_.merged_rows += g.rows.size();
   group_bytes_ -= g.bytes;
   g.rows.clear();
   g.index.clear();
   g.bytes = 0;
   g.deletes = 0;
+  g.fresh = 0;
   return Status::ok();
 }
 
@@ -799,7 +839,7 @@ Status PgApplier::onChangeGrouped(RelState& rs, const common::Change& c) {
         return Status::internal("unchanged-TOAST primary key value in " + rs.rel->key());
       }
       if (options_.track_touched) touch(rs, pick(c.new_tuple, rs.pk_idx, &ok));
-      return putRow(rs, encodeKey(c.new_tuple, rs.pk_idx), false, allValues(c.new_tuple));
+      return putRow(rs, encodeKey(c.new_tuple, rs.pk_idx), false, allValues(c.new_tuple), true);
     }
     case ChangeOp::kDelete:
       if (!c.old_tuple) return Status::internal("delete without old key in " + rs.rel->key());
@@ -1120,6 +1160,8 @@ Status PgApplier::applyEvent(const ChangeEvent& e) {
     case ChangeEvent::Kind::kBegin:
       in_source_txn_ = true;
       skipping_txn_ = false;
+      seen_through_ = std::max(seen_through_, e.txn.final_lsn);
+      txn_plain_ = options_.plain_inserts && e.txn.final_lsn > options_.upsert_through;
       return ensureDestTxn();
     case ChangeEvent::Kind::kChange:
       if (!in_source_txn_) return Status::internal("change outside a transaction");

@@ -43,6 +43,12 @@ struct ApplierOptions {
   std::string skip_origin;          // Default: "" ; skip source txns carrying this origin
                                     // (the reverse stream skips the forward applier's)
   bool track_touched = false;       // Default: false; remember keys changed (cutover check)
+  // Plain INSERT (no ON CONFLICT) for a row whose first change in a batch is an insert, in
+  // source transactions committed after `upsert_through`: the destination mirrors the source
+  // there, so the row cannot exist. A unique violation means it did: the batch rolls back and
+  // the error (retryable) carries the position to upsert through on the retry.
+  bool plain_inserts = true;        // Default: true
+  common::Lsn upsert_through;       // Default: 0/0 (plain inserts from the start)
   size_t touched_cap = 200'000;     // Default: 200000 keys, then only "overflowed"
 };
 
@@ -120,6 +126,9 @@ class PgApplier final : public ChangeSink {
   int64_t lastHeartbeatMicros() const { return last_heartbeat_us_; }
   // Emission-to-commit delay of that heartbeat (µs): the stream's end-to-end lag. -1 if none.
   int64_t lastHeartbeatLagMicros() const { return last_heartbeat_lag_us_; }
+  // After a failure caused by a plain insert meeting an existing row: the source position to
+  // upsert through on the retry (0/0 otherwise).
+  common::Lsn conflictThrough() const { return conflict_through_; }
 
  private:
   // Per source column: how its values travel in a multi-row statement.
@@ -132,6 +141,7 @@ class PgApplier final : public ChangeSink {
   struct Group {
     struct Row {
       bool del = false;
+      bool fresh = false;  // the key's first change in this group was an insert
       std::vector<common::PgParam> values;  // del: PK values (key order); else every column
       size_t bytes = 0;                     // accounted size of `values`
     };
@@ -139,6 +149,7 @@ class PgApplier final : public ChangeSink {
     std::unordered_map<std::string, size_t> index;  // encoded PK -> rows[i]
     size_t bytes = 0;
     size_t deletes = 0;
+    size_t fresh = 0;  // rows with fresh && !del
   };
 
   struct RelState {
@@ -160,7 +171,16 @@ class PgApplier final : public ChangeSink {
   };
 
   struct Pending {
-    enum class Kind { kPlain, kPrepare, kUpdateToast, kWalLsn, kCommit, kFlushLsn, kSync };
+    enum class Kind {
+      kPlain,
+      kPrepare,
+      kUpdateToast,
+      kWalLsn,
+      kCommit,
+      kFlushLsn,
+      kSync,
+      kPlainInsert  // a unique violation here means the destination had the row
+    };
     Kind kind = Kind::kPlain;
     RelState* rel = nullptr;
     std::vector<common::PgParam> key;  // kUpdateToast: PK values for a repair
@@ -194,7 +214,7 @@ class PgApplier final : public ChangeSink {
   common::Result<RelState*> relationFor(const common::Change& change);
   // Grouped relations: merge a change into the relation's group / send the group.
   common::Status putRow(RelState& rs, std::string key, bool del,
-                        std::vector<common::PgParam> values);
+                        std::vector<common::PgParam> values, bool insert = false);
   common::Status flushGroup(RelState& rs);
   common::Status flushAllGroups();
   common::Status fail(common::Status st);
@@ -232,6 +252,9 @@ class PgApplier final : public ChangeSink {
   int64_t last_heartbeat_lag_us_ = -1;
   ApplierStats stats_;
   bool skipping_txn_ = false;
+  bool txn_plain_ = false;     // the open source txn may use plain inserts
+  common::Lsn seen_through_;   // highest commit LSN of a source txn begun so far
+  common::Lsn conflict_through_;
   TouchedKeys touched_;
   void touch(const RelState& rel, const std::vector<common::PgParam>& pk);
 };

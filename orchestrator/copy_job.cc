@@ -138,6 +138,13 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     SM_RETURN_IF_ERROR(snap_conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
     SM_ASSIGN_OR_RETURN(auto snap, snap_conn.queryValue("SELECT pg_export_snapshot()"));
     if (!snap) return Status::internal("pg_export_snapshot() returned NULL");
+    // Every transaction this snapshot sees committed before this position; catch-up replays
+    // them over rows that already hold their effect, so their inserts must be upserts.
+    SM_ASSIGN_OR_RETURN(auto wal, snap_conn.queryValue("SELECT pg_current_wal_insert_lsn()"));
+    auto through = common::Lsn::parse(wal.value_or(""));
+    if (!through) return Status::internal("unparseable pg_current_wal_insert_lsn()");
+    rec.upsert_through = std::max(rec.upsert_through, *through);
+    SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseCopying));
     spdlog::info("migration {}: resuming the copy under a fresh snapshot", id);
     SM_ASSIGN_OR_RETURN(result.copy, mover::copySnapshot(ep, result.preflight.tables, rec, o.tenant,
                                                          *snap, true, *store, o.copy, &progress,

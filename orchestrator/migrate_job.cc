@@ -69,6 +69,7 @@ struct Streamer {
   int64_t since_us = 0;  // heartbeats emitted before this run started do not prove catch-up
   CaughtUpHook on_caught_up{};
   mover::ApplierStats totals{};
+  Lsn upsert_through{};  // plain inserts only after this source position (see ApplierOptions)
 
   Result<int64_t> heartbeat() {
     if (!hb.valid()) {
@@ -276,6 +277,7 @@ struct Streamer {
       ao.max_batch_changes = o.max_batch_changes;
       ao.max_batch_age = o.max_batch_age;
       ao.track_touched = spec.track_touched;
+      ao.upsert_through = upsert_through;
       Status st;
       auto applier = mover::PgApplier::open(ao);
       if (!applier) {
@@ -286,6 +288,7 @@ struct Streamer {
         totals.changes += s.changes;
         totals.transactions += s.transactions;
         totals.toast_repairs += s.toast_repairs;
+        upsert_through = std::max(upsert_through, (*applier)->conflictThrough());
       }
       if (st.isOk() || st.errorClass() != common::ErrorClass::kRetryable) return st;
       auto now = std::chrono::steady_clock::now();
@@ -542,6 +545,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
                  rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, o.cutover_auto};
   Streamer forward{o, fwd, rec, *store, cancel, report};
+  forward.upsert_through = rec.upsert_through;
   if (o.until_caught_up || cutover) {
     forward.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
       if (!cutover) return true;

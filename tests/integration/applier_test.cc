@@ -83,16 +83,48 @@ std::unique_ptr<Env> setUp() {
   return e;
 }
 
+struct CatchUpStats {
+  mover::ApplierStats stats;  // of the attempt that succeeded
+  int conflicts = 0;          // attempts ended by a plain insert meeting an existing row
+};
+
+Result<mover::ApplierStats> catchUpOnce(Env& e, uint32_t max_group_rows, Lsn start,
+                                        Lsn upsert_through, Lsn* conflict_through);
+
 // Streams from the slot (from `start`, or from the destination's recorded position when 0)
-// into a PgApplier until a heartbeat emitted now is committed at the destination.
-Result<mover::ApplierStats> catchUp(Env& e, uint32_t max_group_rows, Lsn start = Lsn()) {
+// into a PgApplier until a heartbeat emitted now is committed at the destination. Inserts are
+// upserts through `upsert_through`; a plain insert that meets an existing row ends the attempt,
+// and the next one upserts through the position it reports, as the migrate job does.
+Result<CatchUpStats> catchUp(Env& e, uint32_t max_group_rows, Lsn start = Lsn(),
+                             Lsn upsert_through = Lsn()) {
+  CatchUpStats out;
+  for (;;) {
+    Lsn conflict;
+    auto r = catchUpOnce(e, max_group_rows, start, upsert_through, &conflict);
+    if (r) {
+      out.stats = *r;
+      return out;
+    }
+    if (conflict.isZero() || conflict <= upsert_through || ++out.conflicts > 10) return r.status();
+    upsert_through = conflict;
+  }
+}
+
+Result<mover::ApplierStats> catchUpOnce(Env& e, uint32_t max_group_rows, Lsn start,
+                                        Lsn upsert_through, Lsn* conflict_through) {
   mover::ApplierOptions ao;
   ao.dest_dsn = destCluster().dsn(e.db);
   ao.source_dsn = sourceCluster().dsn(e.db);
   ao.origin_name = e.name;
   ao.tenant = "42";
   ao.max_group_rows = max_group_rows;
+  ao.upsert_through = upsert_through;
   SM_ASSIGN_OR_RETURN(auto applier, mover::PgApplier::open(ao));
+  struct Report {
+    mover::PgApplier& a;
+    Lsn* out;
+    ~Report() { *out = a.conflictThrough(); }
+  } report{*applier, conflict_through};
   if (start.isZero()) {
     SM_ASSIGN_OR_RETURN(start, applier->originProgress());
   }
@@ -295,11 +327,14 @@ TEST_P(ApplierTest, EdgeCasesMatchTheSourceAndReplayChangesNothing) {
   baseRows(e->src);
   auto first = catchUp(*e, group_rows);
   ASSERT_TRUE(first.isOk()) << first.status().message();
+  EXPECT_EQ(first->conflicts, 0);
   expectTenantEqual(*e, "after the base rows");
 
   edgeCases(e->src);
-  auto second = catchUp(*e, group_rows);
-  ASSERT_TRUE(second.isOk()) << second.status().message();
+  auto caught = catchUp(*e, group_rows);
+  ASSERT_TRUE(caught.isOk()) << caught.status().message();
+  EXPECT_EQ(caught->conflicts, 0) << "a plain insert met a row on a mirrored destination";
+  const mover::ApplierStats* second = &caught->stats;
   expectTenantEqual(*e, "after the edge cases");
   EXPECT_GT(second->changes, 10000u);
   EXPECT_GE(second->toast_repairs, 1u) << "the renamed document is read back from the source";
@@ -317,10 +352,33 @@ TEST_P(ApplierTest, EdgeCasesMatchTheSourceAndReplayChangesNothing) {
   // over a later state — stampmover resumes from the origin's position, never earlier — so
   // that constraint goes for this part.)
   execOrDie(e->dst, "ALTER TABLE uniq DROP CONSTRAINT uniq_tenant_id_email_key");
-  auto replay = catchUp(*e, group_rows, Lsn(1));
+  // Replayed inserts are upserts only in the range the applier is told to upsert through.
+  auto replay = catchUp(*e, group_rows, Lsn(1), Lsn(~uint64_t{0}));
   ASSERT_TRUE(replay.isOk()) << replay.status().message();
-  EXPECT_GT(replay->changes, second->changes);
+  EXPECT_EQ(replay->conflicts, 0);
+  EXPECT_GT(replay->stats.changes, second->changes);
   expectTenantEqual(*e, "after replaying the whole stream");
+}
+
+// The destination holds a row the source then inserts (written there behind the migration's
+// back): the plain insert fails, its batch and every later one roll back, and the retry
+// upserts through the reported position. Nothing is lost either side of the conflict.
+TEST(ApplierConflict, AnInsertedRowAlreadyAtTheDestinationIsUpsertedOnRetry) {
+  auto e = setUp();
+  baseRows(e->src);
+  auto first = catchUp(*e, 1000);
+  ASSERT_TRUE(first.isOk()) << first.status().message();
+  execOrDie(e->dst, "INSERT INTO churn VALUES (42, 7, 'written at the destination')");
+  for (int i = 1; i <= 20; ++i) {
+    execOrDie(e->src, "INSERT INTO churn VALUES (42, " + std::to_string(i) + ", 'source " +
+                          std::to_string(i) + "')");
+  }
+  execOrDie(e->src, "UPDATE orders SET notes = 'after the conflict' WHERE tenant_id = 42");
+  auto second = catchUp(*e, 1000);
+  ASSERT_TRUE(second.isOk()) << second.status().message();
+  EXPECT_GE(second->conflicts, 1) << "the existing row went unnoticed";
+  expectTenantEqual(*e, "after the conflict and the retry");
+  EXPECT_EQ(scalar(e->dst, "SELECT v FROM churn WHERE tenant_id = 42 AND id = 7"), "source 7");
 }
 
 // Batches are committed without waiting for the destination's answer. When a COMMIT fails (here:

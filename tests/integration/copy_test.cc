@@ -263,6 +263,10 @@ TEST(Copy, KillNineMidCopyResumesToIdenticalResult) {
   std::string moved_col = table == "accounts" ? "name" : table == "orders" ? "status" : "sku";
   execOrDie(src, "UPDATE " + table + " SET " + moved_col + " = " + moved_col +
                      " || repeat('m', 600) WHERE " + where);
+  // New rows while it was down: in the resumed copy's snapshot and in the WAL after the slot's
+  // consistent point, so catch-up replays their inserts over rows already there.
+  execOrDie(src, "INSERT INTO order_items SELECT 42, 1, 990000 + g, 'SKU-down', 1, 1.5, NULL "
+                 "FROM generate_series(1, 50) g");
   EXPECT_EQ(scalar(src, "SELECT count(*) FROM " + table + " WHERE " + where), "0")
       << "updated rows should have left the completed chunk";
 
@@ -275,6 +279,25 @@ TEST(Copy, KillNineMidCopyResumesToIdenticalResult) {
   for (const auto& t : kDemoTables) expectTenantEqual(src, dst, t.table, t.order_by, "42");
   EXPECT_EQ(scalar(dst, "SELECT count(*) FROM " + table + " WHERE " + moved_col + " LIKE '%mmmm'"),
             scalar(src, "SELECT count(*) FROM " + table + " WHERE " + moved_col + " LIKE '%mmmm'"));
+
+  // Catch-up from the consistent point replays what the resumed copy already holds: those
+  // inserts go as upserts (the record says through where), never as failing plain inserts.
+  {
+    auto store = mover::openRocksDbCheckpointStore({state.path() + "/db", false, true});
+    ASSERT_TRUE(store) << store.status().message();
+    auto recs = (*store)->listMigrations();
+    ASSERT_TRUE(recs);
+    ASSERT_EQ(recs->size(), 1u);
+    EXPECT_GT((*recs)[0].upsert_through, (*recs)[0].consistent_point);
+  }
+  execOrDie(src, "INSERT INTO order_items SELECT 42, 1, 995000 + g, 'SKU-after', 1, 1.5, NULL "
+                 "FROM generate_series(1, 50) g");
+  auto m = runStampmover({"migrate", "--tenant", "42", "--source-dsn", sourceCluster().dsn(db),
+                          "--dest-dsn", destCluster().dsn(db), "--state-dir", state.path() + "/db",
+                          "--progress", "log", "--until-caught-up"});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  EXPECT_EQ(m.err.find("already exists"), std::string::npos) << m.err;
+  for (const auto& t : kDemoTables) expectTenantEqual(src, dst, t.table, t.order_by, "42");
 }
 
 // Rolling back an interrupted copy: cleanup --purge-destination drops the slot and the
