@@ -88,17 +88,26 @@ Status PgoutputSource::acknowledge(Lsn flushed) {
 }
 
 Result<std::optional<common::ChangeEvent>> PgoutputSource::next(std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   for (;;) {
-    if (std::chrono::steady_clock::now() - last_status_ >= options_.status_interval) {
-      SM_RETURN_IF_ERROR(sendStatus(false));
+    // While messages flow the clock is read every 256 of them (status updates are due every few
+    // seconds, and a clock read per message cost ~3% of the client's CPU), and whenever nothing
+    // is buffered.
+    if (++since_clock_ >= 256) {
+      since_clock_ = 0;
+      if (std::chrono::steady_clock::now() - last_status_ >= options_.status_interval) {
+        SM_RETURN_IF_ERROR(sendStatus(false));
+      }
     }
     char* buf = nullptr;
     int n = PQgetCopyData(conn_.raw(), &buf, 1);
     if (n == 0) {
+      since_clock_ = 0;
       auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) return std::optional<common::ChangeEvent>();
-      auto wait = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
+      if (now - last_status_ >= options_.status_interval) SM_RETURN_IF_ERROR(sendStatus(false));
+      if (!deadline) deadline = now + timeout;
+      if (now >= *deadline) return std::optional<common::ChangeEvent>();
+      auto wait = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now),
                            options_.status_interval);
       pollfd pfd{PQsocket(conn_.raw()), POLLIN, 0};
       int pr = poll(&pfd, 1, static_cast<int>(std::max<int64_t>(wait.count(), 1)));

@@ -54,6 +54,7 @@ class PgoutputSource final : public ChangeSource {
   common::Lsn acknowledged_;
   common::Lsn keepalive_end_;
   std::chrono::steady_clock::time_point last_status_{};
+  uint32_t since_clock_ = 0;  // messages handled since the clock was last read
 };
 
 // PostgreSQL epoch (2000-01-01) microseconds for now.

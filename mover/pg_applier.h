@@ -100,7 +100,9 @@ class PgApplier final : public ChangeSink {
   // truth on restart, committed with the data. 0 when nothing was applied yet.
   common::Result<common::Lsn> originProgress();
 
-  common::Status apply(const common::ChangeEvent& event) override;
+  common::Status apply(const common::ChangeEvent& event) override;  // copies the event
+  // The same, taking the event's values instead of copying them (the streaming path).
+  common::Status apply(common::ChangeEvent&& event);
   // Commits the open batch (when no source transaction is open) and waits until the
   // destination has answered every statement sent so far: called when the stream is idle.
   common::Status commitPending() override;
@@ -188,11 +190,11 @@ class PgApplier final : public ChangeSink {
     int64_t heartbeat_us = 0;          // kCommit: heartbeat carried by the batch
   };
   explicit PgApplier(ApplierOptions options) : options_(std::move(options)) {}
-  common::Status applyEvent(const common::ChangeEvent& event);
+  common::Status applyEvent(common::ChangeEvent& event);
   common::Status onRelation(const std::shared_ptr<const common::Relation>& rel);
   common::Status describeGrouping(RelState& state);
-  common::Status onChange(const common::Change& change);
-  common::Status onChangeGrouped(RelState& rs, const common::Change& change);
+  common::Status onChange(common::Change& change);  // may take the tuples' values
+  common::Status onChangeGrouped(RelState& rs, common::Change& change);
   common::Status sendToastUpdate(RelState& rs, const common::Tuple& tuple,
                                  std::vector<common::PgParam> new_pk);
   common::Status ensureDestTxn();

@@ -167,7 +167,7 @@ struct Streamer {
       SM_ASSIGN_OR_RETURN(auto ev, source.next(std::chrono::milliseconds(5)));
       if (ev) {
         if (ev->kind == common::ChangeEvent::Kind::kMessage) spdlog::debug("pump: message {}", ev->message.content);
-        SM_RETURN_IF_ERROR(applier.apply(*ev));
+        SM_RETURN_IF_ERROR(applier.apply(std::move(*ev)));
       } else {
         SM_RETURN_IF_ERROR(applier.commitPending());
       }
@@ -206,12 +206,6 @@ struct Streamer {
   // One connected session: returns when cancelled, when the hook ends it, or on error.
   Status session(mover::PgApplier& applier, cdc::PgoutputSource& source) {
     for (;;) {
-      auto now = std::chrono::steady_clock::now();
-      if (now - last_hb >= o.heartbeat_interval) {
-        auto hbv = heartbeat();
-        if (!hbv) spdlog::warn("heartbeat: {}", hbv.status().message());
-        last_hb = now;
-      }
       if (cancelled(cancel)) {
         if (!applier.inTransaction()) SM_RETURN_IF_ERROR(applier.commitPending());
         SM_RETURN_IF_ERROR(checkpoint(applier, source));
@@ -220,12 +214,17 @@ struct Streamer {
       SM_ASSIGN_OR_RETURN(auto ev, source.next(std::chrono::milliseconds(50)));
       bool idle = false;
       if (ev) {
-        SM_RETURN_IF_ERROR(applier.apply(*ev));
+        SM_RETURN_IF_ERROR(applier.apply(std::move(*ev)));
       } else {
         SM_RETURN_IF_ERROR(applier.commitPending());
         idle = !applier.inTransaction();
       }
-      now = std::chrono::steady_clock::now();
+      const auto now = std::chrono::steady_clock::now();  // once per event
+      if (now - last_hb >= o.heartbeat_interval) {
+        auto hbv = heartbeat();
+        if (!hbv) spdlog::warn("heartbeat: {}", hbv.status().message());
+        last_hb = now;
+      }
       if (now - last_ckpt >= o.checkpoint_interval) {
         SM_RETURN_IF_ERROR(checkpoint(applier, source, idle));
         last_ckpt = now;
