@@ -1,12 +1,15 @@
-// PgApplier: applies pgoutput change events to the destination stamp idempotently
-// (insert = upsert, update of a missing row = upsert of the full new row or a repair from the
-// source when the update carries unchanged-TOAST markers, delete of a missing row = no-op,
-// TRUNCATE = tenant-scoped DELETE), in libpq pipeline mode with prepared statements per
-// relation, batching source transactions into destination transactions. The applied source
-// position is recorded in the same destination transaction through a replication origin.
-// Within a batch, the changes of a relation are merged per primary key (the last change of a
-// row decides its state) and go out as multi-row statements over unnest() arrays; batches are
-// committed without waiting for the destination, which keeps working while the stream is read.
+// PgApplier: applies pgoutput change events to the destination stamp so that every change
+// takes effect exactly once: update of a missing row = upsert of the full new row or a repair
+// from the source when the update carries unchanged-TOAST markers, delete of a missing row =
+// no-op, TRUNCATE = tenant-scoped DELETE; an insert is an upsert where the destination may
+// already hold the row (see ApplierOptions::upsert_through) and a plain INSERT elsewhere, with
+// a unique violation turning into a retry with upserts. In libpq pipeline mode with prepared
+// statements per relation, batching source transactions into destination transactions. The
+// applied source position is recorded in the same destination transaction through a
+// replication origin. Within a batch, the changes of a relation are merged per primary key
+// (the last change of a row decides its state) and go out as multi-row statements over
+// unnest() arrays; batches are committed without waiting for the destination, which keeps
+// working while the stream is read.
 #pragma once
 
 #include <chrono>
