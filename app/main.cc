@@ -170,6 +170,12 @@ int main(int argc, char** argv) {
   migrate->add_option("--max-batch", mig_opts.max_batch_changes,
                       "Changes per destination transaction")
       ->capture_default_str();
+  migrate->add_option("--recheck-keys", mig_opts.touched_prune_keys,
+                      "With --cutover: whenever this many rows changed during catch-up are "
+                      "waiting for the cutover's re-check, compare them now (outside the window) "
+                      "and keep only those that still differ; keeps the window short")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   uint64_t retention_warn_mb = mig_opts.retention_warn_bytes >> 20;
   migrate->add_option("--retention-warn-mb", retention_warn_mb,
                       "Warn when the slot retains more WAL than this (MiB)")

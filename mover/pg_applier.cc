@@ -1010,13 +1010,42 @@ Status PgApplier::onChange(common::Change& c) {
 
 void PgApplier::touch(const RelState& rs, const std::vector<PgParam>& pk) {
   if (!options_.track_touched || touched_.overflowed) return;
-  if (touched_.count >= options_.touched_cap) {
+  auto& table = touched_.keys[rs.rel->key()];
+  if (!table.try_emplace(encodeKey(pk), pk).second) return;  // touched before
+  if (++touched_.count > options_.touched_cap) {
     touched_.overflowed = true;
     touched_.keys.clear();
+    touched_.count = 0;
+  }
+}
+
+TouchedKeys PgApplier::takeTouched() {
+  TouchedKeys out = std::move(touched_);
+  touched_ = TouchedKeys();
+  return out;
+}
+
+void PgApplier::restoreTouched(TouchedKeys keys) {
+  for (const auto& [table, whole] : keys.whole_table) {
+    if (whole) touched_.whole_table[table] = true;
+  }
+  if (keys.overflowed) touched_.overflowed = true;
+  if (touched_.overflowed) {
+    touched_.keys.clear();
+    touched_.count = 0;
     return;
   }
-  touched_.keys[rs.rel->key()].push_back(pk);
-  touched_.count++;
+  for (auto& [table, entries] : keys.keys) {
+    auto& mine = touched_.keys[table];
+    for (auto& [encoded, pk] : entries) {
+      if (mine.try_emplace(encoded, std::move(pk)).second) touched_.count++;
+    }
+  }
+  if (touched_.count > options_.touched_cap) {
+    touched_.overflowed = true;
+    touched_.keys.clear();
+    touched_.count = 0;
+  }
 }
 
 const TableInfo* PgApplier::destTable(const std::string& key) const {

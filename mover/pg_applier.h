@@ -55,12 +55,13 @@ struct ApplierOptions {
   size_t touched_cap = 200'000;     // Default: 200000 keys, then only "overflowed"
 };
 
-// Keys changed since the last resetTouched(), per table ("schema.table"), as PK text values.
+// Keys changed since the last takeTouched(), per table ("schema.table"): each key once, as the
+// text values of its primary key (keyed by their encoding).
 struct TouchedKeys {
-  std::map<std::string, std::vector<std::vector<common::PgParam>>> keys;
+  std::map<std::string, std::unordered_map<std::string, std::vector<common::PgParam>>> keys;
   std::map<std::string, bool> whole_table;  // a TRUNCATE: compare the tenant's whole table
   bool overflowed = false;                  // more than touched_cap keys: do a full pass
-  size_t count = 0;
+  size_t count = 0;                         // keys held, over every table
 };
 
 struct ApplierStats {
@@ -122,9 +123,12 @@ class PgApplier final : public ChangeSink {
   common::Lsn committedLsn() const override { return committed_; }
   bool inTransaction() const override { return in_source_txn_; }
   const ApplierStats& stats() const { return stats_; }
-  // Keys changed since the last resetTouched() (when options.track_touched).
+  // Keys changed since the last takeTouched() (when options.track_touched).
   const TouchedKeys& touched() const { return touched_; }
-  void resetTouched() { touched_ = TouchedKeys(); }
+  // Hands the touched keys over and starts an empty set.
+  TouchedKeys takeTouched();
+  // Adds keys (and whole-table or overflow flags) back, e.g. those a re-check found different.
+  void restoreTouched(TouchedKeys keys);
   // Destination description of a replicated table, once its Relation message was seen.
   const TableInfo* destTable(const std::string& key) const;
   // Last heartbeat content (emission time, µs since the PostgreSQL epoch) committed.

@@ -28,18 +28,15 @@ double msSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// Rows of `table` for the given PK tuples, as (pk text, row text), ordered by PK.
-Result<std::vector<std::pair<std::string, std::string>>> fetchRows(
-    PgConnection& c, const mover::TableInfo& t, const std::vector<std::vector<PgParam>>& keys,
-    const std::string& tenant) {
+using KeyList = std::vector<const std::vector<PgParam>*>;
+
+// One array literal per primary-key column of `keys` ($1..$n), and the unnest() of them.
+std::vector<PgParam> keyArrays(const mover::TableInfo& t, const KeyList& keys, std::string* unnest) {
   std::vector<PgParam> arrays;
-  std::string unnest;
-  std::string match;
-  std::string pk_text;
   for (size_t k = 0; k < t.primary_key.size(); ++k) {
     std::string arr = "{";
     for (size_t i = 0; i < keys.size(); ++i) {
-      const PgParam& v = keys[i][k];
+      const PgParam& v = (*keys[i])[k];
       if (i) arr += ",";
       if (!v) {
         arr += "NULL";
@@ -56,24 +53,67 @@ Result<std::vector<std::pair<std::string, std::string>>> fetchRows(
     arrays.push_back(arr);
     const mover::ColumnInfo* col = t.column(t.primary_key[k]);
     const std::string type = col ? col->type : "text";
-    unnest += (k ? ", " : "") + std::string("$") + std::to_string(k + 1) + "::" + type + "[]";
-    const std::string q = common::quoteIdent(t.primary_key[k]);
-    match += (k ? " AND " : "") + std::string("t.") + q + " = k.c" + std::to_string(k);
-    pk_text += (k ? " || ',' || " : "") + std::string("coalesce(t.") + q + "::text, 'NULL')";
+    *unnest += (k ? ", " : "") + std::string("$") + std::to_string(k + 1) + "::" + type + "[]";
   }
-  std::string cols;
-  for (size_t k = 0; k < t.primary_key.size(); ++k) cols += (k ? ", c" : "c") + std::to_string(k);
+  return arrays;
+}
+
+std::string keyMatch(const mover::TableInfo& t, std::string* cols) {
+  std::string match;
+  for (size_t k = 0; k < t.primary_key.size(); ++k) {
+    match += (k ? " AND " : "") + std::string("t.") + common::quoteIdent(t.primary_key[k]) +
+             " = k.c" + std::to_string(k);
+    *cols += (k ? ", c" : "c") + std::to_string(k);
+  }
+  return match;
+}
+
+// Rows of `table` for the given PK tuples, as (pk text, row text), ordered by PK.
+Result<std::vector<std::pair<std::string, std::string>>> fetchRows(PgConnection& c,
+                                                                  const mover::TableInfo& t,
+                                                                  const KeyList& keys,
+                                                                  const std::string& tenant) {
+  std::string unnest, cols, pk_text;
+  std::vector<PgParam> arrays = keyArrays(t, keys, &unnest);
+  const std::string match = keyMatch(t, &cols);
+  for (size_t k = 0; k < t.primary_key.size(); ++k) {
+    pk_text += (k ? " || ',' || " : "") + std::string("coalesce(t.") +
+               common::quoteIdent(t.primary_key[k]) + "::text, 'NULL')";
+  }
   arrays.push_back(tenant);
   std::string sql = "SELECT " + pk_text + ", t::text FROM " + t.quoted() +
                     " t JOIN unnest(" + unnest + ") AS k(" + cols + ") ON " + match + " WHERE t." +
-                    common::quoteIdent(t.tenant_column) + " = $" + std::to_string(arrays.size()) +
-                    "";
+                    common::quoteIdent(t.tenant_column) + " = $" + std::to_string(arrays.size());
   SM_ASSIGN_OR_RETURN(auto res, c.query(sql, arrays));
   std::vector<std::pair<std::string, std::string>> out;
   for (int r = 0; r < common::rowCount(res); ++r) {
     out.emplace_back(common::cell(res, r, 0), common::cell(res, r, 1));
   }
   std::sort(out.begin(), out.end());  // bytewise, as the merge below compares
+  return out;
+}
+
+// Rows of `table` for keys[i], as (i, row text), ordered by i; keys without a row are absent.
+// Both sides are asked with the same arrays, so i names the same key on both, whatever the
+// text form of its values.
+Result<std::vector<std::pair<int64_t, std::string>>> fetchByOrdinal(PgConnection& c,
+                                                                   const mover::TableInfo& t,
+                                                                   const KeyList& keys,
+                                                                   const std::string& tenant) {
+  std::string unnest, cols;
+  std::vector<PgParam> arrays = keyArrays(t, keys, &unnest);
+  const std::string match = keyMatch(t, &cols);
+  arrays.push_back(tenant);
+  std::string sql = "SELECT k.n - 1, t::text FROM " + t.quoted() + " t JOIN unnest(" + unnest +
+                    ") WITH ORDINALITY AS k(" + cols + ", n) ON " + match + " WHERE t." +
+                    common::quoteIdent(t.tenant_column) + " = $" + std::to_string(arrays.size()) +
+                    " ORDER BY 1";
+  SM_ASSIGN_OR_RETURN(auto res, c.query(sql, arrays));
+  std::vector<std::pair<int64_t, std::string>> out;
+  out.reserve(static_cast<size_t>(common::rowCount(res)));
+  for (int r = 0; r < common::rowCount(res); ++r) {
+    out.emplace_back(std::stoll(common::cell(res, r, 0)), common::cell(res, r, 1));
+  }
   return out;
 }
 
@@ -109,20 +149,17 @@ Result<std::vector<std::string>> recheckTouchedRows(PgConnection& src, PgConnect
     }
     auto it = touched.keys.find(t.key());
     if (it == touched.keys.end() || it->second.empty()) continue;
+    KeyList keys;
+    keys.reserve(it->second.size());
+    for (const auto& [encoded, pk] : it->second) keys.push_back(&pk);
     auto t0 = Clock::now();
-    SM_ASSIGN_OR_RETURN(auto a, fetchRows(src, t, it->second, tenant));
+    SM_ASSIGN_OR_RETURN(auto a, fetchRows(src, t, keys, tenant));
     auto t1 = Clock::now();
-    SM_ASSIGN_OR_RETURN(auto b, fetchRows(dst, t, it->second, tenant));
+    SM_ASSIGN_OR_RETURN(auto b, fetchRows(dst, t, keys, tenant));
     spdlog::debug("re-check {}: {} keys, source {:.1f} ms, destination {:.1f} ms", t.key(),
-                  it->second.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
+                  keys.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
                   msSince(t1));
-    *rows_checked += it->second.size();
-    // Duplicated keys (a row touched twice) come back once per key occurrence; compare sets.
-    auto dedupe = [](std::vector<std::pair<std::string, std::string>>& v) {
-      v.erase(std::unique(v.begin(), v.end()), v.end());
-    };
-    dedupe(a);
-    dedupe(b);
+    *rows_checked += keys.size();
     size_t i = 0, j = 0;
     while (i < a.size() || j < b.size()) {
       if (j >= b.size() || (i < a.size() && a[i].first < b[j].first)) {
@@ -142,8 +179,91 @@ Result<std::vector<std::string>> recheckTouchedRows(PgConnection& src, PgConnect
   return diffs;
 }
 
+Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
+                                        const std::vector<mover::TableInfo>& tables,
+                                        const mover::TouchedKeys& touched,
+                                        const std::string& tenant, PruneStats* stats) {
+  constexpr size_t kChunk = 10'000;  // keys per query: bounded statements and results
+  mover::TouchedKeys kept;
+  kept.whole_table = touched.whole_table;
+  kept.overflowed = touched.overflowed;
+  if (touched.overflowed) return kept;  // no keys held: the window compares whole tables
+  SM_RETURN_IF_ERROR(src.exec(kPinnedSettings));
+  SM_RETURN_IF_ERROR(dst.exec(kPinnedSettings));
+  for (const auto& [table, entries] : touched.keys) {
+    if (entries.empty() || touched.whole_table.count(table) > 0) continue;  // whole table anyway
+    auto t = std::find_if(tables.begin(), tables.end(),
+                          [&](const mover::TableInfo& ti) { return ti.key() == table; });
+    if (t == tables.end()) {
+      kept.keys[table] = entries;  // not a table we can compare here: keep every key
+      continue;
+    }
+    std::vector<const std::pair<const std::string, std::vector<PgParam>>*> all;
+    all.reserve(entries.size());
+    for (const auto& e : entries) all.push_back(&e);
+    for (size_t from = 0; from < all.size(); from += kChunk) {
+      const size_t n = std::min(kChunk, all.size() - from);
+      KeyList keys;
+      keys.reserve(n);
+      for (size_t i = 0; i < n; ++i) keys.push_back(&all[from + i]->second);
+      SM_ASSIGN_OR_RETURN(auto a, fetchByOrdinal(src, *t, keys, tenant));
+      SM_ASSIGN_OR_RETURN(auto b, fetchByOrdinal(dst, *t, keys, tenant));
+      // Both ordered by ordinal: a key differs when one side lacks it or the rows differ.
+      size_t i = 0, j = 0;
+      auto keep = [&](int64_t ord) {
+        const auto* e = all[from + static_cast<size_t>(ord)];
+        kept.keys[table].emplace(e->first, e->second);
+      };
+      while (i < a.size() || j < b.size()) {
+        if (j >= b.size() || (i < a.size() && a[i].first < b[j].first)) {
+          keep(a[i++].first);
+        } else if (i >= a.size() || b[j].first < a[i].first) {
+          keep(b[j++].first);
+        } else {
+          if (a[i].second != b[j].second) keep(a[i].first);
+          ++i;
+          ++j;
+        }
+      }
+      stats->checked += n;
+    }
+  }
+  for (const auto& [table, entries] : kept.keys) kept.count += entries.size();
+  stats->kept = kept.count;
+  return kept;
+}
+
+Status pruneApplierTouched(PgConnection& src, PgConnection& dst,
+                           const std::vector<mover::TableInfo>& tables, mover::PgApplier& applier,
+                           const std::string& tenant, PruneStats* stats) {
+  const auto t0 = Clock::now();
+  mover::TouchedKeys taken = applier.takeTouched();
+  auto kept = pruneTouched(src, dst, tables, taken, tenant, stats);
+  if (!kept) {
+    applier.restoreTouched(std::move(taken));  // nothing learned: everything is re-checked later
+    return kept.status();
+  }
+  applier.restoreTouched(std::move(*kept));
+  stats->ms = msSince(t0);
+  return Status::ok();
+}
+
 Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   CutoverReport rep;
+  // Outside the window: re-check the rows changed so far and keep only those that still
+  // differ, so that the re-check inside it covers little more than what changes from here on.
+  {
+    PruneStats ps;
+    Status pruned = pruneApplierTouched(*ctx.source, *ctx.destination, ctx.tables, *ctx.applier,
+                                        ctx.tenant, &ps);
+    if (!pruned.isOk()) {
+      spdlog::warn("re-check before the window: {}; every changed row is re-checked inside it",
+                   pruned.message());
+    }
+    rep.prepass_rows = ps.checked;
+    rep.prepass_kept = ps.kept;
+    rep.prepass_ms = ps.ms;
+  }
   // Pre-check outside the window: our own heartbeat round trip, not server views.
   auto pre_deadline = Clock::now() + std::chrono::seconds(10);
   SM_ASSIGN_OR_RETURN(auto rtt, ctx.drain(pre_deadline));
@@ -237,15 +357,19 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
 }
 
 std::string formatCutoverReport(const CutoverReport& r) {
-  char line[512];
+  char line[768];
   std::string out;
   if (r.flipped) {
     std::snprintf(line, sizeof line,
                   "cutover: FLIPPED (epoch %llu); writes unavailable "
                   "for %.1f ms (freeze -> flip)\n"
+                  "  before the window: %llu changed rows re-checked in %.1f ms (%llu still "
+                  "different, re-checked again inside)\n"
                   "  pre-check round trip %.1f ms; fence wait %.1f ms; drain %.1f ms; re-check of %llu "
                   "changed rows %.1f ms; %zu sequence(s) raised in %.1f ms\n",
-                  static_cast<unsigned long long>(r.epoch_after), r.window_ms, r.precheck_ms,
+                  static_cast<unsigned long long>(r.epoch_after), r.window_ms,
+                  static_cast<unsigned long long>(r.prepass_rows), r.prepass_ms,
+                  static_cast<unsigned long long>(r.prepass_kept), r.precheck_ms,
                   r.fence_wait_ms, r.drain_ms, static_cast<unsigned long long>(r.rows_rechecked),
                   r.verify_ms, r.sequences.size(), r.sequences_ms);
   } else {

@@ -35,7 +35,10 @@ struct CutoverReport {
   double drain_ms = 0;
   double verify_ms = 0;
   double sequences_ms = 0;
-  uint64_t rows_rechecked = 0;
+  uint64_t rows_rechecked = 0;  // inside the window
+  uint64_t prepass_rows = 0;    // changed rows re-checked before the window
+  uint64_t prepass_kept = 0;    // of those, still different (re-checked again inside)
+  double prepass_ms = 0;
   std::vector<mover::SequenceRaise> sequences;
   routing::Epoch epoch_after = 0;
 };
@@ -75,6 +78,29 @@ common::Result<std::vector<std::string>> recheckTouchedRows(common::PgConnection
                                                             const mover::TouchedKeys& touched,
                                                             const std::string& tenant,
                                                             uint64_t* rows_checked);
+
+struct PruneStats {
+  uint64_t checked = 0;  // keys compared
+  uint64_t kept = 0;     // keys still different
+  double ms = 0;
+};
+
+// Outside the window: compares the rows of the touched keys on both sides and returns the keys
+// whose rows still differ (whole-table flags and an overflowed set are kept as they are). A key
+// whose rows are equal now needs no re-check later: any later change of it is applied, and
+// touched, again. Changes applied but not committed at the destination only make keys differ.
+common::Result<mover::TouchedKeys> pruneTouched(common::PgConnection& source,
+                                                common::PgConnection& destination,
+                                                const std::vector<mover::TableInfo>& tables,
+                                                const mover::TouchedKeys& touched,
+                                                const std::string& tenant, PruneStats* stats);
+
+// pruneTouched() on the applier's set: takes it, re-checks, puts back what still differs (all
+// of it on error).
+common::Status pruneApplierTouched(common::PgConnection& source, common::PgConnection& destination,
+                                   const std::vector<mover::TableInfo>& tables,
+                                   mover::PgApplier& applier, const std::string& tenant,
+                                   PruneStats* stats);
 
 std::string formatCutoverReport(const CutoverReport& r);
 

@@ -68,6 +68,9 @@ struct Streamer {
   std::chrono::steady_clock::time_point rate_t0 = std::chrono::steady_clock::now();
   int64_t since_us = 0;  // heartbeats emitted before this run started do not prove catch-up
   CaughtUpHook on_caught_up{};
+  // Re-checks the applier's touched keys and keeps those still different (cutover runs only).
+  std::function<Status(mover::PgApplier&)> prune_touched{};
+  size_t prune_floor = 0;  // keys still different after the last prune
   mover::ApplierStats totals{};
   Lsn upsert_through{};  // plain inserts only after this source position (see ApplierOptions)
 
@@ -232,6 +235,14 @@ struct Streamer {
       if (now - last_status >= o.status_interval) {
         status(applier);
         last_status = now;
+      }
+      if (prune_touched && !applier.inTransaction() && !applier.touched().overflowed &&
+          applier.touched().count >= o.touched_prune_keys + prune_floor) {
+        // Between source transactions, with everything applied committed first.
+        SM_RETURN_IF_ERROR(applier.commitPending());
+        Status pruned = prune_touched(applier);
+        if (!pruned.isOk()) spdlog::warn("re-check of changed rows: {}", pruned.message());
+        prune_floor = applier.touched().count;
       }
       int64_t hb_us = applier.lastHeartbeatMicros();
       if (on_caught_up && hb_us > since_us && !applier.inTransaction()) {
@@ -542,9 +553,21 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   bool abort_requested = false;
 
   StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
-                 rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, o.cutover_auto};
+                 rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, cutover};
   Streamer forward{o, fwd, rec, *store, cancel, report};
   forward.upsert_through = rec.upsert_through;
+  auto pruner = [&](PgConnection& from, PgConnection& to,
+                    const std::vector<mover::TableInfo>& tables, const char* stream) {
+    return [&from, &to, &tables, stream, tenant = rec.tenant](mover::PgApplier& applier) {
+      PruneStats ps;
+      SM_RETURN_IF_ERROR(pruneApplierTouched(from, to, tables, applier, tenant, &ps));
+      spdlog::info("{} stream: re-checked {} changed rows in {:.0f} ms; {} still different are "
+                   "kept for the cutover's re-check", stream, mover::withCommas(ps.checked), ps.ms,
+                   mover::withCommas(ps.kept));
+      return Status::ok();
+    };
+  };
+  if (cutover) forward.prune_touched = pruner(cs.src, cs.dst, cs.src_tables, "forward");
   if (o.until_caught_up || cutover) {
     forward.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
       if (!cutover) return true;
@@ -616,6 +639,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                  reverseName(rec.slot_name), reverseName(rec.slot_name), rec.slot_name,
                  reverse_start, true};
   Streamer reverse{o, rev, rec, *store, cancel, report};
+  reverse.prune_touched = pruner(cs.dst, cs.src, cs.dst_tables, "reverse");
   const auto soak_end = std::chrono::steady_clock::now() + o.soak;
   bool purge = o.purge_source;
   reverse.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {

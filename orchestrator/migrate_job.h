@@ -24,6 +24,9 @@ struct MigrateOptions {
   std::chrono::milliseconds checkpoint_interval{500};    // Default: 0.5 s between acks
   std::chrono::milliseconds status_interval{5000};       // Default: 5 s between status lines
   uint64_t retention_warn_bytes = 10ull << 30;           // Default: 10 GiB retained by the slot
+  // With a cutover ahead, rows changed during catch-up are re-checked outside the window
+  // whenever this many keys have piled up, and only those still different are kept.
+  size_t touched_prune_keys = 20'000;                    // Default: 20000 keys
   uint32_t max_batch_changes = 5000;                     // Default: 5000
   std::chrono::milliseconds max_batch_age{200};          // Default: 200 ms
   std::chrono::milliseconds max_backoff{30000};          // Default: 30 s between reconnects

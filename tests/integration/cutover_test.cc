@@ -8,7 +8,9 @@
 #include <thread>
 
 #include "harness/seed.h"
+#include "mover/catalog.h"
 #include "mover/source_setup.h"
+#include "orchestrator/cutover.h"
 #include "tests/support/test_support.h"
 #include "tests/support/writer.h"
 
@@ -117,6 +119,26 @@ TEST(Cutover, FlipsSoaksAndFinalizesUnderAWriter) {
   execOrDie(e->dst, "UPDATE orders SET status = 'soaked' WHERE tenant_id = 42 AND order_id = 5");
   EXPECT_EQ(child.wait(), 0) << readLog(log);
   if (getenv("SM_SHOW_LOG")) std::fputs(readLog(log).c_str(), stderr);
+  {
+    // Rows the writer changed during catch-up were re-checked before the window (inside it,
+    // only those changed since or still different; how many depends on timing).
+    const std::string text = readLog(log);
+    const size_t flip = text.find("cutover: FLIPPED");
+    ASSERT_NE(flip, std::string::npos) << text;
+    unsigned long long before = 0, inside = 0, kept = 0;
+    double ms = 0;
+    const size_t at = text.find("before the window: ", flip);
+    ASSERT_NE(at, std::string::npos) << text;
+    ASSERT_EQ(std::sscanf(text.c_str() + at, "before the window: %llu changed rows re-checked in %lf ms (%llu",
+                          &before, &ms, &kept),
+              3)
+        << text.substr(at, 200);
+    const size_t in = text.find("re-check of ", at);
+    ASSERT_NE(in, std::string::npos) << text;
+    ASSERT_EQ(std::sscanf(text.c_str() + in, "re-check of %llu", &inside), 1);
+    EXPECT_GT(before, 0u) << "the writer's changes were not re-checked before the window";
+    EXPECT_LE(kept, before);
+  }
   auto route = scalar(e->cp, "SELECT stamp || ',' || state || ',' || coalesce(shadow_stamp, '-') "
                              "FROM stampmover_routing.routes WHERE tenant = '42'");
   EXPECT_EQ(route, "127.0.0.1:" + std::to_string(destCluster().port()) + "/" + e->db + ",active,-")
@@ -226,8 +248,24 @@ bool waitForPhase(PgConnection& cp, const std::string& phase, int seconds) {
 TEST(Cutover, ManualCutoverThenFinalizeWithPurge) {
   auto e = setUp();
   std::string log = e->state.path() + "/migrate.log";
-  ChildProcess child(spawnStampmover(manualArgs(*e), log));
+  // A writer while the worker follows: with a low --recheck-keys, the rows it changes are
+  // re-checked (and dropped when equal) long before anyone asks for the cutover.
+  WriterOptions wo;
+  wo.dsn = sourceCluster().dsn(e->db);
+  wo.duration = std::chrono::milliseconds(20000);
+  wo.pause = std::chrono::microseconds(2000);
+  wo.truncates = false;
+  Writer writer(wo);
+  auto margs = manualArgs(*e);
+  margs.insert(margs.end(), {"--recheck-keys", "50"});
+  ChildProcess child(spawnStampmover(margs, log));
   ASSERT_TRUE(waitForPhase(e->cp, "catching_up", 60)) << readLog(log);
+  for (int i = 0; i < 1000 && readLog(log).find("forward stream: re-checked") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  writer.stop();
+  EXPECT_NE(readLog(log).find("forward stream: re-checked"), std::string::npos)
+      << "no re-check of changed rows during catch-up: " << readLog(log);
   const std::string cp = destCluster().dsn(e->cp_db);
   auto c = runStampmover({"cutover", "--tenant", "42", "--control-plane-dsn", cp});
   ASSERT_EQ(c.exit_code, 0) << c.err << readLog(log);
@@ -269,4 +307,49 @@ TEST(Cutover, ManualRollbackBeforeTheFlipLeavesNothing) {
   expectNothingLeft(e->src, "source", e->db);
   expectNothingLeft(e->dst, "destination", e->db);
   execOrDie(e->src, "UPDATE orders SET status = 'still here' WHERE tenant_id = 42 AND order_id = 5");
+}
+
+// The re-check outside the window keeps exactly the touched keys whose rows differ: changed,
+// missing or extra at the destination; equal rows and keys gone from both sides are dropped.
+// Key values with commas and quotes, and a numeric key spelled with trailing zeros.
+TEST(Cutover, PruneKeepsExactlyTheKeysThatDiffer) {
+  const std::string db = freshDatabase();
+  auto src = connectOrDie(sourceCluster().dsn(db));
+  auto dst = connectOrDie(destCluster().dsn(db));
+  const char* ddl =
+      "CREATE TABLE kv (tenant_id bigint NOT NULL, k text NOT NULL, n numeric NOT NULL, v text, "
+      "PRIMARY KEY (tenant_id, k, n))";
+  const char* rows =
+      "INSERT INTO kv VALUES (42, 'a', 1, 'same'), (42, 'b,c', 2.50, 'same'), "
+      "(42, 'q\"\\', 3, 'same'), (42, 'changed', 4, 'source'), (42, 'missing', 5, 'x'), "
+      "(7, 'other tenant', 1, 'x')";
+  for (auto* c : {&src, &dst}) {
+    execOrDie(*c, ddl);
+    execOrDie(*c, rows);
+  }
+  execOrDie(dst, "UPDATE kv SET v = 'destination' WHERE k = 'changed'");
+  execOrDie(dst, "DELETE FROM kv WHERE k = 'missing'");
+  execOrDie(dst, "INSERT INTO kv VALUES (42, 'extra', 6, 'y')");
+
+  auto tables = stampmover::mover::discoverTenantTables(src, {});
+  ASSERT_TRUE(tables.isOk()) << tables.status().message();
+  stampmover::mover::TouchedKeys touched;
+  auto& keys = touched.keys["public.kv"];
+  const std::vector<std::pair<std::string, std::string>> all = {
+      {"a", "1"},       {"b,c", "2.50"},    {"q\"\\", "3"}, {"changed", "4"},
+      {"missing", "5"}, {"extra", "6"},     {"gone", "7"}};
+  for (const auto& [k, n] : all) keys[k + "/" + n] = {std::string("42"), k, n};
+  touched.count = keys.size();
+  touched.whole_table["public.other"] = true;
+  stampmover::orch::PruneStats stats;
+  auto kept = stampmover::orch::pruneTouched(src, dst, *tables, touched, "42", &stats);
+  ASSERT_TRUE(kept.isOk()) << kept.status().message();
+  EXPECT_EQ(stats.checked, all.size());
+  EXPECT_EQ(stats.kept, 3u);
+  EXPECT_EQ(kept->count, 3u);
+  std::vector<std::string> names;
+  for (const auto& [encoded, pk] : kept->keys["public.kv"]) names.push_back(encoded);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"changed/4", "extra/6", "missing/5"}));
+  EXPECT_TRUE(kept->whole_table.count("public.other")) << "whole-table flags are kept";
 }
