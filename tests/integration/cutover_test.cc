@@ -226,6 +226,46 @@ TEST(Cutover, KillNineInsideTheFreezeLeavesTheTenantWritable) {
 
 namespace {
 
+// kill -9 of the worker during the dual-write soak: the destination keeps serving (the entry
+// stays dual_write, the source stays fenced), writes made there before and after the kill reach
+// the source once a rerun resumes the reverse stream from its recorded position, and the rerun
+// finishes the soak and finalizes.
+TEST(Cutover, KillNineDuringTheSoakResumesTheReverseStream) {
+  auto e = setUp();
+  std::string log = e->state.path() + "/migrate.log";
+  ChildProcess child(spawnStampmover(args(*e, "60", false), log));
+  ASSERT_TRUE(waitForRoute(e->cp, "dual_write", 60)) << "no flip; log:\n" << readLog(log);
+  execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900004, 'before the kill')");
+  execOrDie(e->dst, "UPDATE orders SET status = 'soaked' WHERE tenant_id = 42 AND order_id = 5");
+  // Let the reverse stream apply (and checkpoint) some of it, then kill the worker.
+  for (int i = 0; i < 500 && scalar(e->src, "SELECT count(*) FROM scratch WHERE id = 900004") != "1"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(child.pid(), SIGKILL);
+  EXPECT_EQ(child.wait(), -SIGKILL);
+  EXPECT_EQ(scalar(e->cp, "SELECT state FROM stampmover_routing.routes WHERE tenant = '42'"),
+            "dual_write")
+      << "the destination keeps serving after the worker died";
+  EXPECT_NE(scalar(e->src, "SELECT count(*) FROM stampmover.fence WHERE tenant = '42'"), "0")
+      << "the source stays fenced";
+  execOrDie(e->dst, "INSERT INTO scratch VALUES (42, 900005, 'while no worker ran')");
+  execOrDie(e->dst, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 9");
+
+  auto r = runStampmover(args(*e, "1", false));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(scalar(e->cp, "SELECT state || ',' || coalesce(shadow_stamp, '-') FROM "
+                          "stampmover_routing.routes WHERE tenant = '42'"),
+            "active,-")
+      << "finalized on the destination";
+  EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900004"), "before the kill");
+  EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900005"),
+            "while no worker ran");
+  EXPECT_EQ(scalar(e->src, "SELECT count(*) FROM order_items WHERE tenant_id = 42 AND order_id = 9"), "0");
+  expectTenantEqual(e->src, e->dst);
+  expectNothingLeft(e->src, "source", e->db);
+  expectNothingLeft(e->dst, "destination", e->db);
+}
+
 std::vector<std::string> manualArgs(const Env& e) {
   return {"migrate", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db), "--dest-dsn",
           destCluster().dsn(e.db), "--state-dir", e.state.path(), "--progress", "log", "--cutover",
