@@ -1,5 +1,6 @@
 // Helpers shared by the benchmarks: child processes with wall time, peak RSS and a timeout,
-// log following, shell quoting, temporary directories and small parsing/printing utilities.
+// log following, shell quoting, temporary directories, percentiles, machine CPU counters and
+// small parsing/printing utilities.
 #pragma once
 
 #include <fcntl.h>
@@ -10,18 +11,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -46,7 +51,7 @@ inline void say(const char* fmt, ...) {
   std::fflush(stdout);
 }
 
-Result<uint64_t> parseU64(const std::string& s, const std::string& what) {
+inline Result<uint64_t> parseU64(const std::string& s, const std::string& what) {
   uint64_t v = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || p != s.data() + s.size()) {
@@ -80,7 +85,7 @@ struct ChildResult {
   double cpu_seconds = 0;
 };
 
-// Prints the new complete lines of a growing log file, indented, until stopped: the copy's own
+// Prints the new complete lines of a growing log file, indented, until stopped: the child's own
 // progress lines, while the benchmark waits for it.
 class LogFollower {
  public:
@@ -126,25 +131,34 @@ class LogFollower {
   bool stop_ = false;
 };
 
-// Runs argv (no shell) in its own process group with stdin from /dev/null and stdout+stderr to
-// `log_path`; kills the group after `timeout`. Errors: kInternal when it cannot be started.
-Result<ChildResult> runChild(const std::vector<std::string>& argv, const std::string& log_path,
-                             std::chrono::seconds timeout, bool follow_log) {
+// A started child. Reaped (and its log follower stopped) only by waitChild().
+struct Child {
+  pid_t pid = -1;
+  Clock::time_point t0;
+  std::string log_path;
+  std::unique_ptr<LogFollower> follower;
+};
+
+// Starts argv (no shell) in its own process group with stdin from /dev/null and stdout+stderr
+// to `log_path`. Errors: kInternal when it cannot be started.
+inline Result<Child> spawnChild(const std::vector<std::string>& argv, const std::string& log_path,
+                                bool follow_log) {
   int out_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (out_fd < 0) return Status::internal("open " + log_path + ": " + std::strerror(errno));
   std::vector<char*> cargv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
-  std::unique_ptr<LogFollower> follower;
-  if (follow_log) follower = std::make_unique<LogFollower>(log_path);
-  auto t0 = Clock::now();
+  Child c;
+  c.log_path = log_path;
+  if (follow_log) c.follower = std::make_unique<LogFollower>(log_path);
+  c.t0 = Clock::now();
   pid_t pid = fork();
   if (pid < 0) {
     close(out_fd);
     return Status::internal(std::string("fork: ") + std::strerror(errno));
   }
   if (pid == 0) {
-    setpgid(0, 0);  // its own group, so a timeout kills the whole pipeline
+    setpgid(0, 0);  // its own group, so a timeout kills everything it started (a whole pipeline)
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, STDIN_FILENO);
     dup2(out_fd, STDOUT_FILENO);
@@ -154,7 +168,24 @@ Result<ChildResult> runChild(const std::vector<std::string>& argv, const std::st
   }
   setpgid(pid, pid);  // also here: no race with the child's own call
   close(out_fd);
+  c.pid = pid;
+  return c;
+}
 
+// True once the child has exited (it stays unreaped, for waitChild).
+inline bool childExited(const Child& c) {
+  siginfo_t info{};
+  info.si_pid = 0;
+  if (waitid(P_PID, static_cast<id_t>(c.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+    return false;
+  }
+  return info.si_pid == c.pid;
+}
+
+// Waits for the child to exit; after `timeout` sends its group SIGTERM, 10 s later SIGKILL.
+// Reaps it with its rusage.
+inline ChildResult waitChild(Child& c, std::chrono::seconds timeout) {
+  const pid_t pid = c.pid;
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
@@ -172,7 +203,7 @@ Result<ChildResult> runChild(const std::vector<std::string>& argv, const std::st
   while (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
   }
   ChildResult res;
-  res.seconds = secondsSince(t0);
+  res.seconds = secondsSince(c.t0);
   {
     std::lock_guard lock(mu);
     done = true;
@@ -185,7 +216,8 @@ Result<ChildResult> runChild(const std::vector<std::string>& argv, const std::st
   struct rusage ru {};
   while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
   }
-  follower.reset();
+  c.pid = -1;
+  c.follower.reset();
   res.timed_out = timed_out;
   if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
@@ -193,6 +225,15 @@ Result<ChildResult> runChild(const std::vector<std::string>& argv, const std::st
   res.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                     static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   return res;
+}
+
+// Runs argv (no shell) as spawnChild() starts it and waits for it as waitChild() does.
+// Errors: kInternal when it cannot be started.
+inline Result<ChildResult> runChild(const std::vector<std::string>& argv,
+                                    const std::string& log_path, std::chrono::seconds timeout,
+                                    bool follow_log) {
+  SM_ASSIGN_OR_RETURN(Child c, spawnChild(argv, log_path, follow_log));
+  return waitChild(c, timeout);
 }
 
 inline std::string readFile(const std::string& path) {
@@ -215,8 +256,11 @@ inline std::string tailLines(const std::string& text, size_t n) {
   return text.substr(pos + 1);
 }
 
-inline Status childStatus(const ChildResult& r, const std::string& what, const std::string& log_path) {
-  if (!r.timed_out && r.exit_code == 0) return Status::ok();
+// OK when the child exited with `want_exit` in time; otherwise says how it ended, with the tail
+// of its log.
+inline Status childStatus(const ChildResult& r, const std::string& what,
+                          const std::string& log_path, int want_exit = 0) {
+  if (!r.timed_out && r.exit_code == want_exit) return Status::ok();
   std::string why = r.timed_out ? "timed out"
                     : r.signal  ? "killed by signal " + std::to_string(r.signal)
                                 : "exited with " + std::to_string(r.exit_code);
@@ -225,7 +269,7 @@ inline Status childStatus(const ChildResult& r, const std::string& what, const s
 }
 
 // A fresh private directory under the temp directory.
-Result<std::string> makeTempDir(const std::string& prefix) {
+inline Result<std::string> makeTempDir(const std::string& prefix) {
   std::string templ = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
   std::vector<char> buf(templ.begin(), templ.end());
   buf.push_back('\0');
@@ -235,7 +279,34 @@ Result<std::string> makeTempDir(const std::string& prefix) {
   return std::string(buf.data());
 }
 
-// ---------------------------------------------------------------------------------------------
-// The benchmark.
+// Removes `dir` (a makeTempDir() directory) and everything in it when it goes out of scope.
+struct RemoveDir {
+  std::string dir;
+  ~RemoveDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);  // best effort: a temp directory
+  }
+};
+
+// Nearest rank: with 20 samples, p99 is the largest.
+inline double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t idx = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+  return v[std::min(v.size() - 1, idx == 0 ? 0 : idx - 1)];
+}
+
+// (busy, total) jiffies of the whole machine, from /proc/stat: how contended the cores were.
+inline std::pair<uint64_t, uint64_t> machineJiffies() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  in >> cpu;
+  uint64_t v = 0, total = 0, idle = 0;
+  for (int i = 0; i < 8 && in >> v; ++i) {
+    total += v;
+    if (i == 3 || i == 4) idle += v;  // idle, iowait
+  }
+  return {total - idle, total};
+}
 
 }  // namespace stampmover::bench

@@ -3,25 +3,18 @@
 // same backlog, generated while the applier was stopped, is caught up by each; (b) our lag under
 // a fixed-rate writer, measured by marker rows. Every figure is for a destination whose tenant
 // rows were checked (counts and an md5 over every row) against the source's.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -33,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/pg.h"
 #include "common/status.h"
 #include "harness/local_cluster.h"
@@ -95,228 +89,9 @@ struct Args {
   std::string stampmover = STAMPMOVER_BIN;  // Default: the binary built beside this benchmark
 };
 
-double secondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void say(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::vfprintf(stdout, fmt, ap);
-  va_end(ap);
-  std::fflush(stdout);
-}
-
-Result<uint64_t> parseU64(const std::string& s, const std::string& what) {
-  uint64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) {
-    return Status::internal("unexpected " + what + ": '" + s + "'");
-  }
-  return v;
-}
+using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 
 std::string fmtRate(double per_s) { return withCommas(static_cast<uint64_t>(std::llround(per_s))); }
-
-// ---------------------------------------------------------------------------------------------
-// Child processes: started in their own group, timed by wall clock, reaped with their rusage.
-
-struct ChildResult {
-  int exit_code = -1;  // -1 when killed by a signal
-  int signal = 0;
-  bool timed_out = false;
-  double seconds = 0;   // fork to exit
-  long maxrss_kib = 0;  // ru_maxrss of the child (and its waited-for descendants)
-  double cpu_seconds = 0;
-};
-
-// Prints the new complete lines of a growing log file, indented, until stopped: the child's own
-// progress lines, while the benchmark waits for it.
-class LogFollower {
- public:
-  explicit LogFollower(std::string path) : path_(std::move(path)) {
-    thread_ = std::thread([this] { loop(); });
-  }
-  ~LogFollower() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-    pump();  // whatever arrived before the child exited
-  }
-
- private:
-  void loop() {
-    std::unique_lock lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; })) {
-      lock.unlock();
-      pump();
-      lock.lock();
-    }
-  }
-  void pump() {
-    std::ifstream in(path_, std::ios::binary);
-    if (!in) return;
-    in.seekg(static_cast<std::streamoff>(offset_));
-    std::string line;
-    while (std::getline(in, line)) {
-      if (in.eof()) break;  // partial last line: read it next time
-      offset_ += line.size() + 1;
-      say("      | %s\n", line.c_str());
-    }
-  }
-
-  std::string path_;
-  size_t offset_ = 0;
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-};
-
-// A started child. Reaped (and its log follower stopped) only by waitChild().
-struct Child {
-  pid_t pid = -1;
-  Clock::time_point t0;
-  std::string log_path;
-  std::unique_ptr<LogFollower> follower;
-};
-
-// Starts argv (no shell) in its own process group with stdin from /dev/null and stdout+stderr
-// to `log_path`. Errors: kInternal when it cannot be started.
-Result<Child> spawnChild(const std::vector<std::string>& argv, const std::string& log_path,
-                         bool follow_log) {
-  int out_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (out_fd < 0) return Status::internal("open " + log_path + ": " + std::strerror(errno));
-  std::vector<char*> cargv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  Child c;
-  c.log_path = log_path;
-  if (follow_log) c.follower = std::make_unique<LogFollower>(log_path);
-  c.t0 = Clock::now();
-  pid_t pid = fork();
-  if (pid < 0) {
-    close(out_fd);
-    return Status::internal(std::string("fork: ") + std::strerror(errno));
-  }
-  if (pid == 0) {
-    setpgid(0, 0);  // its own group, so a timeout kills everything it started
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
-    dup2(out_fd, STDOUT_FILENO);
-    dup2(out_fd, STDERR_FILENO);
-    execv(cargv[0], cargv.data());
-    _exit(127);
-  }
-  setpgid(pid, pid);  // also here: no race with the child's own call
-  close(out_fd);
-  c.pid = pid;
-  return c;
-}
-
-// True once the child has exited (it stays unreaped, for waitChild).
-bool childExited(const Child& c) {
-  siginfo_t info{};
-  info.si_pid = 0;
-  if (waitid(P_PID, static_cast<id_t>(c.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
-    return false;
-  }
-  return info.si_pid == c.pid;
-}
-
-// Waits for the child to exit; after `timeout` sends its group SIGTERM, 10 s later SIGKILL.
-// Reaps it with its rusage.
-ChildResult waitChild(Child& c, std::chrono::seconds timeout) {
-  const pid_t pid = c.pid;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  bool timed_out = false;
-  std::thread watchdog([&] {
-    std::unique_lock lock(mu);
-    if (cv.wait_for(lock, timeout, [&] { return done; })) return;
-    timed_out = true;
-    kill(-pid, SIGTERM);
-    if (cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; })) return;
-    kill(-pid, SIGKILL);
-  });
-  // Wait without reaping, so the watchdog never signals a recycled pid.
-  siginfo_t info{};
-  while (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
-  }
-  ChildResult res;
-  res.seconds = secondsSince(c.t0);
-  {
-    std::lock_guard lock(mu);
-    done = true;
-  }
-  cv.notify_all();
-  watchdog.join();
-  int status = 0;
-  struct rusage ru {};
-  while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
-  }
-  c.pid = -1;
-  c.follower.reset();
-  res.timed_out = timed_out;
-  if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
-  res.maxrss_kib = ru.ru_maxrss;
-  res.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                    static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-  return res;
-}
-
-Result<ChildResult> runChild(const std::vector<std::string>& argv, const std::string& log_path,
-                             std::chrono::seconds timeout, bool follow_log) {
-  SM_ASSIGN_OR_RETURN(Child c, spawnChild(argv, log_path, follow_log));
-  return waitChild(c, timeout);
-}
-
-std::string readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// The last `n` lines of `text`.
-std::string tailLines(const std::string& text, size_t n) {
-  size_t pos = text.size();
-  if (pos > 0 && text[pos - 1] == '\n') --pos;  // the final newline ends the last line
-  for (size_t i = 0; i < n; ++i) {
-    if (pos == 0) return text;
-    size_t nl = text.rfind('\n', pos - 1);
-    if (nl == std::string::npos) return text;
-    pos = nl;
-  }
-  return text.substr(pos + 1);
-}
-
-Status childStatus(const ChildResult& r, const std::string& what, const std::string& log_path,
-                   int want_exit = 0) {
-  if (!r.timed_out && r.exit_code == want_exit) return Status::ok();
-  std::string why = r.timed_out ? "timed out"
-                    : r.signal  ? "killed by signal " + std::to_string(r.signal)
-                                : "exited with " + std::to_string(r.exit_code);
-  return Status::internal(what + " " + why + "; last output:\n" +
-                          tailLines(readFile(log_path), 30));
-}
-
-// A fresh private directory under the temp directory.
-Result<std::string> makeTempDir(const std::string& prefix) {
-  std::string templ = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  if (mkdtemp(buf.data()) == nullptr) {
-    return Status::internal("mkdtemp " + templ + ": " + std::strerror(errno));
-  }
-  return std::string(buf.data());
-}
 
 // ---------------------------------------------------------------------------------------------
 // Where the time goes: pg_stat_activity samples of the processes doing the work, their CPU from
@@ -336,19 +111,6 @@ std::optional<double> processCpuSeconds(pid_t pid) {
     if (f == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// (busy, total) jiffies of the whole machine, from /proc/stat.
-std::pair<uint64_t, uint64_t> machineJiffies() {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  in >> cpu;
-  uint64_t v = 0, total = 0, idle = 0;
-  for (int i = 0; i < 8 && in >> v; ++i) {
-    total += v;
-    if (i == 3 || i == 4) idle += v;  // idle, iowait
-  }
-  return {total - idle, total};
 }
 
 // One group of server processes to watch: a cluster, and a pg_stat_activity filter.
@@ -973,13 +735,6 @@ WriterStats runWriter(const std::string& dsn, bool tenant42, double per_s, Clock
   return ws;
 }
 
-double percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t idx = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
-  return v[std::min(v.size() - 1, idx == 0 ? 0 : idx - 1)];
-}
-
 // Markers: one tenant-42 row every 200 ms on the source; a poller on the destination notes
 // when each becomes visible. Lag = commit acknowledged at the source -> visible at the
 // destination (polled every 10 ms; both times from this process's steady clock).
@@ -1327,13 +1082,7 @@ int runBench(const Args& args) {
   }
   auto work = makeTempDir("stampmover-bench-cdc");
   if (!work) return fail(work.status());
-  struct RemoveDir {
-    std::string dir;
-    ~RemoveDir() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);  // best effort: a temp directory
-    }
-  } remove_dir{*work};
+  RemoveDir remove_dir{*work};
 
   Bench b;
   b.args = args;

@@ -233,13 +233,7 @@ Status cleanupOurs(const Bench& b, const std::string& state_dir) {
 
 Result<RunResult> runOurs(Bench& b, uint32_t jobs) {
   SM_ASSIGN_OR_RETURN(std::string state_dir, makeTempDir("stampmover-bench-state"));
-  struct RemoveDir {
-    std::string dir;
-    ~RemoveDir() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);  // best effort: a temp directory
-    }
-  } remove_dir{state_dir};
+  RemoveDir remove_dir{state_dir};
   std::string log = state_dir + "/copy.log";
   std::vector<std::string> argv =
       stampmoverArgv(b, state_dir + "/db",
@@ -268,13 +262,7 @@ Result<RunResult> runOurs(Bench& b, uint32_t jobs) {
 // native apply do: a diagnostic row that separates the FK checks' cost from the pipe's.
 Result<RunResult> runPipe(Bench& b, bool no_fk) {
   SM_ASSIGN_OR_RETURN(std::string dir, makeTempDir("stampmover-bench-pipe"));
-  struct RemoveDir {
-    std::string dir;
-    ~RemoveDir() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);  // best effort: a temp directory
-    }
-  } remove_dir{dir};
+  RemoveDir remove_dir{dir};
   std::string psql = shQuote(harness::pgBinDir() + "/psql") + " -X -q -v ON_ERROR_STOP=1";
   std::string script = "set -e\n";
   for (const char* t : kTables) {

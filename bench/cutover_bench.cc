@@ -12,14 +12,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/log.h"
 #include "common/pg.h"
 #include "common/status.h"
@@ -86,59 +83,16 @@ struct Args {
   std::string log_level = "warn";     // Default: "warn" (stampmover's own log lines)
 };
 
+using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
+
 std::atomic<bool> g_cancel{false};
 void onSignal(int) { g_cancel.store(true); }
-
-double secondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void say(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::vfprintf(stdout, fmt, ap);
-  va_end(ap);
-  std::fflush(stdout);
-}
-
-// Nearest rank: with 20 samples, p99 is the largest.
-double percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t idx = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
-  return v[std::min(v.size() - 1, idx == 0 ? 0 : idx - 1)];
-}
 
 double mean(const std::vector<double>& v) {
   if (v.empty()) return 0;
   double s = 0;
   for (double x : v) s += x;
   return s / static_cast<double>(v.size());
-}
-
-// A fresh private directory under the temp directory.
-Result<std::string> makeTempDir(const std::string& prefix) {
-  std::string templ = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  if (mkdtemp(buf.data()) == nullptr) {
-    return Status::internal("mkdtemp " + templ + ": " + std::strerror(errno));
-  }
-  return std::string(buf.data());
-}
-
-// (busy, total) jiffies of the whole machine, from /proc/stat: how contended the cores were.
-std::pair<uint64_t, uint64_t> machineJiffies() {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  in >> cpu;
-  uint64_t v = 0, total = 0, idle = 0;
-  for (int i = 0; i < 8 && in >> v; ++i) {
-    total += v;
-    if (i == 3 || i == 4) idle += v;  // idle, iowait
-  }
-  return {total - idle, total};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,13 +493,7 @@ int runBench(const Args& args) {
   setenv("PGOPTIONS", "-c client_min_messages=warning", 0);
   auto work = makeTempDir("stampmover-bench-cutover");
   if (!work) return fail(work.status());
-  struct RemoveDir {
-    std::string dir;
-    ~RemoveDir() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);  // best effort: a temp directory
-    }
-  } remove_dir{*work};
+  RemoveDir remove_dir{*work};
 
   Bench b;
   b.args = args;

@@ -87,14 +87,6 @@ struct RunResult {
   std::optional<double> cpu_seconds;
 };
 
-struct TempDir {
-  std::string dir;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);  // best effort: a temp directory
-  }
-};
-
 std::vector<std::string> stampmoverArgv(const Bench& b, const std::string& state_dir,
                                         std::vector<std::string> rest) {
   std::vector<std::string> argv = {b.args.stampmover, "--state-dir", state_dir};
@@ -124,7 +116,7 @@ Status seedSource(Bench& b) {
 // The untimed copy of the tenant with `stampmover copy`, then its slot and publication dropped.
 Status copyTenant(Bench& b) {
   SM_ASSIGN_OR_RETURN(std::string dir, makeTempDir("stampmover-vbench-copy"));
-  TempDir remove{dir};
+  RemoveDir remove{dir};
   say("== copying tenant 42 with `stampmover copy` (not timed)\n");
   auto t0 = Clock::now();
   std::string log = dir + "/copy.log";
@@ -188,7 +180,7 @@ Status checkpointBoth(Bench& b) {
 // The whole `stampmover verify` process, with a fresh state directory (no resumed chunks).
 Result<RunResult> runOurs(Bench& b) {
   SM_ASSIGN_OR_RETURN(std::string dir, makeTempDir("stampmover-vbench-verify"));
-  TempDir remove{dir};
+  RemoveDir remove{dir};
   std::string log = dir + "/verify.log";
   std::vector<std::string> rest = {"verify",     "--tenant",  kTenant,   "--source-dsn",
                                    b.src_dsn,    "--dest-dsn", b.dst_dsn, "--progress",
