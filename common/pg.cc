@@ -1,7 +1,11 @@
 // libpq wrapper: see pg.h.
 #include "common/pg.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstring>
+#include <mutex>
+#include <set>
 
 namespace stampmover::common {
 
@@ -94,6 +98,51 @@ static std::string trimmed(const char* msg) {
     if (c == '\n') c = ' ';
   }
   return s;
+}
+
+namespace {
+
+// The label a connection's notices are logged under, as a string that lives as long as the
+// process. libpq copies a connection's notice hooks, argument included, into every PGresult made
+// on it and reports through them too (e.g. PQgetvalue out of range), so a result that outlives
+// its PgConnection would otherwise pass the receiver a freed label. One entry per distinct
+// label; labels name servers and roles ("source stamp 'stamp-a' (replication)"), a small set.
+// Thread-safe.
+const std::string* internedLabel(const std::string& label) {
+  static auto* mu = new std::mutex;                 // never destroyed: no exit-order hazard
+  static auto* labels = new std::set<std::string>;  // never freed: see above
+  std::lock_guard lock(*mu);
+  return &*labels->insert(label).first;
+}
+
+// libpq notice receiver: `arg` is an internedLabel(). Runs on the thread using the connection
+// (or the result); must not throw into libpq.
+void logNotice(void* arg, const PGresult* res) noexcept {
+  try {
+    const auto& label = *static_cast<const std::string*>(arg);
+    const char* severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const std::string_view sev = severity != nullptr ? severity : "";
+    std::string msg = trimmed(PQresultErrorMessage(res));  // "NOTICE:  ... skipping"
+    if (sev == "NOTICE" || sev == "INFO" || sev == "LOG" || sev == "DEBUG") {
+      spdlog::debug("{}: {}", label, msg);
+    } else {
+      spdlog::warn("{}: {}", label, msg);  // WARNING, or a severity we do not know
+    }
+  } catch (...) {
+    // Swallowed: a notice that cannot be logged (out of memory) is not worth failing the query.
+  }
+}
+
+}  // namespace
+
+PgConnection::PgConnection(PgConnHandle conn, std::string label)
+    : conn_(std::move(conn)), label_(std::move(label)) {
+  // Notices sent during the connection handshake (PQconnectdbParams) came before this and went
+  // to libpq's default printer; everything after, on this connection or its results, comes here.
+  if (conn_) {
+    // libpq takes a void*; the receiver only reads the label.
+    PQsetNoticeReceiver(conn_.get(), logNotice, const_cast<std::string*>(internedLabel(label_)));
+  }
 }
 
 Result<PgConnection> PgConnection::connect(

@@ -36,10 +36,15 @@ std::string qualifiedName(std::string_view schema, std::string_view table);
 ErrorClass classifySqlState(std::string_view sqlstate);
 
 // One libpq connection. Not thread-safe: one thread uses a connection at a time.
+//
+// Server notices on the connection (including replication connections) go to the log, not to
+// libpq's default of printing them on stderr: NOTICE, INFO, LOG and DEBUG at debug level,
+// WARNING (and anything unrecognised) at warn, each prefixed with the label, never the DSN.
 class PgConnection {
  public:
   PgConnection() = default;
-  PgConnection(PgConnHandle conn, std::string label) : conn_(std::move(conn)), label_(std::move(label)) {}
+  // Takes ownership of `conn` and routes its notices to the log as described above.
+  PgConnection(PgConnHandle conn, std::string label);
 
   // Connects to `dsn`. `label` names the server in errors ("source stamp 'stamp-a'").
   // Errors: kRetryable when the server cannot be reached; the message never contains the
