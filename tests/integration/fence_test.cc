@@ -56,6 +56,8 @@ TEST(Fence, FencesOnlyTheTenantAndNotApplySessions) {
   EXPECT_EQ(sqlstateOf(app, "INSERT INTO accounts (tenant_id, account_id, name, created_at) VALUES (1, 999999, 'x', now())"), "ok");
   // Moving a row into the fenced tenant is a write of the fenced tenant, too.
   EXPECT_EQ(sqlstateOf(app, "UPDATE accounts SET tenant_id = 42 WHERE tenant_id = 1 AND account_id = 999999"), "fenced");
+  // And moving one out of it (the trigger looks up the old tenant only when it changes).
+  EXPECT_EQ(sqlstateOf(app, "UPDATE accounts SET tenant_id = 1 WHERE tenant_id = 42 AND account_id = 1"), "fenced");
 
   auto applier = connectOrDie(sourceCluster().dsn(db));
   execOrDie(applier, "SET session_replication_role = replica");
