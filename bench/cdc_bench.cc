@@ -1,6 +1,7 @@
 // Catch-up benchmark: live catch-up of one tenant (`stampmover migrate`) against a native
 // subscription with the same row filter, in one run on the same two throwaway clusters. (a) The
-// same backlog, generated while the applier was stopped, is caught up by each; (b) our lag under
+// same backlog, generated in both databases while nothing read either slot, is caught up by
+// each, --repeat times in alternating order (the median run is the result); (b) our lag under
 // a fixed-rate writer, measured by marker rows. Every figure is for a destination whose tenant
 // rows were checked (counts and an md5 over every row) against the source's.
 #include <signal.h>
@@ -86,6 +87,7 @@ struct Args {
   bool skip_native = false;      // Default: false (the native baseline runs)
   uint64_t seed_items = 20'000;  // Default: 20000 order_items of tenant 42 (~61k rows)
   uint32_t max_batch = 0;        // Default: 0 (stampmover's own --max-batch default)
+  uint32_t repeat = 3;           // Default: 3 paired catch-up runs (medians reported)
   std::string stampmover = STAMPMOVER_BIN;  // Default: the binary built beside this benchmark
 };
 
@@ -241,15 +243,16 @@ std::string topStates(const WatchResult& w) {
 // ---------------------------------------------------------------------------------------------
 // Server-side load: the backlog procedure, the steady writer's transaction, marker rows.
 
-// bench_backlog(p_txns, tenant, others): p_txns transactions for the tenant and p_txns for the
+// bench_backlog(p_txns, tenant, others, base): p_txns transactions for the tenant and p_txns for the
 // others (one other tenant per four), alternating, each committed on its own. Four kinds in turn,
 // five row changes each: a new order with 3 items and an event; an update of 5 seeded orders; a
 // multi-row insert of 5 events; deletion of the 3 items and the event of the order three
 // transactions back, and an update of that order. Deterministic (no clock, no random): two
 // databases seeded alike get the same backlog. Counts every row change (ROW_COUNT) per side.
+// Repetitions use disjoint keys: transaction numbers start at `base` (a multiple of 4).
 constexpr const char* kBacklogSql = R"SQL(
 CREATE OR REPLACE PROCEDURE bench_backlog(p_txns bigint, p_tenant bigint, p_others bigint[],
-    INOUT tenant_changes bigint DEFAULT 0, INOUT tenant_txns bigint DEFAULT 0,
+    p_base bigint, INOUT tenant_changes bigint DEFAULT 0, INOUT tenant_txns bigint DEFAULT 0,
     INOUT other_changes bigint DEFAULT 0, INOUT other_txns bigint DEFAULT 0)
 LANGUAGE plpgsql AS $proc$
 DECLARE
@@ -263,7 +266,7 @@ BEGIN
     ord := ord || (SELECT coalesce(max(order_id), 1) FROM orders
                    WHERE tenant_id = ts[pos] AND order_id < 10000000);
   END LOOP;
-  FOR i IN 0 .. p_txns - 1 LOOP
+  FOR i IN p_base .. p_base + p_txns - 1 LOOP
     FOR s IN 0 .. 1 LOOP
       pos := CASE WHEN s = 0 THEN 1 ELSE 2 + ((i / 4) % array_length(p_others, 1))::int END;
       t := ts[pos];
@@ -385,6 +388,14 @@ struct CatchupResult {
   SamplerResult servers;
 };
 
+// One paired run: the same backlog for both, timed one after the other.
+struct Rep {
+  Backlog backlog;
+  CatchupResult ours;
+  std::optional<CatchupResult> native;
+  double ratio() const { return native ? native->seconds / ours.seconds : 0; }
+};
+
 struct SteadyResult {
   double seconds = 0;
   uint64_t txns = 0;
@@ -470,7 +481,7 @@ Status checkPair(Pair& p, const std::string& what) {
   return Status::ok();
 }
 
-Result<Backlog> generateBacklog(Pair& p, uint64_t txns) {
+Result<Backlog> generateBacklog(Pair& p, uint64_t txns, uint64_t base) {
   Backlog out;
   SM_RETURN_IF_ERROR(p.src.exec(
       "SET statement_timeout = '" +
@@ -479,7 +490,8 @@ Result<Backlog> generateBacklog(Pair& p, uint64_t txns) {
   SM_ASSIGN_OR_RETURN(auto lsn0, p.src.queryValue("SELECT pg_current_wal_lsn()::text"));
   auto t0 = Clock::now();
   SM_ASSIGN_OR_RETURN(auto r,
-                      p.src.query("CALL bench_backlog($1, 42, '{1,2,3}')", {std::to_string(txns)}));
+                      p.src.query("CALL bench_backlog($1, 42, '{1,2,3}', $2)",
+                                  {std::to_string(txns), std::to_string(base)}));
   out.seconds = secondsSince(t0);
   SM_RETURN_IF_ERROR(p.src.exec("RESET statement_timeout"));
   SM_ASSIGN_OR_RETURN(auto lsn1, p.src.queryValue("SELECT pg_current_wal_lsn()::text"));
@@ -601,6 +613,35 @@ Status waitFor(PgConnection& conn, const std::string& sql, std::chrono::millisec
   }
 }
 
+Status disableNative(Bench& b);
+
+// Moves the database's (inactive) logical slot to the current end of WAL, untimed: it then
+// never decodes the other database's backlog (each side reads only its own, as in production
+// a slot reads its own database's tenants). Safe for ours: nothing of its database was written
+// since its run ended, and it resumes from its origin, which a slot never goes behind.
+Status skipOtherWal(Pair& p, const std::string& like) {
+  const std::string sel = "FROM pg_replication_slots WHERE database = current_database() AND "
+                          "slot_type = 'logical' AND slot_name LIKE '" + like + "'";
+  SM_RETURN_IF_ERROR(waitFor(p.src, "SELECT coalesce(bool_and(NOT active), true) " + sel,
+                             std::chrono::milliseconds(50),
+                             std::chrono::duration_cast<std::chrono::seconds>(kSettleTimeout),
+                             "slot inactive before skipping the other database's WAL"));
+  // The restart point follows only at a running-xacts record (logged by CHECKPOINT) that the
+  // slot has decoded and confirmed: advance, log one, advance over it, twice, or the timed run
+  // would still decode the other backlog from the old restart point.
+  for (int i = 0; i < 3; ++i) {
+    SM_RETURN_IF_ERROR(
+        p.src.exec("SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn()) " + sel)
+            .withContext("advance the slot past the other database's backlog"));
+    if (i < 2) SM_RETURN_IF_ERROR(p.src.exec("CHECKPOINT"));
+  }
+  SM_ASSIGN_OR_RETURN(auto gap, p.src.queryValue("SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), "
+                                                 "restart_lsn))::bigint " + sel));
+  say("   (slot moved past the other database's WAL, untimed; restart point %s behind)\n",
+      humanBytes(static_cast<double>(std::stoll(gap.value_or("0")))).c_str());
+  return Status::ok();
+}
+
 // Publication with the same row filter as ours, subscription with its initial copy, synced, then
 // disabled: its slot waits, as ours does, while the backlog is made.
 Status setupNative(Bench& b) {
@@ -624,6 +665,12 @@ Status setupNative(Bench& b) {
                              "native initial sync (all tables 'r')"));
   say("   native subscription synced in %.1f s (untimed)\n", secondsSince(t0));
   SM_RETURN_IF_ERROR(checkPair(p, "native after the initial sync"));
+  return disableNative(b);
+}
+
+// DISABLE, then wait until nothing reads the slot: its WAL waits, as ours does, for the backlog.
+Status disableNative(Bench& b) {
+  Pair& p = b.native;
   SM_RETURN_IF_ERROR(p.dst.exec("ALTER SUBSCRIPTION bench_sub DISABLE"));
   // The apply worker exits and the slot becomes inactive: nothing reads the WAL from here on.
   SM_RETURN_IF_ERROR(waitFor(p.dst,
@@ -657,6 +704,7 @@ Result<CatchupResult> timeNative(Bench& b, const std::string& target_lsn) {
   ServerSampler sampler(benchDsn(b.src_cluster->dsn()), benchDsn(b.dst_cluster->dsn()), p.db,
                         nativeWatches());
   auto t0 = Clock::now();
+  b.native_created = t0;  // the launcher's retry interval counts from the last worker start
   SM_RETURN_IF_ERROR(p.dst.exec("ALTER SUBSCRIPTION bench_sub ENABLE"));
   auto last_report = Clock::now();
   for (;;) {
@@ -955,11 +1003,36 @@ void printServers(const char* method, const CatchupResult& r) {
   }
 }
 
-void printResults(const Bench& b, const Backlog& backlog, const CatchupResult& ours,
-                  const std::optional<CatchupResult>& native,
+void printResults(const Bench& b, const std::vector<Rep>& reps,
                   const std::optional<Status>& native_failed, const SteadyResult* steady,
                   const std::optional<Status>& steady_failed) {
+  // The run with the median ratio (or median time of ours, without native) stands for all.
+  std::vector<size_t> order(reps.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+    return reps[x].native && reps[y].native ? reps[x].ratio() < reps[y].ratio()
+                                            : reps[x].ours.seconds > reps[y].ours.seconds;
+  });
+  const Rep& med = reps[order[(order.size() - 1) / 2]];  // the lower middle of an even count
+  const Backlog& backlog = med.backlog;
+  const CatchupResult& ours = med.ours;
+  const std::optional<CatchupResult>& native = med.native;
   const double changes = static_cast<double>(backlog.tenant_changes);
+  if (reps.size() > 1) {
+    say("\n== (a) backlog catch-up, every run (same backlog for both within a run; the table "
+        "below is the median run by ratio)\n");
+    say("   %-5s %12s %12s %12s %8s\n", "run", "ours s", "native s", "ours/native", "order");
+    for (size_t i = 0; i < reps.size(); ++i) {
+      const Rep& r = reps[i];
+      char nat[32] = "-", rat[32] = "-";
+      if (r.native) {
+        std::snprintf(nat, sizeof nat, "%.2f", r.native->seconds);
+        std::snprintf(rat, sizeof rat, "%.2fx", r.ratio());
+      }
+      say("   %-5zu %12.2f %12s %12s %8s\n", i + 1, r.ours.seconds, nat, rat,
+          i % 2 == 0 ? "ours 1st" : "native 1st");
+    }
+  }
   say("\n== (a) backlog catch-up: the same backlog for both, made while the applier was stopped\n");
   say("   backlog: tenant 42: %s row changes in %s transactions (+ %s changes in %s transactions "
       "of tenants 1-3, dropped by the row filter), %s of WAL\n",
@@ -1039,7 +1112,8 @@ void printResults(const Bench& b, const Backlog& backlog, const CatchupResult& o
   say("\n== targets\n");
   if (native) {
     double ratio = native->seconds / ours.seconds;
-    say("   ours/native changes/s: %.2f (target >= 1.5: %s)\n", ratio,
+    say("   ours/native changes/s: %.2f%s (target >= 1.5: %s)\n", ratio,
+        reps.size() > 1 ? (", median of " + std::to_string(reps.size()) + " runs").c_str() : "",
         ratio >= 1.5 ? "met" : "MISSED");
   } else {
     say("   ours/native changes/s: n/a (native %s)\n", native_failed ? "failed" : "skipped");
@@ -1112,62 +1186,79 @@ int runBench(const Args& args) {
   say("   seeded in %.1f s\n", secondsSince(t_seed));
 
   const uint64_t txns = (args.changes + kChangesPerTxn - 1) / kChangesPerTxn;
+  const uint64_t stride = (txns + 3) / 4 * 4;  // repetitions use disjoint transaction numbers
+  if (stride * args.repeat >= 10'000'000) {
+    return fail(Status::refused("--changes x --repeat is too large (keys would collide)"));
+  }
 
-  // (a) ours: copy and catch up, stop, make the backlog, time the catch-up.
+  // Both set up first; before each side's backlog, its slot skips (untimed) the other's WAL.
   say("== ours: `stampmover migrate --until-caught-up` (copy + first catch-up, untimed)\n");
   if (Status st = initialOurs(b); !st.isOk()) return fail(st);
-  say("== ours: backlog of %s transactions per side while stampmover is not running\n",
-      withCommas(txns).c_str());
-  auto backlog = generateBacklog(b.ours, txns);
-  if (!backlog) return fail(backlog.status());
-  say("== ours: timing `stampmover migrate --until-caught-up` on the backlog\n");
-  auto ours = timeOurs(b);
-  if (!ours) return fail(ours.status().withContext("ours"));
-  say("   %.2f s, %s tenant changes/s, peak RSS %ld MiB\n", ours->seconds,
-      fmtRate(static_cast<double>(backlog->tenant_changes) / ours->seconds).c_str(),
-      ours->maxrss_kib.value_or(0) / 1024);
-  if (Status st = checkPair(b.ours, "ours after the backlog"); !st.isOk()) return fail(st);
-
-  // (a) native: set up after ours' run, so neither decodes the other's backlog.
-  std::optional<CatchupResult> native;
   std::optional<Status> native_failed;
   if (!args.skip_native) {
     say("== native: publication (same row filter), subscription (copy_data = true), synced, "
         "disabled\n");
-    Status st = setupNative(b);
-    std::optional<Backlog> nb;
-    if (st.isOk()) {
-      say("== native: the same backlog while the subscription is disabled\n");
-      auto r = generateBacklog(b.native, txns);
-      if (!r) {
-        st = r.status();
-      } else if (r->tenant_changes != backlog->tenant_changes ||
-                 r->tenant_txns != backlog->tenant_txns ||
-                 r->other_changes != backlog->other_changes) {
-        st = Status::internal("the two backlogs differ: " + std::to_string(r->tenant_changes) +
-                              " vs " + std::to_string(backlog->tenant_changes) + " tenant changes");
-      } else {
-        nb = *r;
-      }
-    }
-    if (st.isOk()) {
-      say("== native: timing ALTER SUBSCRIPTION ENABLE until caught up\n");
-      auto r = timeNative(b, nb->end_lsn);
-      if (r) {
-        say("   %.2f s, %s tenant changes/s\n", r->seconds,
-            fmtRate(static_cast<double>(nb->tenant_changes) / r->seconds).c_str());
-        st = checkPair(b.native, "native after the backlog");
-        if (st.isOk()) native = *r;
-      } else {
-        st = r.status();
-      }
-    }
-    if (!st.isOk()) {
+    if (Status st = setupNative(b); !st.isOk()) {
       say("   native FAILED: %s\n", st.message().c_str());
       native_failed = st;
     }
-    cleanupNative(b);  // also on success: the steady phase runs without a second slot
   }
+
+  std::vector<Rep> reps;
+  for (uint32_t r = 0; r < args.repeat; ++r) {
+    Rep rep;
+    std::optional<Backlog> native_backlog;
+    const uint64_t base = stride * r;
+    auto runOurs = [&]() -> Status {
+      if (!args.skip_native) SM_RETURN_IF_ERROR(skipOtherWal(b.ours, "stampmover%"));
+      say("== run %u of %u, ours: backlog of %s transactions per side while stampmover is not "
+          "running\n", r + 1, args.repeat, withCommas(txns).c_str());
+      SM_ASSIGN_OR_RETURN(rep.backlog, generateBacklog(b.ours, txns, base));
+      say("== run %u, ours: timing `stampmover migrate --until-caught-up` on the backlog\n", r + 1);
+      auto ours = timeOurs(b);
+      if (!ours) return ours.status().withContext("ours");
+      say("   %.2f s, %s tenant changes/s, peak RSS %ld MiB\n", ours->seconds,
+          fmtRate(static_cast<double>(rep.backlog.tenant_changes) / ours->seconds).c_str(),
+          ours->maxrss_kib.value_or(0) / 1024);
+      rep.ours = *ours;
+      return checkPair(b.ours, "ours after the backlog");
+    };
+    auto runNative = [&]() -> Status {
+      SM_RETURN_IF_ERROR(skipOtherWal(b.native, "bench_sub"));
+      say("== run %u of %u, native: the same backlog while the subscription is disabled\n", r + 1,
+          args.repeat);
+      SM_ASSIGN_OR_RETURN(Backlog nb, generateBacklog(b.native, txns, base));
+      say("== run %u, native: timing ALTER SUBSCRIPTION ENABLE until caught up\n", r + 1);
+      SM_ASSIGN_OR_RETURN(CatchupResult n, timeNative(b, nb.end_lsn));
+      say("   %.2f s, %s tenant changes/s\n", n.seconds,
+          fmtRate(static_cast<double>(nb.tenant_changes) / n.seconds).c_str());
+      SM_RETURN_IF_ERROR(checkPair(b.native, "native after the backlog"));
+      native_backlog = nb;
+      rep.native = n;
+      return disableNative(b);
+    };
+    auto native = [&] {
+      if (native_failed) return;
+      if (Status st = runNative(); !st.isOk()) {
+        say("   native FAILED: %s\n", st.message().c_str());
+        native_failed = st;
+        rep.native.reset();
+      }
+    };
+    // Alternating order, so that a drift of the machine's speed does not favour one side.
+    if (r % 2 == 1) native();
+    if (Status st = runOurs(); !st.isOk()) return fail(st);
+    if (r % 2 == 0) native();
+    if (native_backlog && (native_backlog->tenant_changes != rep.backlog.tenant_changes ||
+                           native_backlog->tenant_txns != rep.backlog.tenant_txns ||
+                           native_backlog->other_changes != rep.backlog.other_changes)) {
+      return fail(Status::internal("the two backlogs differ: " +
+                                   std::to_string(native_backlog->tenant_changes) + " vs " +
+                                   std::to_string(rep.backlog.tenant_changes) + " tenant changes"));
+    }
+    reps.push_back(std::move(rep));
+  }
+  if (!args.skip_native) cleanupNative(b);  // the steady phase runs without a second slot
 
   // (b) steady lag.
   say("== ours: steady lag, %u tx/s for %u s with `stampmover migrate` following\n", args.rate,
@@ -1179,8 +1270,7 @@ int runBench(const Args& args) {
     steady_failed = steady.status();
   }
 
-  printResults(b, *backlog, *ours, native, native_failed, steady ? &*steady : nullptr,
-               steady_failed);
+  printResults(b, reps, native_failed, steady ? &*steady : nullptr, steady_failed);
 
   // The migration's slot and publication, and its local state.
   std::string clean_log = *work + "/cleanup.log";
@@ -1218,6 +1308,11 @@ int main(int argc, char** argv) {
   app.add_option("--seed-items", args.seed_items,
                  "Tenant 42's seeded order_items before the copy (about 3x that in all)")
       ->capture_default_str();
+  app.add_option("--repeat", args.repeat,
+                 "Paired catch-up runs (each: a fresh backlog for both, ours and native timed in "
+                 "alternating order); the median ratio is the result")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 5));
   app.add_option("--max-batch", args.max_batch,
                  "Pass --max-batch to stampmover migrate (0 = its default)")
       ->capture_default_str();
