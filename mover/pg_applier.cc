@@ -159,8 +159,8 @@ Status PgApplier::fail(Status st) {
   return failed_;
 }
 
-Result<std::optional<std::string>> PgApplier::queryOutsidePipeline(
-    const std::string& sql, const std::vector<PgParam>& params) {
+template <typename Query>
+auto PgApplier::outsidePipeline(Query&& query) -> decltype(query()) {
   if (!failed_.isOk()) return failed_;
   bool in_pipeline = PQpipelineStatus(dst_.raw()) != PQ_PIPELINE_OFF;
   if (in_pipeline) {
@@ -169,11 +169,16 @@ Result<std::optional<std::string>> PgApplier::queryOutsidePipeline(
       return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
     }
   }
-  auto v = dst_.queryValue(sql, params);
+  auto v = query();
   if (in_pipeline && PQenterPipelineMode(dst_.raw()) != 1) {
     return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
   }
   return v;
+}
+
+Result<std::optional<std::string>> PgApplier::queryOutsidePipeline(
+    const std::string& sql, const std::vector<PgParam>& params) {
+  return outsidePipeline([&] { return dst_.queryValue(sql, params); });
 }
 
 Result<Lsn> PgApplier::originProgress() {
@@ -541,17 +546,15 @@ Status PgApplier::describeGrouping(RelState& state) {
   // Anything that makes the order of rows matter besides the primary key: another unique
   // index, an exclusion constraint (then the table goes row by row); a trigger or rule that
   // fires in replica sessions (may read other tables: everything before goes out first).
-  if (PQexitPipelineMode(dst_.raw()) != 1)
-    return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
-  auto hazards = dst_.query(
-      "SELECT (SELECT count(*) FROM pg_index WHERE indrelid = $1::oid AND indisunique AND NOT "
-      "indisprimary) + (SELECT count(*) FROM pg_constraint WHERE conrelid = $1::oid AND contype "
-      "= 'x'), (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal "
-      "AND tgenabled IN ('A', 'R')) + (SELECT count(*) FROM pg_rewrite WHERE ev_class = $1::oid "
-      "AND rulename <> '_RETURN' AND ev_enabled IN ('A', 'R'))",
-      {oid});
-  if (PQenterPipelineMode(dst_.raw()) != 1)
-    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
+  auto hazards = outsidePipeline([&] {
+    return dst_.query(
+        "SELECT (SELECT count(*) FROM pg_index WHERE indrelid = $1::oid AND indisunique AND NOT "
+        "indisprimary) + (SELECT count(*) FROM pg_constraint WHERE conrelid = $1::oid AND "
+        "contype = 'x'), (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::oid AND NOT "
+        "tgisinternal AND tgenabled IN ('A', 'R')) + (SELECT count(*) FROM pg_rewrite WHERE "
+        "ev_class = $1::oid AND rulename <> '_RETURN' AND ev_enabled IN ('A', 'R'))",
+        {oid});
+  });
   if (!hazards) return hazards.status();
   state.barrier = common::cell(*hazards, 0, 1) != "0";
   if (common::cell(*hazards, 0, 0) != "0" || state.barrier) return Status::ok();
@@ -560,17 +563,15 @@ Status PgApplier::describeGrouping(RelState& state) {
   // other type (arrays, enums, composites, domains, ranges) travels as text[] and each element
   // is cast, which runs the type's input function exactly as a text parameter would. Type names
   // without typmod: an explicit cast to varchar(n) would truncate where an insert fails.
-  if (PQexitPipelineMode(dst_.raw()) != 1)
-    return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
-  auto cols = dst_.query(
-      "SELECT a.attname, format_type(a.atttypid, -1), (t.oid < 16384 AND t.typtype = 'b' AND "
-      "t.typcategory <> 'A' AND t.typdelim = ','), a.atttypid, coalesce(co.collisdeterministic, "
-      "true) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation co "
-      "ON co.oid = a.attcollation WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
-      "a.attisdropped",
-      {oid});
-  if (PQenterPipelineMode(dst_.raw()) != 1)
-    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
+  auto cols = outsidePipeline([&] {
+    return dst_.query(
+        "SELECT a.attname, format_type(a.atttypid, -1), (t.oid < 16384 AND t.typtype = 'b' AND "
+        "t.typcategory <> 'A' AND t.typdelim = ','), a.atttypid, "
+        "coalesce(co.collisdeterministic, true) FROM pg_attribute a JOIN pg_type t ON t.oid = "
+        "a.atttypid LEFT JOIN pg_collation co ON co.oid = a.attcollation WHERE a.attrelid = "
+        "$1::oid AND a.attnum > 0 AND NOT a.attisdropped",
+        {oid});
+  });
   if (!cols) return cols.status();
   struct DestCol {
     std::string type;
@@ -1012,11 +1013,13 @@ void PgApplier::touch(const RelState& rs, const std::vector<PgParam>& pk) {
   if (!options_.track_touched || touched_.overflowed) return;
   auto& table = touched_.keys[rs.rel->key()];
   if (!table.try_emplace(encodeKey(pk), pk).second) return;  // touched before
-  if (++touched_.count > options_.touched_cap) {
-    touched_.overflowed = true;
-    touched_.keys.clear();
-    touched_.count = 0;
-  }
+  if (++touched_.count > options_.touched_cap) overflowTouched();
+}
+
+void PgApplier::overflowTouched() {
+  touched_.overflowed = true;
+  touched_.keys.clear();
+  touched_.count = 0;
 }
 
 TouchedKeys PgApplier::takeTouched() {
@@ -1029,23 +1032,14 @@ void PgApplier::restoreTouched(TouchedKeys keys) {
   for (const auto& [table, whole] : keys.whole_table) {
     if (whole) touched_.whole_table[table] = true;
   }
-  if (keys.overflowed) touched_.overflowed = true;
-  if (touched_.overflowed) {
-    touched_.keys.clear();
-    touched_.count = 0;
-    return;
-  }
+  if (keys.overflowed || touched_.overflowed) return overflowTouched();
   for (auto& [table, entries] : keys.keys) {
     auto& mine = touched_.keys[table];
     for (auto& [encoded, pk] : entries) {
       if (mine.try_emplace(encoded, std::move(pk)).second) touched_.count++;
     }
   }
-  if (touched_.count > options_.touched_cap) {
-    touched_.overflowed = true;
-    touched_.keys.clear();
-    touched_.count = 0;
-  }
+  if (touched_.count > options_.touched_cap) overflowTouched();
 }
 
 const TableInfo* PgApplier::destTable(const std::string& key) const {

@@ -208,6 +208,10 @@ class PgApplier final : public ChangeSink {
   common::Status send(const std::string& stmt, const std::vector<common::PgParam>& params,
                       Pending pending);
   common::Status prepare(const std::string& name, const std::string& sql);
+  // Runs `query` (a synchronous query on dst_) outside pipeline mode: drains the pipeline,
+  // leaves it, and enters it again afterwards.
+  template <typename Query>
+  auto outsidePipeline(Query&& query) -> decltype(query());
   // Runs a synchronous query on the destination outside pipeline mode (draining it first).
   common::Result<std::optional<std::string>> queryOutsidePipeline(
       const std::string& sql, const std::vector<common::PgParam>& params);
@@ -266,6 +270,8 @@ class PgApplier final : public ChangeSink {
   common::Lsn conflict_through_;
   TouchedKeys touched_;
   void touch(const RelState& rel, const std::vector<common::PgParam>& pk);
+  // Too many keys to hold: keep only the flag (the window compares whole tables).
+  void overflowTouched();
 };
 
 }  // namespace stampmover::mover

@@ -117,6 +117,29 @@ Result<std::vector<std::pair<int64_t, std::string>>> fetchByOrdinal(PgConnection
   return out;
 }
 
+enum class Difference { kMissing, kExtra, kDifferent };  // on the destination
+
+// Walks source rows `a` and destination rows `b`, both (key, row text) ordered by key, and calls
+// `on(key, difference)` for each key one side lacks or whose rows differ, while it returns true.
+template <typename Key, typename On>
+void forEachDifference(const std::vector<std::pair<Key, std::string>>& a,
+                       const std::vector<std::pair<Key, std::string>>& b, On&& on) {
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    bool go = true;
+    if (j >= b.size() || (i < a.size() && a[i].first < b[j].first)) {
+      go = on(a[i++].first, Difference::kMissing);
+    } else if (i >= a.size() || b[j].first < a[i].first) {
+      go = on(b[j++].first, Difference::kExtra);
+    } else {
+      if (a[i].second != b[j].second) go = on(a[i].first, Difference::kDifferent);
+      ++i;
+      ++j;
+    }
+    if (!go) return;
+  }
+}
+
 Result<std::vector<std::string>> tableDigest(PgConnection& c, const mover::TableInfo& t,
                                             const std::string& tenant) {
   std::string order;
@@ -160,21 +183,13 @@ Result<std::vector<std::string>> recheckTouchedRows(PgConnection& src, PgConnect
                   keys.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
                   msSince(t1));
     *rows_checked += keys.size();
-    size_t i = 0, j = 0;
-    while (i < a.size() || j < b.size()) {
-      if (j >= b.size() || (i < a.size() && a[i].first < b[j].first)) {
-        diffs.push_back(t.key() + " (" + a[i].first + "): missing on the destination");
-        ++i;
-      } else if (i >= a.size() || b[j].first < a[i].first) {
-        diffs.push_back(t.key() + " (" + b[j].first + "): extra on the destination");
-        ++j;
-      } else {
-        if (a[i].second != b[j].second) diffs.push_back(t.key() + " (" + a[i].first + "): different");
-        ++i;
-        ++j;
-      }
-      if (diffs.size() > 20) return diffs;
-    }
+    static const char* const kWhat[] = {"missing on the destination", "extra on the destination",
+                                         "different"};
+    forEachDifference(a, b, [&](const std::string& pk, Difference d) {
+      diffs.push_back(t.key() + " (" + pk + "): " + kWhat[static_cast<int>(d)]);
+      return diffs.size() <= 20;
+    });
+    if (diffs.size() > 20) return diffs;
   }
   return diffs;
 }
@@ -208,23 +223,11 @@ Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
       for (size_t i = 0; i < n; ++i) keys.push_back(&all[from + i]->second);
       SM_ASSIGN_OR_RETURN(auto a, fetchByOrdinal(src, *t, keys, tenant));
       SM_ASSIGN_OR_RETURN(auto b, fetchByOrdinal(dst, *t, keys, tenant));
-      // Both ordered by ordinal: a key differs when one side lacks it or the rows differ.
-      size_t i = 0, j = 0;
-      auto keep = [&](int64_t ord) {
+      forEachDifference(a, b, [&](int64_t ord, Difference) {
         const auto* e = all[from + static_cast<size_t>(ord)];
         kept.keys[table].emplace(e->first, e->second);
-      };
-      while (i < a.size() || j < b.size()) {
-        if (j >= b.size() || (i < a.size() && a[i].first < b[j].first)) {
-          keep(a[i++].first);
-        } else if (i >= a.size() || b[j].first < a[i].first) {
-          keep(b[j++].first);
-        } else {
-          if (a[i].second != b[j].second) keep(a[i].first);
-          ++i;
-          ++j;
-        }
-      }
+        return true;
+      });
       stats->checked += n;
     }
   }
