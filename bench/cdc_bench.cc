@@ -89,6 +89,7 @@ struct Args {
   uint32_t max_batch = 0;        // Default: 0 (stampmover's own --max-batch default)
   uint32_t repeat = 3;           // Default: 3 paired catch-up runs (medians reported)
   std::string stampmover = STAMPMOVER_BIN;  // Default: the binary built beside this benchmark
+  std::string compare;           // Default: none (the native baseline); else a second stampmover
 };
 
 using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
@@ -517,10 +518,25 @@ Status checkpointBoth(Pair& p) {
   return p.dst.exec("CHECKPOINT");
 }
 
-std::vector<std::string> migrateArgv(const Bench& b, bool until_caught_up) {
+// Who migrates: ours is `--stampmover` on app_ours; with --compare, the second build migrates
+// app_native (which then has no subscription) with its own state directory.
+struct Side {
+  std::string binary;
+  Pair* pair = nullptr;
+  std::string state_dir;
+  std::string log_prefix;  // log file names in the work directory
+};
+
+Side oursSide(Bench& b) { return {b.args.stampmover, &b.ours, b.state_dir, "migrate"}; }
+Side compareSide(Bench& b) {
+  return {b.args.compare, &b.native, b.state_dir + "-compare", "compare"};
+}
+
+std::vector<std::string> migrateArgv(const Bench& b, bool until_caught_up, const Side& side) {
   std::vector<std::string> argv = {
-      b.args.stampmover, "--state-dir",  b.state_dir,  "migrate",      "--tenant",   kTenant,
-      "--source-dsn",    b.ours.src_dsn, "--dest-dsn", b.ours.dst_dsn, "--progress", "log"};
+      side.binary,    "--state-dir", side.state_dir, "migrate",    "--tenant",
+      kTenant,        "--source-dsn", side.pair->src_dsn, "--dest-dsn", side.pair->dst_dsn,
+      "--progress",   "log"};
   if (until_caught_up) argv.push_back("--until-caught-up");
   if (b.args.max_batch > 0) {
     argv.push_back("--max-batch");
@@ -541,21 +557,23 @@ std::vector<Watch> nativeWatches() {
 }
 
 // Copy and first catch-up: leaves the slot and the migration's state for the timed run.
-Status initialOurs(Bench& b) {
-  std::string log = b.work_dir + "/migrate-initial.log";
+Status initialOurs(Bench& b, const Side& side) {
+  std::string log = b.work_dir + "/" + side.log_prefix + "-initial.log";
   auto t0 = Clock::now();
-  SM_ASSIGN_OR_RETURN(ChildResult r, runChild(migrateArgv(b, true), log, kChildTimeout, false));
+  SM_ASSIGN_OR_RETURN(ChildResult r,
+                      runChild(migrateArgv(b, true, side), log, kChildTimeout, false));
   SM_RETURN_IF_ERROR(childStatus(r, "stampmover migrate (copy + first catch-up)", log));
   say("   copied and caught up in %.1f s (untimed)\n", secondsSince(t0));
-  return checkPair(b.ours, "ours after the copy");
+  return checkPair(*side.pair, side.log_prefix + " after the copy");
 }
 
-Result<CatchupResult> timeOurs(Bench& b) {
-  SM_RETURN_IF_ERROR(checkpointBoth(b.ours));
-  std::string log = b.work_dir + "/migrate-backlog.log";
-  ServerSampler sampler(benchDsn(b.src_cluster->dsn()), benchDsn(b.dst_cluster->dsn()), b.ours.db,
+Result<CatchupResult> timeOurs(Bench& b, const Side& side) {
+  Pair& pair = *side.pair;
+  SM_RETURN_IF_ERROR(checkpointBoth(pair));
+  std::string log = b.work_dir + "/" + side.log_prefix + "-backlog.log";
+  ServerSampler sampler(benchDsn(b.src_cluster->dsn()), benchDsn(b.dst_cluster->dsn()), pair.db,
                         oursWatches());
-  auto r = runChild(migrateArgv(b, true), log, kChildTimeout, true);
+  auto r = runChild(migrateArgv(b, true, side), log, kChildTimeout, true);
   CatchupResult out;
   out.servers = sampler.stop();
   if (!r) return r.status();
@@ -894,7 +912,7 @@ ChildResult stopMigrate(Child& c) {
 Result<SteadyResult> runSteady(Bench& b) {
   SteadyResult out;
   std::string log = b.work_dir + "/migrate-steady.log";
-  SM_ASSIGN_OR_RETURN(Child child, spawnChild(migrateArgv(b, false), log, true));
+  SM_ASSIGN_OR_RETURN(Child child, spawnChild(migrateArgv(b, false, oursSide(b)), log, true));
   // Every return path below stops the child by its pid.
   struct Stopper {
     Child& c;
@@ -1001,6 +1019,41 @@ void printServers(const char* method, const CatchupResult& r) {
     say("   %-7s %-28s CPU %6.1f s   samples: %s\n", method, w.name.c_str(), w.cpu_seconds,
         topStates(w).c_str());
   }
+}
+
+// --compare: both builds per run on the same backlog; the ratio is compare s / ours s (above 1:
+// `--stampmover` is faster). The median run by ratio stands for all.
+void printCompare(const Bench& b, const std::vector<Rep>& reps) {
+  say("\n== (a) backlog catch-up, A/B: ours = %s, compare = %s (same backlog within a run, "
+      "alternating order)\n",
+      b.args.stampmover.c_str(), b.args.compare.c_str());
+  say("   %-4s %8s %8s %8s   %-26s %-26s %-18s\n", "run", "ours s", "comp s", "comp/ours",
+      "walsender CPU ours/comp", "dest CPU ours/comp", "client CPU ours/comp");
+  std::vector<double> ratios;
+  for (size_t i = 0; i < reps.size(); ++i) {
+    const Rep& r = reps[i];
+    if (!r.native) continue;
+    auto cpu = [](const CatchupResult& c, size_t w) {
+      return w < c.servers.watches.size() ? c.servers.watches[w].cpu_seconds : 0.0;
+    };
+    char ws[40], ds[40], cs[40];
+    std::snprintf(ws, sizeof ws, "%.2f / %.2f", cpu(r.ours, 0), cpu(*r.native, 0));
+    std::snprintf(ds, sizeof ds, "%.2f / %.2f", cpu(r.ours, 1), cpu(*r.native, 1));
+    std::snprintf(cs, sizeof cs, "%.2f / %.2f", r.ours.cpu_seconds.value_or(0),
+                  r.native->cpu_seconds.value_or(0));
+    say("   %-4zu %8.2f %8.2f %8.2fx   %-26s %-26s %-18s %s\n", i + 1, r.ours.seconds,
+        r.native->seconds, r.ratio(), ws, ds, cs, i % 2 == 0 ? "ours 1st" : "comp 1st");
+    ratios.push_back(r.ratio());
+  }
+  if (ratios.empty()) {
+    say("   no complete run\n");
+    return;
+  }
+  std::sort(ratios.begin(), ratios.end());
+  double sum = 0;
+  for (double x : ratios) sum += x;
+  say("   comp/ours: median %.3fx, mean %.3fx over %zu runs (above 1: ours is faster)\n",
+      ratios[(ratios.size() - 1) / 2], sum / static_cast<double>(ratios.size()), ratios.size());
 }
 
 void printResults(const Bench& b, const std::vector<Rep>& reps,
@@ -1154,6 +1207,9 @@ int runBench(const Args& args) {
     return fail(Status::refused("stampmover binary '" + args.stampmover +
                                 "' is not executable (build it, or pass --stampmover)"));
   }
+  if (!args.compare.empty() && access(args.compare.c_str(), X_OK) != 0) {
+    return fail(Status::refused("--compare binary '" + args.compare + "' is not executable"));
+  }
   auto work = makeTempDir("stampmover-bench-cdc");
   if (!work) return fail(work.status());
   RemoveDir remove_dir{*work};
@@ -1179,8 +1235,10 @@ int runBench(const Args& args) {
       kOursDb, kNativeDb, withCommas(args.seed_items).c_str(),
       withCommas(harness::seededTenantRows(args.seed_items)).c_str());
   auto t_seed = Clock::now();
+  const bool compare = !args.compare.empty();
+  const bool second = !args.skip_native || compare;  // app_native is used
   if (Status st = openPair(b, b.ours, kOursDb); !st.isOk()) return fail(st);
-  if (!args.skip_native) {
+  if (second) {
     if (Status st = openPair(b, b.native, kNativeDb); !st.isOk()) return fail(st);
   }
   say("   seeded in %.1f s\n", secondsSince(t_seed));
@@ -1193,9 +1251,14 @@ int runBench(const Args& args) {
 
   // Both set up first; before each side's backlog, its slot skips (untimed) the other's WAL.
   say("== ours: `stampmover migrate --until-caught-up` (copy + first catch-up, untimed)\n");
-  if (Status st = initialOurs(b); !st.isOk()) return fail(st);
+  if (Status st = initialOurs(b, oursSide(b)); !st.isOk()) return fail(st);
+  if (compare) {
+    say("== compare: `%s migrate --until-caught-up` on %s (copy + first catch-up, untimed)\n",
+        args.compare.c_str(), kNativeDb);
+    if (Status st = initialOurs(b, compareSide(b)); !st.isOk()) return fail(st);
+  }
   std::optional<Status> native_failed;
-  if (!args.skip_native) {
+  if (!args.skip_native && !compare) {
     say("== native: publication (same row filter), subscription (copy_data = true), synced, "
         "disabled\n");
     if (Status st = setupNative(b); !st.isOk()) {
@@ -1210,12 +1273,12 @@ int runBench(const Args& args) {
     std::optional<Backlog> native_backlog;
     const uint64_t base = stride * r;
     auto runOurs = [&]() -> Status {
-      if (!args.skip_native) SM_RETURN_IF_ERROR(skipOtherWal(b.ours, "stampmover%"));
+      if (second) SM_RETURN_IF_ERROR(skipOtherWal(b.ours, "stampmover%"));
       say("== run %u of %u, ours: backlog of %s transactions per side while stampmover is not "
           "running\n", r + 1, args.repeat, withCommas(txns).c_str());
       SM_ASSIGN_OR_RETURN(rep.backlog, generateBacklog(b.ours, txns, base));
       say("== run %u, ours: timing `stampmover migrate --until-caught-up` on the backlog\n", r + 1);
-      auto ours = timeOurs(b);
+      auto ours = timeOurs(b, oursSide(b));
       if (!ours) return ours.status().withContext("ours");
       say("   %.2f s, %s tenant changes/s, peak RSS %ld MiB\n", ours->seconds,
           fmtRate(static_cast<double>(rep.backlog.tenant_changes) / ours->seconds).c_str(),
@@ -1237,9 +1300,22 @@ int runBench(const Args& args) {
       rep.native = n;
       return disableNative(b);
     };
+    auto runCompare = [&]() -> Status {
+      SM_RETURN_IF_ERROR(skipOtherWal(b.native, "stampmover%"));
+      say("== run %u of %u, compare: the same backlog in %s\n", r + 1, args.repeat, kNativeDb);
+      SM_ASSIGN_OR_RETURN(Backlog nb, generateBacklog(b.native, txns, base));
+      say("== run %u, compare: timing `%s migrate --until-caught-up`\n", r + 1,
+          args.compare.c_str());
+      SM_ASSIGN_OR_RETURN(CatchupResult n, timeOurs(b, compareSide(b)));
+      say("   %.2f s\n", n.seconds);
+      SM_RETURN_IF_ERROR(checkPair(b.native, "compare after the backlog"));
+      native_backlog = nb;
+      rep.native = n;
+      return Status::ok();
+    };
     auto native = [&] {
-      if (native_failed) return;
-      if (Status st = runNative(); !st.isOk()) {
+      if (native_failed || (args.skip_native && !compare)) return;
+      if (Status st = compare ? runCompare() : runNative(); !st.isOk()) {
         say("   native FAILED: %s\n", st.message().c_str());
         native_failed = st;
         rep.native.reset();
@@ -1257,6 +1333,20 @@ int runBench(const Args& args) {
                                    std::to_string(rep.backlog.tenant_changes) + " tenant changes"));
     }
     reps.push_back(std::move(rep));
+  }
+  if (compare) {
+    printCompare(b, reps);
+    for (const Side& side : {oursSide(b), compareSide(b)}) {
+      std::string clean_log = *work + "/" + side.log_prefix + "-cleanup.log";
+      auto clean = runChild({side.binary, "--state-dir", side.state_dir, "cleanup", "--tenant",
+                             kTenant, "--source-dsn", side.pair->src_dsn},
+                            clean_log, std::chrono::seconds(120), false);
+      if (!clean || !childStatus(*clean, "stampmover cleanup", clean_log).isOk()) {
+        say("   (stampmover cleanup failed; the throwaway clusters are removed anyway)\n");
+      }
+    }
+    say("== stopping the clusters\n");
+    return native_failed ? 1 : 0;
   }
   if (!args.skip_native) cleanupNative(b);  // the steady phase runs without a second slot
 
@@ -1305,6 +1395,10 @@ int main(int argc, char** argv) {
   app.add_option("--steady-seconds", args.steady_seconds, "Steady phase: seconds of load")
       ->capture_default_str();
   app.add_flag("--skip-native", args.skip_native, "Skip the native baseline (quick tries)");
+  app.add_option("--compare", args.compare,
+                 "A/B of two builds: time this second stampmover binary instead of the native "
+                 "subscription, on the same backlog in the other database, in alternating order "
+                 "(the steady phase is skipped); prints both, their CPU and the ratio");
   app.add_option("--seed-items", args.seed_items,
                  "Tenant 42's seeded order_items before the copy (about 3x that in all)")
       ->capture_default_str();
