@@ -1,12 +1,6 @@
 // Row digests and the order-independent chunk digest without a server: SHA-256 through EVP,
-// salting, the 256-bit modular sum (order independence, carries, merge), its text form, and
-// (disabled by default) the measurement that chose SHA-256:
-//   ./unit_tests --gtest_also_run_disabled_tests --gtest_filter='*DigestSpeed*'
+// salting, the 256-bit modular sum (order independence, carries, merge) and its text form.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
-
-#include <chrono>
-#include <cstdio>
 
 #include "verify/row_digest.h"
 
@@ -127,43 +121,4 @@ TEST(VerifyDigest, RandomSaltsDiffer) {
   ASSERT_TRUE(b);
   EXPECT_EQ(a->size(), 64u);
   EXPECT_NE(*a, *b);
-}
-
-// The measurement behind the choice of SHA-256 (row_digest.h). Prints per-row and streaming
-// costs of the EVP digests on 1M rows of 100-150 bytes.
-TEST(VerifyDigest, DISABLED_DigestSpeed) {
-  std::vector<std::string> rows;
-  for (int i = 0; i < 1'000'000; ++i)
-    rows.emplace_back(100 + i % 50, static_cast<char>('a' + i % 26));
-  size_t total = 0;
-  for (const auto& r : rows) total += r.size();
-  for (const char* name :
-       {"MD5", "SHA1", "SHA256", "SHA512", "BLAKE2b512", "BLAKE2s256", "SHA3-256"}) {
-    EVP_MD* md = EVP_MD_fetch(nullptr, name, nullptr);
-    ASSERT_NE(md, nullptr) << name;
-    EVP_MD_CTX* base = EVP_MD_CTX_new();
-    EVP_MD_CTX* c = EVP_MD_CTX_new();
-    unsigned char out[64];
-    unsigned int len = 0;
-    auto t0 = std::chrono::steady_clock::now();
-    EVP_DigestInit_ex(c, md, nullptr);
-    for (const auto& r : rows) EVP_DigestUpdate(c, r.data(), r.size());
-    EVP_DigestFinal_ex(c, out, &len);
-    auto t1 = std::chrono::steady_clock::now();
-    EVP_DigestInit_ex(base, md, nullptr);
-    for (const auto& r : rows) {
-      EVP_MD_CTX_copy_ex(c, base);
-      EVP_DigestUpdate(c, r.data(), r.size());
-      EVP_DigestFinal_ex(c, out, &len);
-    }
-    auto t2 = std::chrono::steady_clock::now();
-    double stream = std::chrono::duration<double>(t1 - t0).count();
-    double per_row = std::chrono::duration<double>(t2 - t1).count();
-    std::printf("%-11s streaming %6.0f MB/s, per row %5.0f ns\n", name,
-                static_cast<double>(total) / stream / 1e6,
-                per_row * 1e9 / static_cast<double>(rows.size()));
-    EVP_MD_CTX_free(base);
-    EVP_MD_CTX_free(c);
-    EVP_MD_free(md);
-  }
 }
