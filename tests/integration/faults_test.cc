@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -41,17 +40,6 @@ const std::pair<const char*, const char*> kTables[] = {
     {"documents", "doc_key"},   {"events", "event_id"}, {"scratch", "id"}};
 
 void sleepMs(int64_t ms) { std::this_thread::sleep_for(milliseconds(ms)); }
-
-std::string readWholeFile(const std::string& path) {
-  std::string out;
-  FILE* f = std::fopen(path.c_str(), "r");
-  if (!f) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  std::fclose(f);
-  return out;
-}
 
 std::string tail(const std::string& s, size_t bytes = 3000) {
   return s.size() <= bytes ? s : "..." + s.substr(s.size() - bytes);
@@ -183,7 +171,7 @@ bool waitForLog(const std::string& log_path, const std::vector<std::string>& nee
                 milliseconds timeout) {
   auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until) {
-    std::string text = readWholeFile(log_path);
+    std::string text = readFile(log_path);
     for (const auto& n : needles) {
       if (contains(text, n)) return true;
     }
@@ -273,7 +261,7 @@ TEST(Faults, KillNineAtRandomMomentsConverges) {
     kill(pid, SIGKILL);
     const int rc = waitPid(pid);
     guard.pid = -1;
-    const std::string text = readWholeFile(log);
+    const std::string text = readFile(log);
     if (rc == 127 && text.empty()) {
       // execv failed: the binary was being relinked by a parallel build. Not a run; go on.
       std::cout << "[   info   ] run " << i << " did not start (stampmover binary missing?)"
@@ -349,9 +337,9 @@ TEST(Faults, SourceRestartMidStream) {
   // Restart only once the slot is streamed: this scenario is about the live stream.
   const std::string slot = stampmover::mover::replicationNameForTenant("42", e->db);
   ASSERT_TRUE(waitForSlotActive(e->src, slot, pid, milliseconds(60'000)))
-      << tail(readWholeFile(log));
+      << tail(readFile(log));
   sleepMs(2000);
-  ASSERT_TRUE(childAlive(pid)) << tail(readWholeFile(log));
+  ASSERT_TRUE(childAlive(pid)) << tail(readFile(log));
   // A transaction in flight when the fast shutdown comes (as the writer's may be, by chance):
   // the shutdown aborts it, so the source's last WAL record before its shutdown checkpoint is
   // not a commit the stream will ever deliver.
@@ -369,7 +357,7 @@ TEST(Faults, SourceRestartMidStream) {
                   << "): its logical walsender waits at shutdown until the client confirms "
                      "flush up to the last WAL record sent, and migrate keeps confirming only "
                      "its last applied commit. migrate log:\n"
-                  << tail(readWholeFile(log));
+                  << tail(readFile(log));
     // Go on with the rest of the scenario: ending migrate releases the walsender, the shutdown
     // completes, and pg_ctl restart starts the stopped server; then a fresh migrate streams.
     kill(pid, SIGKILL);
@@ -381,18 +369,18 @@ TEST(Faults, SourceRestartMidStream) {
     guard.pid = pid;
     e->src = connectOrDie(e->srcDsn());
     ASSERT_TRUE(waitForSlotActive(e->src, slot, pid, milliseconds(60'000)))
-        << tail(readWholeFile(log));
+        << tail(readFile(log));
   }
   sleepMs(2000);
   EXPECT_TRUE(childAlive(pid)) << "migrate exited after the source restart:\n"
-                               << tail(readWholeFile(log));
+                               << tail(readFile(log));
   t0 = std::chrono::steady_clock::now();
   st = dst->restart();
   std::cout
       << "[   info   ] destination restart took "
       << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count()
       << " ms" << std::endl;
-  ASSERT_TRUE(st.isOk()) << st.message() << "\nmigrate log:\n" << tail(readWholeFile(log));
+  ASSERT_TRUE(st.isOk()) << st.message() << "\nmigrate log:\n" << tail(readFile(log));
   sleepMs(2000);
   writer.stop();
   std::cout << "[   info   ] writer: " << writer.transactions() << " transactions, "
@@ -400,13 +388,13 @@ TEST(Faults, SourceRestartMidStream) {
   EXPECT_GT(writer.transactions(), 500u);
 
   const bool alive = childAlive(pid);
-  EXPECT_TRUE(alive) << "migrate did not survive the restarts:\n" << tail(readWholeFile(log));
+  EXPECT_TRUE(alive) << "migrate did not survive the restarts:\n" << tail(readFile(log));
   if (alive) {
     kill(pid, SIGTERM);
-    EXPECT_EQ(waitPid(pid), 130) << tail(readWholeFile(log));  // cancelled, at a checkpoint
+    EXPECT_EQ(waitPid(pid), 130) << tail(readFile(log));  // cancelled, at a checkpoint
     guard.pid = -1;
   }
-  const std::string text = readWholeFile(log);
+  const std::string text = readFile(log);
   EXPECT_TRUE(contains(text, "reconnecting")) << tail(text);
   size_t reconnects = 0;
   for (size_t at = text.find("reconnecting"); at != std::string::npos;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -51,17 +52,6 @@ harness::LocalCluster& startOrDie(std::unique_ptr<harness::LocalCluster>& slot, 
     slot = std::move(*c);
   }
   return *slot;
-}
-
-std::string readFile(const std::string& path) {
-  std::string out;
-  FILE* f = std::fopen(path.c_str(), "r");
-  if (!f) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  std::fclose(f);
-  return out;
 }
 
 }  // namespace
@@ -121,6 +111,17 @@ std::vector<std::string> tenantRows(common::PgConnection& conn, const std::strin
   }
   std::vector<std::string> out;
   for (int i = 0; i < common::rowCount(*r); ++i) out.push_back(common::cell(*r, i, 0));
+  return out;
+}
+
+std::string readFile(const std::string& path) {
+  std::string out;
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
   return out;
 }
 

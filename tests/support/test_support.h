@@ -36,6 +36,9 @@ std::vector<std::string> tenantRows(common::PgConnection& conn, const std::strin
                                     const std::string& tenant, const std::string& order_by,
                                     const std::string& tenant_column = "tenant_id");
 
+// Whole contents of the file at `path`; "" when it cannot be opened (e.g. a log not yet created).
+std::string readFile(const std::string& path);
+
 struct ProcessResult {
   int exit_code = -1;  // -signal when killed by a signal
   std::string out;
