@@ -54,6 +54,17 @@ harness::LocalCluster& startOrDie(std::unique_ptr<harness::LocalCluster>& slot, 
   return *slot;
 }
 
+// In a forked child: replaces it with stampmover `args`; exits 127 if that fails.
+[[noreturn]] void execStampmover(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {stampmoverBin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargs;
+  for (auto& a : argv) cargs.push_back(a.data());
+  cargs.push_back(nullptr);
+  execv(cargs[0], cargs.data());
+  _exit(127);
+}
+
 }  // namespace
 
 harness::LocalCluster& sourceCluster() { return startOrDie(g_source, "src"); }
@@ -139,13 +150,7 @@ pid_t spawnStampmover(const std::vector<std::string>& args, const std::string& l
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
     }
-    std::vector<std::string> argv = {stampmoverBin()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> cargs;
-    for (auto& a : argv) cargs.push_back(a.data());
-    cargs.push_back(nullptr);
-    execv(cargs[0], cargs.data());
-    _exit(127);
+    execStampmover(args);
   }
   return pid;
 }
@@ -168,13 +173,7 @@ ProcessResult runStampmover(const std::vector<std::string>& args) {
     int e = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(o, STDOUT_FILENO);
     dup2(e, STDERR_FILENO);
-    std::vector<std::string> argv = {stampmoverBin()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> cargs;
-    for (auto& a : argv) cargs.push_back(a.data());
-    cargs.push_back(nullptr);
-    execv(cargs[0], cargs.data());
-    _exit(127);
+    execStampmover(args);
   }
   ProcessResult r;
   r.exit_code = waitPid(pid);
