@@ -20,19 +20,6 @@ namespace harness = stampmover::harness;
 
 namespace {
 
-const std::pair<const char*, const char*> kTables[] = {
-    {"accounts", "account_id"}, {"orders", "order_id"}, {"order_items", "order_id, line"},
-    {"documents", "doc_key"},   {"events", "event_id"}, {"scratch", "id"}};
-
-void expectTenantEqual(PgConnection& a_conn, PgConnection& b_conn) {
-  for (const auto& [table, order] : kTables) {
-    auto a = tenantRows(a_conn, table, "42", order);
-    auto b = tenantRows(b_conn, table, "42", order);
-    ASSERT_EQ(a.size(), b.size()) << table;
-    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << table << " row " << i;
-  }
-}
-
 // Slots and origins are cluster-wide and the clusters are shared by the tests of this binary:
 // look only at this migration's (named after the tenant and the source database).
 void expectNothingLeft(PgConnection& c, const char* side, const std::string& source_db) {
@@ -144,7 +131,7 @@ TEST(Cutover, FlipsSoaksAndFinalizesUnderAWriter) {
   EXPECT_EQ(route, "127.0.0.1:" + std::to_string(destCluster().port()) + "/" + e->db + ",active,-")
       << "finalized on the destination";
   EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900001"), "written during soak");
-  expectTenantEqual(e->src, e->dst);
+  expectDemoTenantEqual(e->src, e->dst);
   expectNothingLeft(e->src, "source", e->db);
   expectNothingLeft(e->dst, "destination", e->db);
   EXPECT_EQ(scalar(e->cp, "SELECT count(*) FROM stampmover_routing.route_history WHERE tenant = '42'"), "4")
@@ -166,7 +153,7 @@ TEST(Cutover, RollsBackAfterTheSoakWithoutLosingDestinationWrites) {
   EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900002"),
             "acknowledged on the destination");
   EXPECT_EQ(scalar(e->src, "SELECT count(*) FROM order_items WHERE tenant_id = 42 AND order_id = 7"), "0");
-  expectTenantEqual(e->src, e->dst);
+  expectDemoTenantEqual(e->src, e->dst);
   expectNothingLeft(e->src, "source", e->db);
   expectNothingLeft(e->dst, "destination", e->db);
   // The source takes the tenant's writes again.
@@ -219,7 +206,7 @@ TEST(Cutover, KillNineInsideTheFreezeLeavesTheTenantWritable) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("left frozen"), std::string::npos) << r.err;
   EXPECT_EQ(scalar(e->cp, "SELECT state FROM stampmover_routing.routes WHERE tenant = '42'"), "active");
-  expectTenantEqual(e->src, e->dst);
+  expectDemoTenantEqual(e->src, e->dst);
   expectNothingLeft(e->src, "source", e->db);
   expectNothingLeft(e->dst, "destination", e->db);
 }
@@ -261,7 +248,7 @@ TEST(Cutover, KillNineDuringTheSoakResumesTheReverseStream) {
   EXPECT_EQ(scalar(e->src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900005"),
             "while no worker ran");
   EXPECT_EQ(scalar(e->src, "SELECT count(*) FROM order_items WHERE tenant_id = 42 AND order_id = 9"), "0");
-  expectTenantEqual(e->src, e->dst);
+  expectDemoTenantEqual(e->src, e->dst);
   expectNothingLeft(e->src, "source", e->db);
   expectNothingLeft(e->dst, "destination", e->db);
 }
@@ -319,7 +306,7 @@ TEST(Cutover, ManualCutoverThenFinalizeWithPurge) {
   auto f = runStampmover({"finalize", "--tenant", "42", "--purge-source", "--control-plane-dsn", cp});
   ASSERT_EQ(f.exit_code, 0) << f.err << readLog(log);
   EXPECT_EQ(child.wait(), 0) << readLog(log);
-  for (const auto& [table, order] : kTables) {
+  for (const auto& [table, order] : kDemoTenantTables) {
     EXPECT_EQ(scalar(e->src, std::string("SELECT count(*) FROM ") + table + " WHERE tenant_id = 42"), "0")
         << "purged from the source: " << table;
   }

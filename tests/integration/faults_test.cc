@@ -35,10 +35,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-const std::pair<const char*, const char*> kTables[] = {
-    {"accounts", "account_id"}, {"orders", "order_id"}, {"order_items", "order_id, line"},
-    {"documents", "doc_key"},   {"events", "event_id"}, {"scratch", "id"}};
-
 void sleepMs(int64_t ms) { std::this_thread::sleep_for(milliseconds(ms)); }
 
 std::string tail(const std::string& s, size_t bytes = 3000) {
@@ -59,7 +55,7 @@ int envInt(const char* name, int def) {
 // except those in `allowed_others` (rows the test put there itself).
 void expectTenantEqual(PgConnection& src, PgConnection& dst,
                        const std::vector<std::string>& allowed_others = {}) {
-  for (const auto& [table, order] : kTables) {
+  for (const auto& [table, order] : kDemoTenantTables) {
     auto a = tenantRows(src, table, "42", order);
     auto b = tenantRows(dst, table, "42", order);
     if (a == b) continue;
@@ -81,7 +77,7 @@ void expectTenantEqual(PgConnection& src, PgConnection& dst,
   }
   std::string not_in = "42";
   for (const auto& t : allowed_others) not_in += ", " + t;
-  for (const auto& [table, order] : kTables) {
+  for (const auto& [table, order] : kDemoTenantTables) {
     EXPECT_EQ(scalar(dst, std::string("SELECT count(*) FROM ") + table +
                               " WHERE tenant_id NOT IN (" + not_in + ")"),
               "0")

@@ -125,6 +125,15 @@ std::vector<std::string> tenantRows(common::PgConnection& conn, const std::strin
   return out;
 }
 
+void expectDemoTenantEqual(common::PgConnection& a_conn, common::PgConnection& b_conn) {
+  for (const auto& [table, order] : kDemoTenantTables) {
+    auto a = tenantRows(a_conn, table, "42", order);
+    auto b = tenantRows(b_conn, table, "42", order);
+    ASSERT_EQ(a.size(), b.size()) << table;
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << table << " row " << i;
+  }
+}
+
 std::string readFile(const std::string& path) {
   std::string out;
   FILE* f = std::fopen(path.c_str(), "r");

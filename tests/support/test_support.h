@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/pg.h"
@@ -35,6 +36,17 @@ std::string scalar(common::PgConnection& conn, const std::string& sql,
 std::vector<std::string> tenantRows(common::PgConnection& conn, const std::string& table,
                                     const std::string& tenant, const std::string& order_by,
                                     const std::string& tenant_column = "tenant_id");
+
+// The tenant tables of harness::createDemoSchema() and the writer's "scratch" table
+// (createScratchTable), each with the ORDER BY that makes tenantRows() a stable dump.
+inline constexpr std::pair<const char*, const char*> kDemoTenantTables[] = {
+    {"accounts", "account_id"}, {"orders", "order_id"}, {"order_items", "order_id, line"},
+    {"documents", "doc_key"},   {"events", "event_id"}, {"scratch", "id"}};
+
+// Fails the test unless tenant 42's rows in every kDemoTenantTables table are the same on both
+// sides, row by row in order. A fatal failure returns from this helper only: callers that must
+// stop there wrap the call in ASSERT_NO_FATAL_FAILURE.
+void expectDemoTenantEqual(common::PgConnection& a_conn, common::PgConnection& b_conn);
 
 // Whole contents of the file at `path`; "" when it cannot be opened (e.g. a log not yet created).
 std::string readFile(const std::string& path);
