@@ -80,6 +80,16 @@ size_t countOf(const std::string& haystack, const std::string& needle) {
   return n;
 }
 
+// The demo schema on both sides and 20000 items each for tenant 42 and the others on the
+// source: enough chunks at --chunk-kb 128 for a kill to land mid-copy.
+void createAndSeedForKill(PgConnection& src, PgConnection& dst) {
+  for (auto* c : {&src, &dst}) ASSERT_TRUE(harness::createDemoSchema(*c).isOk());
+  harness::SeedOptions seed;
+  seed.tenant_items = 20000;
+  seed.other_items = 20000;
+  ASSERT_TRUE(harness::seedTenants(src, seed).isOk());
+}
+
 }  // namespace
 
 TEST(Copy, MovesTenantExactlyAndNothingElse) {
@@ -212,11 +222,7 @@ TEST(Copy, KillNineMidCopyResumesToIdenticalResult) {
   std::string db = freshDatabase();
   auto src = connectOrDie(sourceCluster().dsn(db));
   auto dst = connectOrDie(destCluster().dsn(db));
-  for (auto* c : {&src, &dst}) ASSERT_TRUE(harness::createDemoSchema(*c).isOk());
-  harness::SeedOptions seed;
-  seed.tenant_items = 20000;
-  seed.other_items = 20000;
-  ASSERT_TRUE(harness::seedTenants(src, seed).isOk());
+  ASSERT_NO_FATAL_FAILURE(createAndSeedForKill(src, dst));
 
   TempDir state;
   std::string log = state.path() + "/copy.log";
@@ -306,11 +312,7 @@ TEST(Copy, CleanupAfterAnInterruptedCopyLeavesNothing) {
   std::string db = freshDatabase();
   auto src = connectOrDie(sourceCluster().dsn(db));
   auto dst = connectOrDie(destCluster().dsn(db));
-  for (auto* c : {&src, &dst}) ASSERT_TRUE(harness::createDemoSchema(*c).isOk());
-  harness::SeedOptions seed;
-  seed.tenant_items = 20000;
-  seed.other_items = 20000;
-  ASSERT_TRUE(harness::seedTenants(src, seed).isOk());
+  ASSERT_NO_FATAL_FAILURE(createAndSeedForKill(src, dst));
   execOrDie(dst, "INSERT INTO accounts (tenant_id, account_id, name, created_at) VALUES (7, 1, 'own', now())");
   const std::string before = scalar(src, "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM orders t");
   TempDir state;
