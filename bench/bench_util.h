@@ -30,12 +30,18 @@
 #include <vector>
 
 #include "common/status.h"
+#include "harness/local_cluster.h"
+#include "mover/progress.h"
 
 namespace stampmover::bench {
 
+// Names every benchmark uses; a benchmark takes them with `using namespace stampmover::bench`.
 namespace fs = std::filesystem;
+namespace harness = ::stampmover::harness;
 using common::Result;
 using common::Status;
+using mover::humanBytes;
+using mover::withCommas;
 using Clock = std::chrono::steady_clock;
 
 inline double secondsSince(Clock::time_point t0) {

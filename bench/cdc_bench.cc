@@ -40,15 +40,9 @@
 
 namespace {
 
-namespace fs = std::filesystem;
-namespace harness = stampmover::harness;
+using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 using stampmover::common::cell;
 using stampmover::common::PgConnection;
-using stampmover::common::Result;
-using stampmover::common::Status;
-using stampmover::mover::humanBytes;
-using stampmover::mover::withCommas;
-using Clock = std::chrono::steady_clock;
 
 // Tenant tables of the demo schema with their primary keys (the order of the row checksums).
 struct TableKey {
@@ -91,8 +85,6 @@ struct Args {
   std::string stampmover = STAMPMOVER_BIN;  // Default: the binary built beside this benchmark
   std::string compare;           // Default: none (the native baseline); else a second stampmover
 };
-
-using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 
 std::string fmtRate(double per_s) { return withCommas(static_cast<uint64_t>(std::llround(per_s))); }
 

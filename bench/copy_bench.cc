@@ -44,14 +44,8 @@
 
 namespace {
 
-namespace fs = std::filesystem;
-namespace harness = stampmover::harness;
+using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 using stampmover::common::PgConnection;
-using stampmover::common::Result;
-using stampmover::common::Status;
-using stampmover::mover::humanBytes;
-using stampmover::mover::withCommas;
-using Clock = std::chrono::steady_clock;
 
 // Tenant tables of the demo schema, parents before children (the pipe loads with FK checks on).
 constexpr const char* kTables[] = {"accounts", "orders", "order_items", "documents", "events"};
@@ -73,8 +67,6 @@ struct Args {
   bool pipe_no_fk = false;          // Default: false (no extra diagnostic pipe row)
   std::string stampmover = STAMPMOVER_BIN;  // Default: the binary built beside this benchmark
 };
-
-using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 
 struct TableCount {
   uint64_t rows = 0;

@@ -41,17 +41,12 @@
 
 namespace {
 
-namespace fs = std::filesystem;
-namespace harness = stampmover::harness;
+using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 namespace orch = stampmover::orch;
 namespace mover = stampmover::mover;
 namespace routing = stampmover::routing;
 using stampmover::common::cell;
 using stampmover::common::PgConnection;
-using stampmover::common::Result;
-using stampmover::common::Status;
-using stampmover::mover::withCommas;
-using Clock = std::chrono::steady_clock;
 
 constexpr const char* kTenant = "42";
 constexpr const char* kStampA = "stamp-a";
@@ -82,8 +77,6 @@ struct Args {
   uint32_t fence_blocks = 10;         // Default: 10 interleaved blocks of each (500 UPDATEs)
   std::string log_level = "warn";     // Default: "warn" (stampmover's own log lines)
 };
-
-using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 
 std::atomic<bool> g_cancel{false};
 void onSignal(int) { g_cancel.store(true); }

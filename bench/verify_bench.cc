@@ -44,14 +44,8 @@
 
 namespace {
 
-namespace fs = std::filesystem;
-namespace harness = stampmover::harness;
+using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 using stampmover::common::PgConnection;
-using stampmover::common::Result;
-using stampmover::common::Status;
-using stampmover::mover::humanBytes;
-using stampmover::mover::withCommas;
-using Clock = std::chrono::steady_clock;
 
 // Tenant tables of the demo schema.
 constexpr const char* kTables[] = {"accounts", "orders", "order_items", "documents", "events"};
@@ -66,8 +60,6 @@ struct Args {
   uint32_t jobs = 0;          // Default: 0 (verify's own default --jobs)
   std::string stampmover = STAMPMOVER_BIN;  // Default: the binary built beside this benchmark
 };
-
-using namespace stampmover::bench;  // NOLINT: shared benchmark helpers
 
 struct Bench {
   Args args;
