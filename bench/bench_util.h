@@ -1,6 +1,6 @@
 // Helpers shared by the benchmarks: child processes with wall time, peak RSS and a timeout,
-// log following, shell quoting, temporary directories, percentiles, machine CPU counters and
-// small parsing/printing utilities.
+// log following, shell quoting, temporary directories, percentiles and medians, machine CPU
+// counters and small parsing/printing utilities.
 #pragma once
 
 #include <fcntl.h>
@@ -300,6 +300,13 @@ inline double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   size_t idx = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
   return v[std::min(v.size() - 1, idx == 0 ? 0 : idx - 1)];
+}
+
+// The middle value; with an even count, the mean of the two middle ones. `v` must not be empty.
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 // (busy, total) jiffies of the whole machine, from /proc/stat: how contended the cores were.

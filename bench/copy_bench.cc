@@ -382,12 +382,6 @@ Result<std::vector<uint32_t>> parseJobsList(const std::string& s) {
   return out;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 void printResults(const Bench& b, const std::vector<Method>& methods) {
   say("\n== results: tenant 42, %s rows, %s (sum of pg_column_size(row) of its rows on the "
       "source)\n",

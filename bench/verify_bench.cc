@@ -235,12 +235,6 @@ Result<RunResult> runAnchor(Bench& b) {
   return out;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int fail(const Status& st) {
   std::fprintf(stderr, "bench_verify: error: %s\n", st.message().c_str());
   return 1;
