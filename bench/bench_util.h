@@ -294,6 +294,16 @@ struct RemoveDir {
   }
 };
 
+// Starts a throwaway cluster named `name` (harness::LocalCluster: PostgreSQL 15, 127.0.0.1 only)
+// into `out`, which owns it from then on and stops it when destroyed. Errors: those of
+// harness::LocalCluster::start(); `out` is left as it was.
+inline Status startCluster(const std::string& name, std::unique_ptr<harness::LocalCluster>& out) {
+  harness::ClusterOptions options;
+  options.name = name;
+  SM_ASSIGN_OR_RETURN(out, harness::LocalCluster::start(options));
+  return Status::ok();
+}
+
 // Nearest rank: with 20 samples, p99 is the largest.
 inline double percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;

@@ -1211,16 +1211,8 @@ int runBench(const Args& args) {
   b.work_dir = *work;
   b.state_dir = *work + "/state";
   say("== starting two throwaway clusters (PostgreSQL 15, 127.0.0.1 only)\n");
-  harness::ClusterOptions so;
-  so.name = "bench-src";
-  auto src_cluster = harness::LocalCluster::start(so);
-  if (!src_cluster) return fail(src_cluster.status());
-  b.src_cluster = std::move(*src_cluster);
-  harness::ClusterOptions dopt;
-  dopt.name = "bench-dst";
-  auto dst_cluster = harness::LocalCluster::start(dopt);
-  if (!dst_cluster) return fail(dst_cluster.status());
-  b.dst_cluster = std::move(*dst_cluster);
+  if (Status st = startCluster("bench-src", b.src_cluster); !st.isOk()) return fail(st);
+  if (Status st = startCluster("bench-dst", b.dst_cluster); !st.isOk()) return fail(st);
   say("   bench-src: port %d   bench-dst: port %d\n", b.src_cluster->port(), b.dst_cluster->port());
   say("== seeding %s and %s alike: tenant 42 with %s order_items (~%s rows in 5 tables), "
       "tenants 1, 2, 3 with as many between them, interleaved\n",

@@ -498,11 +498,7 @@ int runBench(const Args& args) {
   std::unique_ptr<harness::LocalCluster> clusters[3];
   const char* names[3] = {kStampA, kStampB, "control"};
   for (int i = 0; i < 3; ++i) {
-    harness::ClusterOptions opts;
-    opts.name = names[i];
-    auto c = harness::LocalCluster::start(opts);
-    if (!c) return fail(c.status());
-    clusters[i] = std::move(*c);
+    if (Status st = startCluster(names[i], clusters[i]); !st.isOk()) return fail(st);
     if (Status st = clusters[i]->createDatabase("app"); !st.isOk()) return fail(st);
     say("   %-8s port %d (postmaster pid %d)\n", names[i], clusters[i]->port(),
         clusters[i]->postmasterPid());

@@ -254,16 +254,8 @@ int runBench(const Args& args) {
   Bench b;
   b.args = args;
   say("== starting two throwaway clusters (PostgreSQL 15, 127.0.0.1 only)\n");
-  harness::ClusterOptions so;
-  so.name = "vbench-src";
-  auto src_cluster = harness::LocalCluster::start(so);
-  if (!src_cluster) return fail(src_cluster.status());
-  b.src_cluster = std::move(*src_cluster);
-  harness::ClusterOptions dopt;
-  dopt.name = "vbench-dst";
-  auto dst_cluster = harness::LocalCluster::start(dopt);
-  if (!dst_cluster) return fail(dst_cluster.status());
-  b.dst_cluster = std::move(*dst_cluster);
+  if (Status st = startCluster("vbench-src", b.src_cluster); !st.isOk()) return fail(st);
+  if (Status st = startCluster("vbench-dst", b.dst_cluster); !st.isOk()) return fail(st);
   say("   source: port %d   destination: port %d\n", b.src_cluster->port(),
       b.dst_cluster->port());
   for (auto* c : {b.src_cluster.get(), b.dst_cluster.get()}) {
