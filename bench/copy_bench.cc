@@ -447,22 +447,17 @@ void printResults(const Bench& b, const std::vector<Method>& methods) {
     double med = median(s);
     std::string line = "   " + m.name + ":";
     char buf[128];
-    if (pipe_s) {
-      double ratio = med / *pipe_s;
-      std::snprintf(buf, sizeof buf, "  ours/pipe %.2f (target <= 1.00: %s)", ratio,
-                    ratio <= 1.0 ? "met" : "MISSED");
-      line += buf;
-    } else {
-      line += "  ours/pipe n/a (pipe failed)";
-    }
-    if (native_s) {
-      double ratio = med / *native_s;
-      std::snprintf(buf, sizeof buf, "  ours/native %.2f (target <= 0.75: %s)", ratio,
-                    ratio <= 0.75 ? "met" : "MISSED");
-      line += buf;
-    } else {
-      line += "  ours/native n/a (native failed)";
-    }
+    // "  ours/<baseline> <ratio> (target <= <target>: met|MISSED)", or n/a without the baseline.
+    auto vsTarget = [&](const std::string& baseline, std::optional<double> baseline_s,
+                        double target) -> std::string {
+      if (!baseline_s) return "  ours/" + baseline + " n/a (" + baseline + " failed)";
+      double ratio = med / *baseline_s;
+      std::snprintf(buf, sizeof buf, "  ours/%s %.2f (target <= %.2f: %s)", baseline.c_str(),
+                    ratio, target, ratio <= target ? "met" : "MISSED");
+      return buf;
+    };
+    line += vsTarget("pipe", pipe_s, 1.0);
+    line += vsTarget("native", native_s, 0.75);
     double rss_mib = static_cast<double>(rss) / 1024;
     std::snprintf(buf, sizeof buf, "  peak RSS %.1f MiB (target < 256: %s)", rss_mib,
                   rss_mib < 256 ? "met" : "MISSED");
