@@ -66,6 +66,20 @@ inline Result<uint64_t> parseU64(const std::string& s, const std::string& what) 
   return v;
 }
 
+// Refuses `value` of command-line option `option` outside lo..hi, saying so: "--rows must be
+// 1..50000000".
+inline Status checkRange(const std::string& option, uint64_t value, uint64_t lo, uint64_t hi) {
+  if (value >= lo && value <= hi) return Status::ok();
+  return Status::refused(option + " must be " + std::to_string(lo) + ".." + std::to_string(hi));
+}
+
+// Refuses a --stampmover binary that this process cannot execute.
+inline Status checkStampmoverBinary(const std::string& path) {
+  if (access(path.c_str(), X_OK) == 0) return Status::ok();
+  return Status::refused("stampmover binary '" + path +
+                         "' is not executable (build it, or pass --stampmover)");
+}
+
 // Single quotes for /bin/sh; safe for any text.
 inline std::string shQuote(const std::string& s) {
   std::string out = "'";

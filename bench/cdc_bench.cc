@@ -1182,23 +1182,18 @@ int fail(const Status& st) {
 }
 
 int runBench(const Args& args) {
-  if (args.changes < 100 || args.changes > kMaxChanges) {
-    return fail(Status::refused("--changes must be 100.." + std::to_string(kMaxChanges)));
+  if (Status st = checkRange("--changes", args.changes, 100, kMaxChanges); !st.isOk()) {
+    return fail(st);
   }
-  if (args.rate < 2 || args.rate > kMaxRate) {
-    return fail(Status::refused("--rate must be 2.." + std::to_string(kMaxRate)));
+  if (Status st = checkRange("--rate", args.rate, 2, kMaxRate); !st.isOk()) return fail(st);
+  if (Status st = checkRange("--steady-seconds", args.steady_seconds, 1, kMaxSteadySeconds);
+      !st.isOk()) {
+    return fail(st);
   }
-  if (args.steady_seconds < 1 || args.steady_seconds > kMaxSteadySeconds) {
-    return fail(
-        Status::refused("--steady-seconds must be 1.." + std::to_string(kMaxSteadySeconds)));
+  if (Status st = checkRange("--seed-items", args.seed_items, 100, kMaxSeedItems); !st.isOk()) {
+    return fail(st);
   }
-  if (args.seed_items < 100 || args.seed_items > kMaxSeedItems) {
-    return fail(Status::refused("--seed-items must be 100.." + std::to_string(kMaxSeedItems)));
-  }
-  if (access(args.stampmover.c_str(), X_OK) != 0) {
-    return fail(Status::refused("stampmover binary '" + args.stampmover +
-                                "' is not executable (build it, or pass --stampmover)"));
-  }
+  if (Status st = checkStampmoverBinary(args.stampmover); !st.isOk()) return fail(st);
   if (!args.compare.empty() && access(args.compare.c_str(), X_OK) != 0) {
     return fail(Status::refused("--compare binary '" + args.compare + "' is not executable"));
   }

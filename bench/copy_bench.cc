@@ -474,16 +474,9 @@ int fail(const Status& st) {
 int runBench(const Args& args) {
   auto jobs = parseJobsList(args.jobs_list);
   if (!jobs) return fail(jobs.status());
-  if (args.rows == 0 || args.rows > kMaxRows) {
-    return fail(Status::refused("--rows must be 1.." + std::to_string(kMaxRows)));
-  }
-  if (args.repeat == 0 || args.repeat > kMaxRepeat) {
-    return fail(Status::refused("--repeat must be 1.." + std::to_string(kMaxRepeat)));
-  }
-  if (access(args.stampmover.c_str(), X_OK) != 0) {
-    return fail(Status::refused("stampmover binary '" + args.stampmover +
-                                "' is not executable (build it, or pass --stampmover)"));
-  }
+  if (Status st = checkRange("--rows", args.rows, 1, kMaxRows); !st.isOk()) return fail(st);
+  if (Status st = checkRange("--repeat", args.repeat, 1, kMaxRepeat); !st.isOk()) return fail(st);
+  if (Status st = checkStampmoverBinary(args.stampmover); !st.isOk()) return fail(st);
 
   Bench b;
   b.args = args;

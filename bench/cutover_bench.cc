@@ -460,14 +460,10 @@ int fail(const Status& st) {
 }
 
 int runBench(const Args& args) {
-  if (args.rows < 100 || args.rows > kMaxRows) {
-    return fail(Status::refused("--rows must be 100.." + std::to_string(kMaxRows)));
-  }
-  if (args.rate < 1 || args.rate > kMaxRate) {
-    return fail(Status::refused("--rate must be 1.." + std::to_string(kMaxRate)));
-  }
-  if (args.cutovers < 2 || args.cutovers > kMaxCutovers) {
-    return fail(Status::refused("--cutovers must be 2.." + std::to_string(kMaxCutovers)));
+  if (Status st = checkRange("--rows", args.rows, 100, kMaxRows); !st.isOk()) return fail(st);
+  if (Status st = checkRange("--rate", args.rate, 1, kMaxRate); !st.isOk()) return fail(st);
+  if (Status st = checkRange("--cutovers", args.cutovers, 2, kMaxCutovers); !st.isOk()) {
+    return fail(st);
   }
   if (!(args.soak_seconds >= 0 && args.soak_seconds <= kMaxSoakSeconds)) {
     return fail(Status::refused("--soak-seconds must be 0.." + std::to_string(kMaxSoakSeconds)));
@@ -477,8 +473,9 @@ int runBench(const Args& args) {
     return fail(Status::refused("--fence-updates must be 1.." + std::to_string(kMaxFenceUpdates) +
                                 ", --fence-blocks 0.." + std::to_string(kMaxFenceBlocks)));
   }
-  if (args.window_timeout_ms < 1 || args.window_timeout_ms > 60'000) {
-    return fail(Status::refused("--window-timeout-ms must be 1..60000"));
+  if (Status st = checkRange("--window-timeout-ms", args.window_timeout_ms, 1, 60'000);
+      !st.isOk()) {
+    return fail(st);
   }
   stampmover::common::setupLogging(args.log_level);
   // Server NOTICEs ("schema ... already exists, skipping") from stampmover's own sessions would
