@@ -19,6 +19,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -64,6 +65,23 @@ inline Result<uint64_t> parseU64(const std::string& s, const std::string& what) 
     return Status::internal("unexpected " + what + ": '" + s + "'");
   }
   return v;
+}
+
+// Prints "<program>: error: <message>" to stderr; returns 1, the exit code of a failed benchmark.
+inline int reportError(const char* program, const std::string& message) {
+  std::fprintf(stderr, "%s: error: %s\n", program, message.c_str());
+  return 1;
+}
+
+// Returns body()'s exit code. An exception that escapes body() has unwound everything it owns
+// (its clusters are stopped by their destructors) and is reported as reportError() does, exit 1.
+template <class Body>
+int runReportingExceptions(const char* program, Body&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return reportError(program, std::string("unexpected exception: ") + e.what());
+  }
 }
 
 // Refuses `value` of command-line option `option` outside lo..hi, saying so: "--rows must be

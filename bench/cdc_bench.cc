@@ -1176,10 +1176,7 @@ void printResults(const Bench& b, const std::vector<Rep>& reps,
       rss < 256 ? "met" : "MISSED");
 }
 
-int fail(const Status& st) {
-  std::fprintf(stderr, "bench_cdc: error: %s\n", st.message().c_str());
-  return 1;
-}
+int fail(const Status& st) { return reportError("bench_cdc", st.message()); }
 
 int runBench(const Args& args) {
   if (Status st = checkRange("--changes", args.changes, 100, kMaxChanges); !st.isOk()) {
@@ -1394,10 +1391,5 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   // Clusters are owned inside runBench and stopped by their destructors on every return path;
   // catching here makes an unexpected exception unwind through them too.
-  try {
-    return runBench(args);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_cdc: error: unexpected exception: %s\n", e.what());
-    return 1;
-  }
+  return runReportingExceptions("bench_cdc", [&] { return runBench(args); });
 }

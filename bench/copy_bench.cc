@@ -466,10 +466,7 @@ void printResults(const Bench& b, const std::vector<Method>& methods) {
   }
 }
 
-int fail(const Status& st) {
-  std::fprintf(stderr, "bench_copy: error: %s\n", st.message().c_str());
-  return 1;
-}
+int fail(const Status& st) { return reportError("bench_copy", st.message()); }
 
 int runBench(const Args& args) {
   auto jobs = parseJobsList(args.jobs_list);
@@ -602,10 +599,5 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   // Clusters are owned inside runBench and stopped by their destructors on every return path;
   // catching here makes an unexpected exception unwind through them too.
-  try {
-    return runBench(args);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_copy: error: unexpected exception: %s\n", e.what());
-    return 1;
-  }
+  return runReportingExceptions("bench_copy", [&] { return runBench(args); });
 }

@@ -454,10 +454,7 @@ void printResults(const Bench& b, const std::optional<FenceCost>& fence,
       static_cast<double>(ru.ru_maxrss) / 1024);
 }
 
-int fail(const Status& st) {
-  std::fprintf(stderr, "bench_cutover: error: %s\n", st.message().c_str());
-  return 1;
-}
+int fail(const Status& st) { return reportError("bench_cutover", st.message()); }
 
 int runBench(const Args& args) {
   if (Status st = checkRange("--rows", args.rows, 100, kMaxRows); !st.isOk()) return fail(st);
@@ -634,10 +631,5 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
   // Clusters are owned inside runBench and stopped by their destructors on every return path
   // (SIGINT/SIGTERM stop the current run at a checkpoint and return through them too).
-  try {
-    return runBench(args);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_cutover: error: unexpected exception: %s\n", e.what());
-    return 1;
-  }
+  return runReportingExceptions("bench_cutover", [&] { return runBench(args); });
 }

@@ -235,10 +235,7 @@ Result<RunResult> runAnchor(Bench& b) {
   return out;
 }
 
-int fail(const Status& st) {
-  std::fprintf(stderr, "bench_verify: error: %s\n", st.message().c_str());
-  return 1;
-}
+int fail(const Status& st) { return reportError("bench_verify", st.message()); }
 
 int runBench(const Args& args) {
   if (Status st = checkRange("--rows", args.rows, 1, kMaxRows); !st.isOk()) return fail(st);
@@ -356,10 +353,5 @@ int main(int argc, char** argv) {
   app.add_option("--stampmover", args.stampmover, "The stampmover binary to time")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  try {
-    return runBench(args);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_verify: error: unexpected exception: %s\n", e.what());
-    return 1;
-  }
+  return runReportingExceptions("bench_verify", [&] { return runBench(args); });
 }
