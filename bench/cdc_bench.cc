@@ -81,7 +81,7 @@ struct Args {
   bool skip_native = false;      // Default: false (the native baseline runs)
   uint64_t seed_items = 20'000;  // Default: 20000 order_items of tenant 42 (~61k rows)
   uint32_t max_batch = 0;        // Default: 0 (stampmover's own --max-batch default)
-  uint32_t repeat = 3;           // Default: 3 paired catch-up runs (medians reported)
+  uint32_t repeat = 5;           // Default: 5 paired catch-up runs (medians reported)
   std::string stampmover = STAMPMOVER_BIN;  // Default: the binary built beside this benchmark
   std::string compare;           // Default: none (the native baseline); else a second stampmover
 };
@@ -1382,7 +1382,7 @@ int main(int argc, char** argv) {
                  "Paired catch-up runs (each: a fresh backlog for both, ours and native timed in "
                  "alternating order); the median ratio is the result")
       ->capture_default_str()
-      ->check(CLI::Range(1, 5));
+      ->check(CLI::Range(1, 9));
   app.add_option("--max-batch", args.max_batch,
                  "Pass --max-batch to stampmover migrate (0 = its default)")
       ->capture_default_str();
