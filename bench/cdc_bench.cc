@@ -548,6 +548,17 @@ std::vector<Watch> nativeWatches() {
           {"destination apply worker", false, "backend_type = 'logical replication worker'"}};
 }
 
+// Best effort, at the end: the side's slot and publication, and its local state.
+void cleanupSide(Bench& b, const Side& side) {
+  std::string log = b.work_dir + "/" + side.log_prefix + "-cleanup.log";
+  auto clean = runChild({side.binary, "--state-dir", side.state_dir, "cleanup", "--tenant",
+                         kTenant, "--source-dsn", side.pair->src_dsn},
+                        log, std::chrono::seconds(120), false);
+  if (!clean || !childStatus(*clean, "stampmover cleanup", log).isOk()) {
+    say("   (stampmover cleanup failed; the throwaway clusters are removed anyway)\n");
+  }
+}
+
 // Copy and first catch-up: leaves the slot and the migration's state for the timed run.
 Status initialOurs(Bench& b, const Side& side) {
   std::string log = b.work_dir + "/" + side.log_prefix + "-initial.log";
@@ -1312,15 +1323,7 @@ int runBench(const Args& args) {
   }
   if (compare) {
     printCompare(b, reps);
-    for (const Side& side : {oursSide(b), compareSide(b)}) {
-      std::string clean_log = *work + "/" + side.log_prefix + "-cleanup.log";
-      auto clean = runChild({side.binary, "--state-dir", side.state_dir, "cleanup", "--tenant",
-                             kTenant, "--source-dsn", side.pair->src_dsn},
-                            clean_log, std::chrono::seconds(120), false);
-      if (!clean || !childStatus(*clean, "stampmover cleanup", clean_log).isOk()) {
-        say("   (stampmover cleanup failed; the throwaway clusters are removed anyway)\n");
-      }
-    }
+    for (const Side& side : {oursSide(b), compareSide(b)}) cleanupSide(b, side);
     say("== stopping the clusters\n");
     return native_failed ? 1 : 0;
   }
@@ -1338,14 +1341,7 @@ int runBench(const Args& args) {
 
   printResults(b, reps, native_failed, steady ? &*steady : nullptr, steady_failed);
 
-  // The migration's slot and publication, and its local state.
-  std::string clean_log = *work + "/cleanup.log";
-  auto clean = runChild({args.stampmover, "--state-dir", b.state_dir, "cleanup", "--tenant",
-                         kTenant, "--source-dsn", b.ours.src_dsn},
-                        clean_log, std::chrono::seconds(120), false);
-  if (!clean || !childStatus(*clean, "stampmover cleanup", clean_log).isOk()) {
-    say("   (stampmover cleanup failed; the throwaway clusters are removed anyway)\n");
-  }
+  cleanupSide(b, oursSide(b));
   say("== stopping the clusters\n");
   return native_failed || steady_failed ? 1 : 0;
 }
