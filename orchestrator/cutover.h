@@ -17,6 +17,7 @@
 #include "mover/pg_applier.h"
 #include "mover/sequences.h"
 #include "routing/routing_directory.h"
+#include "orchestrator/recheck.h"
 
 namespace stampmover::orch {
 
@@ -69,38 +70,6 @@ struct CutoverContext {
 // Runs one cutover attempt. A refused pre-check (lag) returns flipped=false without freezing.
 // Errors only for failures that could not be rolled back (the message says what is left).
 common::Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& options);
-
-// Compares the rows whose keys the applier touched, on both sides, by primary key (session
-// settings pinned so text forms are comparable). Returns descriptions of differences.
-common::Result<std::vector<std::string>> recheckTouchedRows(common::PgConnection& source,
-                                                            common::PgConnection& destination,
-                                                            const std::vector<mover::TableInfo>& tables,
-                                                            const mover::TouchedKeys& touched,
-                                                            const std::string& tenant,
-                                                            uint64_t* rows_checked);
-
-struct PruneStats {
-  uint64_t checked = 0;  // keys compared
-  uint64_t kept = 0;     // keys still different
-  double ms = 0;
-};
-
-// Outside the window: compares the rows of the touched keys on both sides and returns the keys
-// whose rows still differ (whole-table flags and an overflowed set are kept as they are). A key
-// whose rows are equal now needs no re-check later: any later change of it is applied, and
-// touched, again. Changes applied but not committed at the destination only make keys differ.
-common::Result<mover::TouchedKeys> pruneTouched(common::PgConnection& source,
-                                                common::PgConnection& destination,
-                                                const std::vector<mover::TableInfo>& tables,
-                                                const mover::TouchedKeys& touched,
-                                                const std::string& tenant, PruneStats* stats);
-
-// pruneTouched() on the applier's set: takes it, re-checks, puts back what still differs (all
-// of it on error).
-common::Status pruneApplierTouched(common::PgConnection& source, common::PgConnection& destination,
-                                   const std::vector<mover::TableInfo>& tables,
-                                   mover::PgApplier& applier, const std::string& tenant,
-                                   PruneStats* stats);
 
 std::string formatCutoverReport(const CutoverReport& r);
 

@@ -13,6 +13,7 @@
 #include "cdc/pgoutput_source.h"
 #include "mover/fence.h"
 #include "orchestrator/control_plane.h"
+#include "orchestrator/purge.h"
 #include "mover/source_setup.h"
 #include "common/log.h"
 #include "mover/progress.h"
@@ -463,42 +464,6 @@ Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& 
   }
   (void)o;
   return Status::ok();
-}
-
-// Deletes the tenant's rows from the old stamp in small batches (children first), after a
-// last comparison of both sides. Errors: kDataLoss when the two sides differ (nothing purged).
-Result<uint64_t> purgeTenant(PgConnection& old_stamp, PgConnection& serving,
-                             const std::vector<mover::TableInfo>& tables, const std::string& tenant) {
-  for (const auto& t : tables) {
-    std::string order;
-    for (const auto& k : t.primary_key) order += (order.empty() ? "" : ", ") + common::quoteIdent(k);
-    const std::string sql = "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY " +
-                            order + ")), '') FROM " + t.quoted() + " t WHERE " +
-                            common::quoteIdent(t.tenant_column) + " = $1";
-    SM_ASSIGN_OR_RETURN(auto a, old_stamp.queryValue(sql, {tenant}));
-    SM_ASSIGN_OR_RETURN(auto b, serving.queryValue(sql, {tenant}));
-    if (a != b) {
-      return Status::dataLoss("not purging: table " + t.key() + " differs between the stamps (" +
-                              a.value_or("") + " vs " + b.value_or("") + ")");
-    }
-  }
-  uint64_t total = 0;
-  SM_RETURN_IF_ERROR(old_stamp.exec("SET session_replication_role = replica"));
-  for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
-    for (;;) {
-      SM_ASSIGN_OR_RETURN(auto r, old_stamp.query("DELETE FROM " + it->quoted() + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " +
-                                                      it->quoted() + " WHERE " +
-                                                      common::quoteIdent(it->tenant_column) +
-                                                      " = $1 LIMIT 1000))",
-                                                  {tenant}));
-      uint64_t n = std::stoull(PQcmdTuples(r.get()));
-      total += n;
-      if (n == 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // rate limit: spare the stamp
-    }
-  }
-  SM_RETURN_IF_ERROR(old_stamp.exec("RESET session_replication_role"));
-  return total;
 }
 
 // Rollback before the flip: drop what the migration created and the partial copy; the

@@ -1,0 +1,250 @@
+// Re-check of changed rows by primary key: see recheck.h.
+#include "orchestrator/recheck.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace stampmover::orch {
+
+using common::PgConnection;
+using common::PgParam;
+using common::Result;
+using common::Status;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* kPinnedSettings =
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
+    "SET extra_float_digits = 3; SET bytea_output = 'hex'";
+
+double msSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+using KeyList = std::vector<const std::vector<PgParam>*>;
+
+// One array literal per primary-key column of `keys` ($1..$n), and the unnest() of them.
+std::vector<PgParam> keyArrays(const mover::TableInfo& t, const KeyList& keys, std::string* unnest) {
+  std::vector<PgParam> arrays;
+  for (size_t k = 0; k < t.primary_key.size(); ++k) {
+    std::string arr = "{";
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const PgParam& v = (*keys[i])[k];
+      if (i) arr += ",";
+      if (!v) {
+        arr += "NULL";
+        continue;
+      }
+      arr += '"';
+      for (char ch : *v) {
+        if (ch == '"' || ch == '\\') arr += '\\';
+        arr += ch;
+      }
+      arr += '"';
+    }
+    arr += "}";
+    arrays.push_back(arr);
+    const mover::ColumnInfo* col = t.column(t.primary_key[k]);
+    const std::string type = col ? col->type : "text";
+    *unnest += (k ? ", " : "") + std::string("$") + std::to_string(k + 1) + "::" + type + "[]";
+  }
+  return arrays;
+}
+
+std::string keyMatch(const mover::TableInfo& t, std::string* cols) {
+  std::string match;
+  for (size_t k = 0; k < t.primary_key.size(); ++k) {
+    match += (k ? " AND " : "") + std::string("t.") + common::quoteIdent(t.primary_key[k]) +
+             " = k.c" + std::to_string(k);
+    *cols += (k ? ", c" : "c") + std::to_string(k);
+  }
+  return match;
+}
+
+// Rows of `table` for the given PK tuples, as (pk text, row text), ordered by PK.
+Result<std::vector<std::pair<std::string, std::string>>> fetchRows(PgConnection& c,
+                                                                  const mover::TableInfo& t,
+                                                                  const KeyList& keys,
+                                                                  const std::string& tenant) {
+  std::string unnest, cols, pk_text;
+  std::vector<PgParam> arrays = keyArrays(t, keys, &unnest);
+  const std::string match = keyMatch(t, &cols);
+  for (size_t k = 0; k < t.primary_key.size(); ++k) {
+    pk_text += (k ? " || ',' || " : "") + std::string("coalesce(t.") +
+               common::quoteIdent(t.primary_key[k]) + "::text, 'NULL')";
+  }
+  arrays.push_back(tenant);
+  std::string sql = "SELECT " + pk_text + ", t::text FROM " + t.quoted() +
+                    " t JOIN unnest(" + unnest + ") AS k(" + cols + ") ON " + match + " WHERE t." +
+                    common::quoteIdent(t.tenant_column) + " = $" + std::to_string(arrays.size());
+  SM_ASSIGN_OR_RETURN(auto res, c.query(sql, arrays));
+  std::vector<std::pair<std::string, std::string>> out;
+  for (int r = 0; r < common::rowCount(res); ++r) {
+    out.emplace_back(common::cell(res, r, 0), common::cell(res, r, 1));
+  }
+  std::sort(out.begin(), out.end());  // bytewise, as the merge below compares
+  return out;
+}
+
+// Rows of `table` for keys[i], as (i, row text), ordered by i; keys without a row are absent.
+// Both sides are asked with the same arrays, so i names the same key on both, whatever the
+// text form of its values.
+Result<std::vector<std::pair<int64_t, std::string>>> fetchByOrdinal(PgConnection& c,
+                                                                   const mover::TableInfo& t,
+                                                                   const KeyList& keys,
+                                                                   const std::string& tenant) {
+  std::string unnest, cols;
+  std::vector<PgParam> arrays = keyArrays(t, keys, &unnest);
+  const std::string match = keyMatch(t, &cols);
+  arrays.push_back(tenant);
+  std::string sql = "SELECT k.n - 1, t::text FROM " + t.quoted() + " t JOIN unnest(" + unnest +
+                    ") WITH ORDINALITY AS k(" + cols + ", n) ON " + match + " WHERE t." +
+                    common::quoteIdent(t.tenant_column) + " = $" + std::to_string(arrays.size()) +
+                    " ORDER BY 1";
+  SM_ASSIGN_OR_RETURN(auto res, c.query(sql, arrays));
+  std::vector<std::pair<int64_t, std::string>> out;
+  out.reserve(static_cast<size_t>(common::rowCount(res)));
+  for (int r = 0; r < common::rowCount(res); ++r) {
+    out.emplace_back(std::stoll(common::cell(res, r, 0)), common::cell(res, r, 1));
+  }
+  return out;
+}
+
+enum class Difference { kMissing, kExtra, kDifferent };  // on the destination
+
+// Walks source rows `a` and destination rows `b`, both (key, row text) ordered by key, and calls
+// `on(key, difference)` for each key one side lacks or whose rows differ, while it returns true.
+template <typename Key, typename On>
+void forEachDifference(const std::vector<std::pair<Key, std::string>>& a,
+                       const std::vector<std::pair<Key, std::string>>& b, On&& on) {
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    bool go = true;
+    if (j >= b.size() || (i < a.size() && a[i].first < b[j].first)) {
+      go = on(a[i++].first, Difference::kMissing);
+    } else if (i >= a.size() || b[j].first < a[i].first) {
+      go = on(b[j++].first, Difference::kExtra);
+    } else {
+      if (a[i].second != b[j].second) go = on(a[i].first, Difference::kDifferent);
+      ++i;
+      ++j;
+    }
+    if (!go) return;
+  }
+}
+
+Result<std::vector<std::string>> tableDigest(PgConnection& c, const mover::TableInfo& t,
+                                            const std::string& tenant) {
+  std::string order;
+  for (const auto& k : t.primary_key) order += (order.empty() ? "" : ", ") + common::quoteIdent(k);
+  SM_ASSIGN_OR_RETURN(auto v, c.queryValue("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY " +
+                                               order + ")), '') FROM " + t.quoted() + " t WHERE " +
+                                               common::quoteIdent(t.tenant_column) + " = $1",
+                                           {tenant}));
+  return std::vector<std::string>{v.value_or("")};
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> recheckTouchedRows(PgConnection& src, PgConnection& dst,
+                                                    const std::vector<mover::TableInfo>& tables,
+                                                    const mover::TouchedKeys& touched,
+                                                    const std::string& tenant,
+                                                    uint64_t* rows_checked) {
+  std::vector<std::string> diffs;
+  SM_RETURN_IF_ERROR(src.exec(kPinnedSettings));
+  SM_RETURN_IF_ERROR(dst.exec(kPinnedSettings));
+  for (const auto& t : tables) {
+    const bool whole = touched.overflowed || touched.whole_table.count(t.key()) > 0;
+    if (whole) {
+      SM_ASSIGN_OR_RETURN(auto a, tableDigest(src, t, tenant));
+      SM_ASSIGN_OR_RETURN(auto b, tableDigest(dst, t, tenant));
+      *rows_checked += std::stoull(a[0].substr(0, a[0].find(':')));
+      if (a != b) diffs.push_back(t.key() + ": tenant rows differ (" + a[0] + " vs " + b[0] + ")");
+      continue;
+    }
+    auto it = touched.keys.find(t.key());
+    if (it == touched.keys.end() || it->second.empty()) continue;
+    KeyList keys;
+    keys.reserve(it->second.size());
+    for (const auto& [encoded, pk] : it->second) keys.push_back(&pk);
+    auto t0 = Clock::now();
+    SM_ASSIGN_OR_RETURN(auto a, fetchRows(src, t, keys, tenant));
+    auto t1 = Clock::now();
+    SM_ASSIGN_OR_RETURN(auto b, fetchRows(dst, t, keys, tenant));
+    spdlog::debug("re-check {}: {} keys, source {:.1f} ms, destination {:.1f} ms", t.key(),
+                  keys.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
+                  msSince(t1));
+    *rows_checked += keys.size();
+    static const char* const kWhat[] = {"missing on the destination", "extra on the destination",
+                                         "different"};
+    forEachDifference(a, b, [&](const std::string& pk, Difference d) {
+      diffs.push_back(t.key() + " (" + pk + "): " + kWhat[static_cast<int>(d)]);
+      return diffs.size() <= 20;
+    });
+    if (diffs.size() > 20) return diffs;
+  }
+  return diffs;
+}
+
+Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
+                                        const std::vector<mover::TableInfo>& tables,
+                                        const mover::TouchedKeys& touched,
+                                        const std::string& tenant, PruneStats* stats) {
+  constexpr size_t kChunk = 10'000;  // keys per query: bounded statements and results
+  mover::TouchedKeys kept;
+  kept.whole_table = touched.whole_table;
+  kept.overflowed = touched.overflowed;
+  if (touched.overflowed) return kept;  // no keys held: the window compares whole tables
+  SM_RETURN_IF_ERROR(src.exec(kPinnedSettings));
+  SM_RETURN_IF_ERROR(dst.exec(kPinnedSettings));
+  for (const auto& [table, entries] : touched.keys) {
+    if (entries.empty() || touched.whole_table.count(table) > 0) continue;  // whole table anyway
+    auto t = std::find_if(tables.begin(), tables.end(),
+                          [&](const mover::TableInfo& ti) { return ti.key() == table; });
+    if (t == tables.end()) {
+      kept.keys[table] = entries;  // not a table we can compare here: keep every key
+      continue;
+    }
+    std::vector<const std::pair<const std::string, std::vector<PgParam>>*> all;
+    all.reserve(entries.size());
+    for (const auto& e : entries) all.push_back(&e);
+    for (size_t from = 0; from < all.size(); from += kChunk) {
+      const size_t n = std::min(kChunk, all.size() - from);
+      KeyList keys;
+      keys.reserve(n);
+      for (size_t i = 0; i < n; ++i) keys.push_back(&all[from + i]->second);
+      SM_ASSIGN_OR_RETURN(auto a, fetchByOrdinal(src, *t, keys, tenant));
+      SM_ASSIGN_OR_RETURN(auto b, fetchByOrdinal(dst, *t, keys, tenant));
+      forEachDifference(a, b, [&](int64_t ord, Difference) {
+        const auto* e = all[from + static_cast<size_t>(ord)];
+        kept.keys[table].emplace(e->first, e->second);
+        return true;
+      });
+      stats->checked += n;
+    }
+  }
+  for (const auto& [table, entries] : kept.keys) kept.count += entries.size();
+  stats->kept = kept.count;
+  return kept;
+}
+
+Status pruneApplierTouched(PgConnection& src, PgConnection& dst,
+                           const std::vector<mover::TableInfo>& tables, mover::PgApplier& applier,
+                           const std::string& tenant, PruneStats* stats) {
+  const auto t0 = Clock::now();
+  mover::TouchedKeys taken = applier.takeTouched();
+  auto kept = pruneTouched(src, dst, tables, taken, tenant, stats);
+  if (!kept) {
+    applier.restoreTouched(std::move(taken));  // nothing learned: everything is re-checked later
+    return kept.status();
+  }
+  applier.restoreTouched(std::move(*kept));
+  stats->ms = msSince(t0);
+  return Status::ok();
+}
+
+}  // namespace stampmover::orch

@@ -1,0 +1,49 @@
+// Re-check by primary key of the rows the applier changed: the cutover's final verification
+// inside the window and the pruning pass outside it. Both sides are read with the same key
+// arrays, session settings pinned, so a key names the same row on both.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/pg.h"
+#include "common/status.h"
+#include "mover/catalog.h"
+#include "mover/pg_applier.h"
+
+namespace stampmover::orch {
+
+// Compares the rows whose keys the applier touched, on both sides, by primary key (session
+// settings pinned so text forms are comparable). Returns descriptions of differences.
+common::Result<std::vector<std::string>> recheckTouchedRows(common::PgConnection& source,
+                                                            common::PgConnection& destination,
+                                                            const std::vector<mover::TableInfo>& tables,
+                                                            const mover::TouchedKeys& touched,
+                                                            const std::string& tenant,
+                                                            uint64_t* rows_checked);
+
+struct PruneStats {
+  uint64_t checked = 0;  // keys compared
+  uint64_t kept = 0;     // keys still different
+  double ms = 0;
+};
+
+// Outside the window: compares the rows of the touched keys on both sides and returns the keys
+// whose rows still differ (whole-table flags and an overflowed set are kept as they are). A key
+// whose rows are equal now needs no re-check later: any later change of it is applied, and
+// touched, again. Changes applied but not committed at the destination only make keys differ.
+common::Result<mover::TouchedKeys> pruneTouched(common::PgConnection& source,
+                                                common::PgConnection& destination,
+                                                const std::vector<mover::TableInfo>& tables,
+                                                const mover::TouchedKeys& touched,
+                                                const std::string& tenant, PruneStats* stats);
+
+// pruneTouched() on the applier's set: takes it, re-checks, puts back what still differs (all
+// of it on error).
+common::Status pruneApplierTouched(common::PgConnection& source, common::PgConnection& destination,
+                                   const std::vector<mover::TableInfo>& tables,
+                                   mover::PgApplier& applier, const std::string& tenant,
+                                   PruneStats* stats);
+
+}  // namespace stampmover::orch
