@@ -6,6 +6,8 @@
 // idempotent.
 #include "mover/pg_applier.h"
 
+#include "mover/heartbeat.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -25,7 +27,6 @@ using common::Result;
 using common::Status;
 
 namespace {
-constexpr const char* kHeartbeatPrefix = "stampmover_heartbeat";
 constexpr int64_t kPgEpochOffsetSec = 946684800;
 constexpr uint32_t kPollEvery = 64;  // statements sent between reads of the answers so far
 
@@ -281,6 +282,11 @@ Result<bool> PgApplier::takeResult(bool block) {
                                     "); retrying with upserts through " +
                                     seen_through_.toString()));
     }
+    if (p.kind == Pending::Kind::kUpsert && state != nullptr &&
+        std::strcmp(state, kCollisionSqlState) == 0) {
+      Status original = dst_.errorFrom(r.get(), "apply");
+      return fail(collision(*p.rel, p.keys, p.expected, original));
+    }
     return fail(dst_.errorFrom(r.get(), "apply"));
   }
   switch (p.kind) {
@@ -304,6 +310,7 @@ Result<bool> PgApplier::takeResult(bool block) {
                       kPgEpochOffsetSec * 1000000LL;
         last_heartbeat_lag_us_ = std::max<int64_t>(0, now_us - p.heartbeat_us);
         last_heartbeat_us_ = std::max(last_heartbeat_us_, p.heartbeat_us);
+        last_heartbeat_seq_ = std::max(last_heartbeat_seq_, p.heartbeat_seq);
       }
       break;
     }
@@ -324,6 +331,7 @@ Result<bool> PgApplier::takeResult(bool block) {
       break;
     }
     case Pending::Kind::kPlain:
+    case Pending::Kind::kUpsert:
     case Pending::Kind::kPlainInsert:
     case Pending::Kind::kPrepare:
     case Pending::Kind::kSync:
@@ -462,76 +470,24 @@ Status PgApplier::onRelation(const std::shared_ptr<const common::Relation>& rel)
 
   static uint32_t generation = 0;
   state->prefix = "r" + std::to_string(rel->id) + "_" + std::to_string(++generation) + "_";
-  const TableInfo& t = state->dest;
-  std::string values, set, pk_where, key_where;
-  for (size_t i = 0; i < rel->columns.size(); ++i) {
-    values += (i ? ", $" : "$") + std::to_string(i + 1);
-    const std::string& n = rel->columns[i].name;
-    if (std::find(t.primary_key.begin(), t.primary_key.end(), n) == t.primary_key.end()) {
-      set += (set.empty() ? "" : ", ") + quoteIdent(n) + " = EXCLUDED." + quoteIdent(n);
-    }
-  }
-  std::string pk_cols;
-  for (size_t k = 0; k < state->pk_idx.size(); ++k) {
-    const std::string& n = rel->columns[static_cast<size_t>(state->pk_idx[k])].name;
-    pk_cols += (k ? ", " : "") + quoteIdent(n);
-    pk_where += (k ? " AND " : "") + quoteIdent(n) + " = $" + std::to_string(k + 1);
-  }
-  for (size_t k = 0; k < state->key_idx.size(); ++k) {
-    const std::string& n = rel->columns[static_cast<size_t>(state->key_idx[k])].name;
-    key_where += (k ? " AND " : "") + quoteIdent(n) + " = $" + std::to_string(k + 1);
-  }
-  const std::string on_conflict = " ON CONFLICT (" + pk_cols + ") DO " +
-                                  (set.empty() ? std::string("NOTHING") : "UPDATE SET " + set);
-  SM_RETURN_IF_ERROR(prepare(state->prefix + "ins", "INSERT INTO " + t.quoted() + " (" +
-                                                        state->column_list + ") VALUES (" + values +
-                                                        ")" + on_conflict));
-  SM_RETURN_IF_ERROR(
-      prepare(state->prefix + "delpk", "DELETE FROM " + t.quoted() + " WHERE " + pk_where));
-  if (!key_where.empty()) {
-    SM_RETURN_IF_ERROR(
-        prepare(state->prefix + "delkey", "DELETE FROM " + t.quoted() + " WHERE " + key_where));
-  }
-  SM_RETURN_IF_ERROR(prepare(state->prefix + "trunc", "DELETE FROM " + t.quoted() + " WHERE " +
-                                                          quoteIdent(tenant_col) + " = $1"));
+  ApplyShape& shape = state->shape;
+  shape.table = state->dest.quoted();
+  for (const auto& c : rel->columns) shape.columns.push_back(c.name);
+  for (int i : state->pk_idx) shape.pk.push_back(static_cast<size_t>(i));
+  for (int i : state->key_idx) shape.key.push_back(static_cast<size_t>(i));
+  shape.tenant = static_cast<size_t>(state->tenant_idx);
+  if (state->grouped) shape.casts = state->casts;
+  state->tenant_in_pk = shape.tenantInKey();
+  const ApplyStatements sql = buildApplyStatements(shape);
+  SM_RETURN_IF_ERROR(prepare(state->prefix + "ins", sql.upsert));
+  SM_RETURN_IF_ERROR(prepare(state->prefix + "delpk", sql.delete_pk));
+  if (!sql.delete_key.empty()) SM_RETURN_IF_ERROR(prepare(state->prefix + "delkey", sql.delete_key));
+  SM_RETURN_IF_ERROR(prepare(state->prefix + "trunc", sql.delete_tenant));
   if (state->grouped) {
-    // Multi-row forms: one array parameter per column, rows in array order, unnested in the
-    // select list (the arrays have equal lengths, so the unnests run in lockstep). There they
-    // stream row by row; in FROM (ROWS FROM) they were first materialized in a tuplestore,
-    // ~7% of the destination's CPU. Each column needs its own unnest, so no argument limit.
-    // `match` (deletes): the target's key columns, aliased x, equal to the unnested columns.
-    // Keys in a group are distinct, so the join needs no de-duplication.
-    auto unnested = [&](const std::vector<size_t>& cols, std::string* match) {
-      std::string select;
-      for (size_t k = 0; k < cols.size(); ++k) {
-        const ColumnCast& cc = state->casts[cols[k]];
-        const std::string alias = "c" + std::to_string(k + 1);
-        select += (k ? ", unnest($" : "unnest($") + std::to_string(k + 1) + "::" +
-                  cc.array_type + ")" + cc.elem_cast + " AS " + alias;
-        *match += std::string(k ? " AND " : "") + "x." + quoteIdent(rel->columns[cols[k]].name) +
-                  " = u." + alias;
-      }
-      return "SELECT " + select;
-    };
-    std::vector<size_t> all(rel->columns.size());
-    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    std::vector<size_t> pks;
-    for (int i : state->pk_idx) pks.push_back(static_cast<size_t>(i));
-    std::string match_all, match_pk;
-    const std::string rows_all = unnested(all, &match_all);
-    const std::string rows_pk = unnested(pks, &match_pk);
-    SM_RETURN_IF_ERROR(prepare(state->prefix + "insmany", "INSERT INTO " + t.quoted() + " (" +
-                                                            state->column_list + ") " + rows_all +
-                                                            on_conflict));
-    SM_RETURN_IF_ERROR(prepare(state->prefix + "insplainmany", "INSERT INTO " + t.quoted() +
-                                                                 " (" + state->column_list + ") " +
-                                                                 rows_all));
-    SM_RETURN_IF_ERROR(prepare(state->prefix + "insplain", "INSERT INTO " + t.quoted() + " (" +
-                                                             state->column_list + ") VALUES (" +
-                                                             values + ")"));
-    SM_RETURN_IF_ERROR(prepare(state->prefix + "delmany", "DELETE FROM " + t.quoted() +
-                                                            " AS x USING (" + rows_pk +
-                                                            ") AS u WHERE " + match_pk));
+    SM_RETURN_IF_ERROR(prepare(state->prefix + "insmany", sql.upsert_many));
+    SM_RETURN_IF_ERROR(prepare(state->prefix + "insplainmany", sql.insert_plain_many));
+    SM_RETURN_IF_ERROR(prepare(state->prefix + "insplain", sql.insert_plain));
+    SM_RETURN_IF_ERROR(prepare(state->prefix + "delmany", sql.delete_many));
   }
   auto& slot = rels_[rel->id];
   if (slot) retired_.push_back(std::move(slot));
@@ -750,9 +706,9 @@ Status PgApplier::flushGroup(RelState& rs) {
                          [&](const Group::Row& r) { return kind(r) == want; });
   };
   if (ndel == 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "delpk", single(0).values, {}));
+    SM_RETURN_IF_ERROR(send(rs.prefix + "delpk", scoped(rs, single(0).values), {}));
   } else if (ndel > 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "delmany", arrays(0, rs.pk_idx.size()), {}));
+    SM_RETURN_IF_ERROR(send(rs.prefix + "delmany", scoped(rs, arrays(0, rs.pk_idx.size())), {}));
   }
   // Plain inserts after the deletes: a key deleted under one spelling may come back under an
   // equal one (numeric 1.0 / 1.00).
@@ -764,9 +720,14 @@ Status PgApplier::flushGroup(RelState& rs) {
                             Pending{Pending::Kind::kPlainInsert}));
   }
   if (nups == 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "ins", single(2).values, {}));
+    SM_RETURN_IF_ERROR(sendUpsert(rs, rs.prefix + "ins", single(2).values, 1, {}));
   } else if (nups > 1) {
-    SM_RETURN_IF_ERROR(send(rs.prefix + "insmany", arrays(2, rs.rel->columns.size()), {}));
+    std::vector<PgParam> cols = arrays(2, rs.rel->columns.size());
+    std::vector<PgParam> pk_arrays;
+    if (!rs.tenant_in_pk) {
+      for (int i : rs.pk_idx) pk_arrays.push_back(cols[static_cast<size_t>(i)]);
+    }
+    SM_RETURN_IF_ERROR(sendUpsert(rs, rs.prefix + "insmany", cols, nups, std::move(pk_arrays)));
   }
   stats_.statements += (ndel ? 1 : 0) + (nfresh ? 1 : 0) + (nups ? 1 : 0);
   stats_.merged_rows += g.rows.size();
@@ -793,7 +754,7 @@ Status PgApplier::sendToastUpdate(RelState& rs, const common::Tuple& tuple,
                                   std::vector<PgParam> new_pk) {
   // Update only what was sent; a missing row is repaired from the source before the commit.
   std::string mask;
-  std::string set;
+  bool any_set = false;
   std::vector<PgParam> params = new_pk;
   for (size_t i = 0; i < tuple.size(); ++i) {
     const Datum& d = tuple[i];
@@ -802,26 +763,90 @@ Status PgApplier::sendToastUpdate(RelState& rs, const common::Tuple& tuple,
     mask += d.kind == Datum::Kind::kUnchangedToast ? 'u' : '.';
     if (d.kind == Datum::Kind::kUnchangedToast || is_pk) continue;
     params.push_back(d.kind == Datum::Kind::kText ? PgParam(d.text) : PgParam());
-    set += (set.empty() ? "" : ", ") + quoteIdent(rs.rel->columns[i].name) + " = $" +
-           std::to_string(params.size());
+    any_set = true;
   }
-  if (set.empty()) {
+  if (!any_set) {
     repairs_.emplace_back(&rs, std::move(new_pk));  // nothing to set: make sure the row exists
     return Status::ok();
   }
-  std::string where;
-  for (size_t k = 0; k < rs.pk_idx.size(); ++k) {
-    where += (k ? " AND " : "") +
-             quoteIdent(rs.rel->columns[static_cast<size_t>(rs.pk_idx[k])].name) + " = $" +
-             std::to_string(k + 1);
-  }
+  if (!rs.tenant_in_pk) params.push_back(rs.tenant_text);
   std::string name = rs.prefix + "upd_" + mask;
-  SM_RETURN_IF_ERROR(
-      prepare(name, "UPDATE " + rs.dest.quoted() + " SET " + set + " WHERE " + where));
+  SM_RETURN_IF_ERROR(prepare(name, toastUpdateSql(rs.shape, mask)));
   toast_checks_++;
   stats_.statements++;
   Pending p{Pending::Kind::kUpdateToast, &rs, new_pk};
   return send(name, params, std::move(p));
+}
+
+std::vector<PgParam> PgApplier::scoped(const RelState& rs, std::vector<PgParam> key) const {
+  if (!rs.tenant_in_pk) key.push_back(rs.tenant_text);
+  return key;
+}
+
+Status PgApplier::sendUpsert(RelState& rs, const std::string& stmt,
+                             const std::vector<PgParam>& params, uint64_t rows,
+                             std::vector<PgParam> pk_arrays) {
+  if (rs.tenant_in_pk) return send(stmt, params, {});
+  Pending p{Pending::Kind::kUpsert, &rs};
+  if (!pk_arrays.empty()) {
+    // Multi-row: the statement checks the number of rows it wrote (see apply_sql.h).
+    std::vector<PgParam> with_count = params;
+    with_count.push_back(std::to_string(rows));
+    p.expected = rows;
+    p.keys = std::move(pk_arrays);
+    return send(stmt, with_count, std::move(p));
+  }
+  p.expected = rows;
+  if (pk_arrays.empty()) {
+    // One row: its PK values, each as a one-element array.
+    for (int i : rs.pk_idx) {
+      std::string a = "{";
+      appendArrayElement(a, params[static_cast<size_t>(i)]);
+      pk_arrays.push_back(a + "}");
+    }
+  }
+  p.keys = std::move(pk_arrays);
+  return send(stmt, params, std::move(p));
+}
+
+Status PgApplier::collision(const RelState& rs, const std::vector<PgParam>& pk_arrays,
+                            uint64_t sent, const Status& original) {
+  std::string what = "of " + std::to_string(sent) + " row(s) of tenant '" + rs.tenant_text +
+                     "' sent to " + rs.dest.key() + ", some have the primary key of a row of "
+                     "another tenant on " + options_.dest_label;
+  // Name the rows, read on a separate session: this one's transaction is about to fail.
+  std::string rows;
+  auto conn = common::PgConnection::connect(options_.dest_dsn, options_.dest_label + " (report)");
+  if (conn) {
+    std::string pk_text, unnest, cols, match;
+    for (size_t k = 0; k < rs.pk_idx.size(); ++k) {
+      const std::string& name = rs.rel->columns[static_cast<size_t>(rs.pk_idx[k])].name;
+      const ColumnInfo* ci = rs.dest.column(name);
+      pk_text += (k ? " || ', ' || " : "") + std::string("t.") + quoteIdent(name) + "::text";
+      unnest += (k ? ", $" : "$") + std::to_string(k + 1) + "::" + (ci ? ci->type : "text") + "[]";
+      cols += (k ? ", c" : "c") + std::to_string(k);
+      match += (k ? " AND t." : "t.") + quoteIdent(name) + " = k.c" + std::to_string(k);
+    }
+    std::vector<PgParam> params = pk_arrays;
+    params.push_back(rs.tenant_text);
+    const std::string tc = quoteIdent(rs.rel->columns[static_cast<size_t>(rs.tenant_idx)].name);
+    auto r = conn->query("SELECT '(' || " + pk_text + " || ') of tenant ' || t." + tc +
+                             "::text FROM " + rs.dest.quoted() + " t JOIN unnest(" + unnest +
+                             ") AS k(" + cols + ") ON " + match + " WHERE t." + tc +
+                             " IS DISTINCT FROM $" + std::to_string(params.size()) + " LIMIT 5",
+                         params);
+    if (r) {
+      for (int i = 0; i < common::rowCount(*r); ++i) {
+        rows += (i ? "; " : "") + common::cell(*r, i, 0);
+      }
+    }
+  }
+  // Division by zero from something else (a generated column): not a collision we can name.
+  if (rows.empty()) return original;
+  return Status::dataLoss("data conflict: " + what + " (" + rows + ")" +
+                          "; nothing of the other tenant was changed. The table's primary key "
+                          "does not contain the tenant column and both tenants use this key: "
+                          "resolve the collision at the destination, then rerun");
 }
 
 Status PgApplier::onChangeGrouped(RelState& rs, common::Change& c) {
@@ -843,7 +868,7 @@ Status PgApplier::onChangeGrouped(RelState& rs, common::Change& c) {
     touched_.whole_table[rs.rel->key()] = true;
     SM_RETURN_IF_ERROR(flushGroup(rs));
     stats_.statements++;
-    return send(rs.prefix + "delkey", old_key, {});
+    return send(rs.prefix + "delkey", scoped(rs, old_key), {});
   };
   auto pkIsToast = [&](const common::Tuple& t) {
     return std::any_of(rs.pk_idx.begin(), rs.pk_idx.end(), [&](int i) {
@@ -857,6 +882,12 @@ Status PgApplier::onChangeGrouped(RelState& rs, common::Change& c) {
         return Status::internal("unchanged-TOAST primary key value in " + rs.rel->key());
       }
       if (options_.track_touched) touch(rs, pick(c.new_tuple, rs.pk_idx, &ok));
+      if (hasUnchangedToast(c.new_tuple)) {
+        // A row moved into the tenant (UPDATE ... SET tenant = T) is published as an insert
+        // whose unchanged out-of-line values are markers: read the row from the source.
+        repairs_.emplace_back(&rs, pick(c.new_tuple, rs.pk_idx, &ok));
+        return Status::ok();
+      }
       std::string key = encodeKey(c.new_tuple, rs.pk_idx);  // before the values are taken
       return putRow(rs, std::move(key), false, takeValues(c.new_tuple), true);
     }
@@ -967,8 +998,14 @@ Status PgApplier::onChange(common::Change& c) {
       SM_RETURN_IF_ERROR(checkTenant(*rs, c.new_tuple, "an insert"));
       bool pk_ok = true;
       touch(*rs, pick(c.new_tuple, rs->pk_idx, &pk_ok));
+      if (hasUnchangedToast(c.new_tuple)) {
+        // A row moved into the tenant: see onChangeGrouped().
+        if (!pk_ok) return Status::internal("unchanged-TOAST primary key value in " + rs->rel->key());
+        repairs_.emplace_back(rs, pick(c.new_tuple, rs->pk_idx, &pk_ok));
+        return Status::ok();
+      }
       stats_.statements++;
-      return send(rs->prefix + "ins", allValues(c.new_tuple), {});
+      return sendUpsert(*rs, rs->prefix + "ins", allValues(c.new_tuple), 1, {});
     }
     case ChangeOp::kDelete:
       if (!c.old_tuple) return Status::internal("delete without old key in " + rs->rel->key());
@@ -978,7 +1015,7 @@ Status PgApplier::onChange(common::Change& c) {
         touched_.whole_table[rs->rel->key()] = true;  // key is not the PK: check the table
       }
       stats_.statements++;
-      return send(old_stmt, old_key, {});
+      return send(old_stmt, scoped(*rs, old_key), {});
     case ChangeOp::kUpdate: {
       SM_RETURN_IF_ERROR(checkTenant(*rs, c.new_tuple, "an update"));
       bool key_ok = true;
@@ -998,11 +1035,11 @@ Status PgApplier::onChange(common::Change& c) {
           touched_.whole_table[rs->rel->key()] = true;
         }
         stats_.statements++;
-        SM_RETURN_IF_ERROR(send(old_stmt, old_key, {}));
+        SM_RETURN_IF_ERROR(send(old_stmt, scoped(*rs, old_key), {}));
       }
       if (!hasUnchangedToast(c.new_tuple)) {
         stats_.statements++;
-        return send(rs->prefix + "ins", allValues(c.new_tuple), {});
+        return sendUpsert(*rs, rs->prefix + "ins", allValues(c.new_tuple), 1, {});
       }
       if (key_changed) {
         // The unchanged TOAST values lived under the old key: read the row from the source.
@@ -1068,10 +1105,16 @@ Status PgApplier::repairFromSource(RelState& rs, const std::vector<PgParam>& key
              quoteIdent(rs.rel->columns[static_cast<size_t>(rs.pk_idx[k])].name) + " = $" +
              std::to_string(k + 1);
   }
+  // Only a row of this tenant: the row may have moved to another tenant since (that move
+  // reaches us as a delete), and another tenant's row with this key is none of ours.
+  std::vector<PgParam> params = key;
+  params.push_back(rs.tenant_text);
+  where += " AND " + quoteIdent(rs.rel->columns[static_cast<size_t>(rs.tenant_idx)].name) + " = $" +
+           std::to_string(params.size());
   SM_ASSIGN_OR_RETURN(auto res, src_.query("SELECT " + rs.column_list + " FROM " +
                                                common::qualifiedName(rs.rel->schema, rs.rel->name) +
                                                " WHERE " + where,
-                                           key));
+                                           params));
   stats_.toast_repairs++;
   if (common::rowCount(res) == 0) return Status::ok();  // deleted since: a later delete follows
   std::vector<PgParam> row;
@@ -1079,7 +1122,7 @@ Status PgApplier::repairFromSource(RelState& rs, const std::vector<PgParam>& key
     row.push_back(common::cellIsNull(res, 0, i) ? PgParam() : PgParam(common::cell(res, 0, i)));
   }
   stats_.statements++;
-  return send(rs.prefix + "ins", row, {});
+  return sendUpsert(rs, rs.prefix + "ins", row, 1, {});
 }
 
 Status PgApplier::commitBatch(bool wait) {
@@ -1111,7 +1154,9 @@ Status PgApplier::commitBatch(bool wait) {
   Pending commit{Pending::Kind::kCommit};
   commit.lsn = batch_end_lsn_;
   commit.heartbeat_us = pending_heartbeat_us_;
+  commit.heartbeat_seq = pending_heartbeat_seq_;
   pending_heartbeat_us_ = 0;
+  pending_heartbeat_seq_ = 0;
   SM_RETURN_IF_ERROR(send("COMMIT", {}, std::move(commit)));
   Pending wal{Pending::Kind::kWalLsn};
   wal.lsn = batch_end_lsn_;
@@ -1181,6 +1226,34 @@ Status PgApplier::forceFlush() {
   return st;
 }
 
+Status PgApplier::advanceOrigin(Lsn lsn) {
+  if (!failed_.isOk()) return failed_;
+  if (dest_txn_open_ || in_source_txn_) return Status::internal("advanceOrigin with an open batch");
+  SM_RETURN_IF_ERROR(waitAll());
+  if (lsn <= committed_) return Status::ok();
+  if (PQexitPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "leave pipeline mode"));
+  // An empty transaction that carries the position (pg_current_xact_id() makes it write a
+  // commit record), committed synchronously: it also flushes every earlier commit of ours.
+  Status st = dst_.exec("BEGIN; SET LOCAL synchronous_commit = on");
+  if (st.isOk()) {
+    st = dst_.query("SELECT pg_replication_origin_xact_setup($1::pg_lsn, now()), "
+                    "pg_current_xact_id()",
+                    {lsn.toString()})
+             .status();
+  }
+  if (st.isOk()) st = dst_.exec("COMMIT");
+  if (!st.isOk()) dst_.exec("ROLLBACK").ignore();  // reporting the first error
+  if (PQenterPipelineMode(dst_.raw()) != 1)
+    return fail(dst_.errorFrom(nullptr, "enter pipeline mode"));
+  if (!st.isOk()) return fail(st);
+  for (const auto& [wal, end] : unflushed_) durable_ = std::max(durable_, end);
+  unflushed_.clear();
+  committed_ = confirmed_ = origin_sent_ = lsn;
+  durable_ = std::max(durable_, lsn);
+  return Status::ok();
+}
+
 Status PgApplier::apply(const ChangeEvent& e) {
   if (!failed_.isOk()) return failed_;
   ChangeEvent copy = e;
@@ -1218,11 +1291,13 @@ Status PgApplier::applyEvent(ChangeEvent& e) {
       return onChange(e.change);
     case ChangeEvent::Kind::kMessage:
       if (e.message.prefix == kHeartbeatPrefix) {
-        stats_.heartbeats++;
-        try {
-          pending_heartbeat_us_ = std::stoll(e.message.content);
-        } catch (const std::exception&) {
-          // Someone else's message with our prefix: ignore it, it carries no data.
+        // Only this stream's own heartbeats: every slot of the database sees every migration's.
+        auto hb = parseHeartbeat(e.message.content);
+        if (hb && !options_.heartbeat_identity.empty() && hb->identity == options_.heartbeat_identity) {
+          stats_.heartbeats++;
+          pending_heartbeat_seq_ = std::max(pending_heartbeat_seq_, hb->seq);
+          // The lag needs a time; 0 would mean "no heartbeat" below.
+          pending_heartbeat_us_ = std::max<int64_t>(hb->emitted_us, 1);
         }
       }
       return Status::ok();

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/pg.h"
+#include "mover/apply_sql.h"
 #include "mover/catalog.h"
 #include "mover/change_sink.h"
 
@@ -46,6 +47,8 @@ struct ApplierOptions {
   std::string skip_origin;          // Default: "" ; skip source txns carrying this origin
                                     // (the reverse stream skips the forward applier's)
   bool track_touched = false;       // Default: false; remember keys changed (cutover check)
+  // Heartbeats counted: only those with this identity (see mover/heartbeat.h).
+  std::string heartbeat_identity;   // Default: "" (no heartbeat counts)
   // Plain INSERT (no ON CONFLICT) for a row whose first change in a batch is an insert, in
   // source transactions committed after `upsert_through`: the destination mirrors the source
   // there, so the row cannot exist. A unique violation means it did: the batch rolls back and
@@ -118,6 +121,11 @@ class PgApplier final : public ChangeSink {
   // instead of waiting for the WAL writer (up to wal_writer_delay): used inside the cutover
   // window. Requires no open batch (call commitPending() first).
   common::Status forceFlush();
+  // Records `lsn` as applied (the replication origin) in an empty, synchronously committed
+  // destination transaction: used before acknowledging an idle source's keepalive position, so
+  // the origin never lags what the slot was told (which makes "the destination went back in
+  // time" exact to detect). Requires no open batch. Errors: as apply().
+  common::Status advanceOrigin(common::Lsn lsn);
   // End of the last source transaction whose batch COMMIT was sent (its answer may be pending;
   // an error in it makes every later call fail).
   common::Lsn committedLsn() const override { return committed_; }
@@ -135,17 +143,13 @@ class PgApplier final : public ChangeSink {
   int64_t lastHeartbeatMicros() const { return last_heartbeat_us_; }
   // Emission-to-commit delay of that heartbeat (µs): the stream's end-to-end lag. -1 if none.
   int64_t lastHeartbeatLagMicros() const { return last_heartbeat_lag_us_; }
+  // Sequence number of the last own heartbeat committed at the destination (0: none yet).
+  uint64_t lastHeartbeatSeq() const { return last_heartbeat_seq_; }
   // After a failure caused by a plain insert meeting an existing row: the source position to
   // upsert through on the retry (0/0 otherwise).
   common::Lsn conflictThrough() const { return conflict_through_; }
 
  private:
-  // Per source column: how its values travel in a multi-row statement.
-  struct ColumnCast {
-    std::string array_type;  // "bigint[]" (typed array) or "text[]" (elements cast one by one)
-    std::string elem_cast;   // "" or "::type" applied to each element of a text[] array
-  };
-
   // Merged changes of one relation not sent yet: one row per primary key, in first-seen order.
   struct Group {
     struct Row {
@@ -175,6 +179,8 @@ class PgApplier final : public ChangeSink {
     std::string prefix;             // prepared statement name prefix
     std::string column_list;        // quoted source columns, source order
     std::vector<ColumnCast> casts;  // per source column (grouped relations)
+    ApplyShape shape;               // what the statements are built from
+    bool tenant_in_pk = true;       // false: every write carries the tenant predicate
     Group group;
     bool dirty = false;  // listed in dirty_
   };
@@ -188,13 +194,18 @@ class PgApplier final : public ChangeSink {
       kCommit,
       kFlushLsn,
       kSync,
-      kPlainInsert  // a unique violation here means the destination had the row
+      kPlainInsert,  // a unique violation here means the destination had the row
+      kUpsert        // fails with kCollisionSqlState when a row met a key of another
+                     // tenant (see apply_sql.h); relations whose PK lacks the tenant only
     };
     Kind kind = Kind::kPlain;
     RelState* rel = nullptr;
     std::vector<common::PgParam> key;  // kUpdateToast: PK values for a repair
     common::Lsn lsn;                   // kCommit, kWalLsn: source end LSN of the batch
     int64_t heartbeat_us = 0;          // kCommit: heartbeat carried by the batch
+    uint64_t heartbeat_seq = 0;        // kCommit: its sequence number
+    uint64_t expected = 0;             // kUpsert: rows sent
+    std::vector<common::PgParam> keys;  // kUpsert: one array per PK column (for the report)
   };
   explicit PgApplier(ApplierOptions options) : options_(std::move(options)) {}
   common::Status applyEvent(common::ChangeEvent& event);
@@ -231,6 +242,17 @@ class PgApplier final : public ChangeSink {
   common::Status flushGroup(RelState& rs);
   common::Status flushAllGroups();
   common::Status fail(common::Status st);
+  // Appends the tenant parameter to a delete's key values when the relation needs it.
+  std::vector<common::PgParam> scoped(const RelState& rs, std::vector<common::PgParam> key) const;
+  // Sends an upsert (single or multi-row) whose affected-row count is checked when the PK lacks
+  // the tenant column. `pk_arrays`: one array literal per PK column, for the conflict report.
+  common::Status sendUpsert(RelState& rs, const std::string& stmt,
+                            const std::vector<common::PgParam>& params, uint64_t rows,
+                            std::vector<common::PgParam> pk_arrays);
+  // The data-conflict error for an upsert that met rows of another tenant: names the rows,
+  // read on a separate destination session (the apply transaction is failing).
+  common::Status collision(const RelState& rs, const std::vector<common::PgParam>& pk_arrays,
+                           uint64_t sent, const common::Status& original);
 
   ApplierOptions options_;
   common::PgConnection dst_;
@@ -263,6 +285,8 @@ class PgApplier final : public ChangeSink {
   int64_t pending_heartbeat_us_ = 0;
   int64_t last_heartbeat_us_ = 0;
   int64_t last_heartbeat_lag_us_ = -1;
+  uint64_t pending_heartbeat_seq_ = 0;
+  uint64_t last_heartbeat_seq_ = 0;
   ApplierStats stats_;
   bool skipping_txn_ = false;
   bool txn_plain_ = false;     // the open source txn may use plain inserts

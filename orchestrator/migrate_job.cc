@@ -12,6 +12,7 @@
 
 #include "cdc/pgoutput_source.h"
 #include "mover/fence.h"
+#include "mover/heartbeat.h"
 #include "orchestrator/control_plane.h"
 #include "orchestrator/purge.h"
 #include "mover/source_setup.h"
@@ -26,8 +27,6 @@ using common::Result;
 using common::Status;
 
 namespace {
-
-constexpr const char* kHeartbeatPrefix = "stampmover_heartbeat";
 
 bool cancelled(const std::atomic<bool>* c) { return c != nullptr && c->load(); }
 
@@ -67,7 +66,14 @@ struct Streamer {
   std::chrono::steady_clock::time_point last_hb{}, last_ckpt{}, last_status{};
   uint64_t last_changes = 0;
   std::chrono::steady_clock::time_point rate_t0 = std::chrono::steady_clock::now();
-  int64_t since_us = 0;  // heartbeats emitted before this run started do not prove catch-up
+  // This stream's heartbeats (see mover/heartbeat.h): only they prove catch-up or end a drain.
+  std::string hb_identity = mover::newHeartbeatIdentity(rec.id, spec.name);
+  uint64_t hb_seq = 0;     // last emitted
+  uint64_t since_seq = 0;  // the next caught-up check needs a heartbeat newer than this
+  // Keys the applier changed, carried from one applier to the next across reconnects, so the
+  // cutover's re-check still covers everything changed since tracking began.
+  mover::TouchedKeys carried_touched{};
+  Lsn tracking_from{};  // stream position where touched-key tracking began (this process)
   CaughtUpHook on_caught_up{};
   // Re-checks the applier's touched keys and keeps those still different (cutover runs only).
   std::function<Status(mover::PgApplier&)> prune_touched{};
@@ -75,18 +81,20 @@ struct Streamer {
   mover::ApplierStats totals{};
   Lsn upsert_through{};  // plain inserts only after this source position (see ApplierOptions)
 
-  Result<int64_t> heartbeat() {
+  // Emits the next heartbeat; returns its sequence number.
+  Result<uint64_t> heartbeat() {
     if (!hb.valid()) {
       SM_ASSIGN_OR_RETURN(hb, PgConnection::connect(spec.from.dsn, spec.from.label + " (heartbeat)"));
     }
-    int64_t value = cdc::pgEpochMicrosNow();
+    mover::Heartbeat beat{hb_identity, hb_seq + 1, cdc::pgEpochMicrosNow()};
     auto r = hb.query("SELECT pg_logical_emit_message(true, $1, $2)",
-                      {std::string(kHeartbeatPrefix), std::to_string(value)});
+                      {std::string(mover::kHeartbeatPrefix), mover::heartbeatContent(beat)});
     if (!r) {
       hb = PgConnection();
       return r.status();
     }
-    return value;
+    hb_seq = beat.seq;
+    return beat.seq;
   }
 
   // Durable position -> RocksDB -> source, in that order. When `idle` (nothing open, nothing
@@ -103,7 +111,16 @@ struct Streamer {
     }
     if (idle && !applier.inTransaction() && durable >= applier.committedLsn() &&
         source.keepaliveWalEnd() > acked) {
-      SM_RETURN_IF_ERROR(source.acknowledge(source.keepaliveWalEnd()));
+      // Nothing of ours up to the keepalive position: record it at the destination first (the
+      // origin must never lag what the slot was told, or a destination that went back in time
+      // could not be told from one that did not), then RocksDB, then the source.
+      const Lsn pos = source.keepaliveWalEnd();
+      SM_RETURN_IF_ERROR(applier.advanceOrigin(pos));
+      mover::CheckpointBatch b;
+      b.putStreamPosition(rec.id, {spec.name, pos, 0, spec.slot});
+      SM_RETURN_IF_ERROR(store.write(b));
+      SM_RETURN_IF_ERROR(source.acknowledge(pos));
+      acked = pos;
     }
     return Status::ok();
   }
@@ -184,13 +201,13 @@ struct Streamer {
   Result<std::chrono::microseconds> drain(mover::PgApplier& applier, cdc::PgoutputSource& source,
                                           std::chrono::steady_clock::time_point deadline) {
     auto t0 = std::chrono::steady_clock::now();
-    SM_ASSIGN_OR_RETURN(int64_t value, heartbeat());
+    SM_ASSIGN_OR_RETURN(uint64_t seq, heartbeat());
     auto us = [&] {
       return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
     };
     spdlog::debug("drain: heartbeat emitted at +{} us", us());
     SM_RETURN_IF_ERROR(pump(applier, source,
-                            [&] { return applier.lastHeartbeatMicros() >= value; }, deadline));
+                            [&] { return applier.lastHeartbeatSeq() >= seq; }, deadline));
     spdlog::debug("drain: heartbeat applied at +{} us", us());
     SM_RETURN_IF_ERROR(applier.commitPending());
     SM_RETURN_IF_ERROR(applier.forceFlush());
@@ -245,13 +262,13 @@ struct Streamer {
         if (!pruned.isOk()) spdlog::warn("re-check of changed rows: {}", pruned.message());
         prune_floor = applier.touched().count;
       }
-      int64_t hb_us = applier.lastHeartbeatMicros();
-      if (on_caught_up && hb_us > since_us && !applier.inTransaction()) {
+      const uint64_t hb_seen = applier.lastHeartbeatSeq();
+      if (on_caught_up && hb_seen > since_seq && !applier.inTransaction()) {
         double lag_ms = static_cast<double>(applier.lastHeartbeatLagMicros()) / 1e3;
         if (lag_ms < static_cast<double>(o.caught_up_lag.count())) {
           report.caught_up = true;
           report.last_lag_seconds = lag_ms / 1e3;
-          since_us = hb_us;  // the next check needs a newer heartbeat
+          since_seq = hb_seen;  // the next check needs a newer heartbeat
           SM_ASSIGN_OR_RETURN(bool stop, on_caught_up(applier, source));
           if (stop) {
             SM_RETURN_IF_ERROR(applier.commitPending());
@@ -274,7 +291,6 @@ struct Streamer {
     std::mt19937_64 rng(std::random_device{}());
     auto backoff = std::chrono::milliseconds(100);
     auto failing_since = std::chrono::steady_clock::time_point{};
-    since_us = cdc::pgEpochMicrosNow();
     for (;;) {
       mover::ApplierOptions ao;
       ao.dest_dsn = spec.to.dsn;
@@ -288,13 +304,18 @@ struct Streamer {
       ao.max_batch_changes = o.max_batch_changes;
       ao.max_batch_age = o.max_batch_age;
       ao.track_touched = spec.track_touched;
+      ao.heartbeat_identity = hb_identity;
       ao.upsert_through = upsert_through;
       Status st;
       auto applier = mover::PgApplier::open(ao);
       if (!applier) {
         st = applier.status();
       } else {
+        (*applier)->restoreTouched(std::move(carried_touched));
+        carried_touched = mover::TouchedKeys();
         st = connectAndRun(**applier);
+        // Kept for the next applier (more keys than committed is only more re-checking).
+        carried_touched = (*applier)->takeTouched();
         const auto& s = (*applier)->stats();
         totals.changes += s.changes;
         totals.transactions += s.transactions;
@@ -322,6 +343,36 @@ struct Streamer {
     }
   }
 
+  // The slot's confirmed position is what we acknowledged, which never passes what the
+  // destination's origin recorded (committed with the data, and advanced before an idle
+  // keepalive is acknowledged). An origin behind it means the destination lost commits it had
+  // (restored from a backup, failed over to a lagging standby): the slot no longer holds those
+  // changes, so streaming on would silently skip them. Errors: kRefused naming the positions.
+  Status checkNotBackInTime(Lsn origin, Lsn start, const std::optional<mover::StreamPosition>& saved) {
+    if (!hb.valid()) {
+      SM_ASSIGN_OR_RETURN(hb, PgConnection::connect(spec.from.dsn, spec.from.label + " (heartbeat)"));
+    }
+    SM_ASSIGN_OR_RETURN(auto confirmed_text,
+                        hb.queryValue("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                      "WHERE slot_name = $1",
+                                      {spec.slot}));
+    if (!confirmed_text) return Status::ok();  // no slot: start() says so, with the fix
+    // Nothing applied and no recorded starting point: nothing to compare with.
+    if (start.isZero()) return Status::ok();
+    auto confirmed = Lsn::parse(*confirmed_text);
+    if (!confirmed) return Status::internal("unparseable confirmed_flush_lsn '" + *confirmed_text + "'");
+    if (*confirmed <= start) return Status::ok();
+    return Status::refused(
+        "the " + spec.to.label + " went back in time: its replication origin " + spec.origin +
+        " records " + (origin.isZero() ? std::string("nothing applied") : origin.toString()) +
+        " but slot " + spec.slot + " on " + spec.from.label + " was acknowledged up to " +
+        confirmed->toString() + " (checkpoint store: " +
+        (saved ? saved->lsn.toString() : std::string("none")) +
+        "); the changes in between are no longer in the slot (was the destination restored from "
+        "a backup or failed over to a lagging standby?). Start over: `stampmover cleanup --tenant " +
+        rec.tenant + " --purge-destination` with the same --from/--to, then migrate again");
+  }
+
   std::unique_ptr<cdc::PgoutputSource>* live_source = nullptr;
   bool connected_once_ = false;
 
@@ -334,7 +385,9 @@ struct Streamer {
                    (*saved)->lsn.toString(), spec.name, origin.toString(), spec.to.label);
     }
     Lsn start = origin.isZero() ? spec.initial : origin;
+    SM_RETURN_IF_ERROR(checkNotBackInTime(origin, start, saved ? *saved : std::nullopt));
     acked = start;
+    if (tracking_from.isZero()) tracking_from = start;
     cdc::PgoutputSourceOptions so;
     so.dsn = spec.from.dsn;
     so.label = spec.from.label;

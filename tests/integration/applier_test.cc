@@ -14,6 +14,7 @@
 #include "cdc/pgoutput_source.h"
 #include "harness/seed.h"
 #include "mover/catalog.h"
+#include "mover/heartbeat.h"
 #include "mover/pg_applier.h"
 #include "mover/source_setup.h"
 #include "tests/support/test_support.h"
@@ -42,6 +43,9 @@ CREATE TABLE uniq (
   PRIMARY KEY (tenant_id, id), UNIQUE (tenant_id, email));
 CREATE TABLE nkeys (tenant_id bigint NOT NULL, k numeric NOT NULL, v text, PRIMARY KEY (tenant_id, k));
 CREATE TABLE churn (tenant_id bigint NOT NULL, id int NOT NULL, v text, PRIMARY KEY (tenant_id, id));
+-- A primary key without the tenant column (allowed under REPLICA IDENTITY FULL).
+CREATE TABLE shared_keys (id int PRIMARY KEY, tenant_id bigint NOT NULL, v text);
+ALTER TABLE shared_keys REPLICA IDENTITY FULL;
 )SQL";
 
 const std::pair<const char*, const char*> kTables[] = {{"accounts", "account_id"},
@@ -57,6 +61,8 @@ const std::pair<const char*, const char*> kTables[] = {{"accounts", "account_id"
 // A value stored out of line (TOAST) even after compression.
 constexpr const char* kBig =
     "(SELECT string_agg(md5(g::text || 'big'), '') FROM generate_series(1, 400) g)";
+
+uint64_t heartbeat_seq = 0;  // this binary's heartbeats, one identity for every applier
 
 struct Env {
   std::string db;
@@ -119,6 +125,7 @@ Result<mover::ApplierStats> catchUpOnce(Env& e, uint32_t max_group_rows, Lsn sta
   ao.tenant = "42";
   ao.max_group_rows = max_group_rows;
   ao.upsert_through = upsert_through;
+  ao.heartbeat_identity = "applier-test";
   SM_ASSIGN_OR_RETURN(auto applier, mover::PgApplier::open(ao));
   struct Report {
     mover::PgApplier& a;
@@ -134,13 +141,20 @@ Result<mover::ApplierStats> catchUpOnce(Env& e, uint32_t max_group_rows, Lsn sta
   so.publication = e.name;
   so.start = start;  // never acknowledged: 0 and older positions mean the slot's creation
   SM_ASSIGN_OR_RETURN(auto source, cdc::PgoutputSource::start(so));
-  const int64_t hb = cdc::pgEpochMicrosNow();
+  // Another stream's heartbeat (a later clock, our prefix) first: it must not end the wait.
   SM_RETURN_IF_ERROR(e.src
-                         .query("SELECT pg_logical_emit_message(true, 'stampmover_heartbeat', $1)",
-                                {std::to_string(hb)})
+                         .query("SELECT pg_logical_emit_message(true, $1, $2)",
+                                {std::string(mover::kHeartbeatPrefix),
+                                 mover::heartbeatContent({"someone-else", 99,
+                                                          cdc::pgEpochMicrosNow() + 3600000000})})
+                         .status());
+  const mover::Heartbeat hb{ao.heartbeat_identity, ++heartbeat_seq, cdc::pgEpochMicrosNow()};
+  SM_RETURN_IF_ERROR(e.src
+                         .query("SELECT pg_logical_emit_message(true, $1, $2)",
+                                {std::string(mover::kHeartbeatPrefix), mover::heartbeatContent(hb)})
                          .status());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (applier->lastHeartbeatMicros() < hb) {
+  while (applier->lastHeartbeatSeq() < hb.seq) {
     if (std::chrono::steady_clock::now() > deadline) return Status::internal("catch-up timed out");
     SM_ASSIGN_OR_RETURN(auto ev, source->next(std::chrono::milliseconds(20)));
     if (ev) {
@@ -439,3 +453,59 @@ INSTANTIATE_TEST_SUITE_P(GroupRows, ApplierTest, ::testing::Values(1000u, 3u, 1u
                          });
 
 }  // namespace
+
+// `UPDATE ... SET tenant_id = 42` on another tenant's row reaches the slot (through the row
+// filter) as an INSERT whose unchanged out-of-line values are markers, not values: the applier
+// must read the row from the source, not write NULL there.
+TEST_P(ApplierTest, ARowMovedIntoTheTenantKeepsItsToastedValues) {
+  auto e = setUp();
+  execOrDie(e->src, std::string("INSERT INTO documents VALUES (1, 'moving', 'title', ") + kBig +
+                        ", '{\"m\": 1}', now()), (1, 'moving2', 'title 2', " + kBig +
+                        ", NULL, now()), (1, 'stays', 'other', " + kBig + ", NULL, now())");
+  auto first = catchUp(*e, GetParam());
+  ASSERT_TRUE(first.isOk()) << first.status().message();
+  execOrDie(e->src, "UPDATE documents SET tenant_id = 42 WHERE tenant_id = 1 AND doc_key = 'moving'");
+  execOrDie(e->src, "BEGIN; UPDATE documents SET tenant_id = 42, title = 'renamed' WHERE "
+                    "tenant_id = 1 AND doc_key = 'moving2'; UPDATE documents SET title = 'again' "
+                    "WHERE tenant_id = 42 AND doc_key = 'moving2'; COMMIT");
+  auto second = catchUp(*e, GetParam());
+  ASSERT_TRUE(second.isOk()) << second.status().message();
+  EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM documents WHERE tenant_id = 42 AND body IS NULL"),
+            "0")
+      << "a moved row lost its TOASTed body";
+  EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM documents WHERE tenant_id = 42"), "2");
+  expectTenantEqual(*e, "after rows moved into the tenant");
+}
+
+// A table whose primary key lacks the tenant column: the destination holds key 5 for tenant 7
+// (its own customer), and the source inserts key 5 for tenant 42. That is a data conflict that
+// stops the stream naming the row; tenant 7's row stays as it was (today's retry with upserts
+// overwrote it).
+TEST(ApplierTenantScope, AKeyOfAnotherTenantIsAConflictNotAnOverwrite) {
+  auto e = setUp();
+  execOrDie(e->dst, "INSERT INTO shared_keys VALUES (5, 7, 'tenant 7 lives here'), (9, 7, 'nine')");
+  execOrDie(e->src, "INSERT INTO shared_keys VALUES (6, 42, 'fine')");
+  auto first = catchUp(*e, 1000);
+  ASSERT_TRUE(first.isOk()) << first.status().message();
+  // An update whose row the destination lacks is an upsert: the same collision.
+  execOrDie(e->src, "INSERT INTO shared_keys VALUES (5, 42, 'mine'), (7, 42, 'also mine')");
+  auto second = catchUp(*e, 1000);
+  ASSERT_FALSE(second.isOk()) << "a key of another tenant was overwritten";
+  EXPECT_EQ(second.status().errorClass(), stampmover::common::ErrorClass::kDataLoss)
+      << second.status().message();
+  EXPECT_NE(second.status().message().find("(5) of tenant 7"), std::string::npos)
+      << second.status().message();
+  EXPECT_EQ(scalar(e->dst, "SELECT tenant_id || ':' || v FROM shared_keys WHERE id = 5"),
+            "7:tenant 7 lives here");
+  EXPECT_EQ(scalar(e->dst, "SELECT tenant_id || ':' || v FROM shared_keys WHERE id = 9"), "7:nine");
+  // Row by row as well (a delete of the tenant's own row never touches tenant 7's).
+  execOrDie(e->src, "DELETE FROM shared_keys WHERE id = 5");
+  execOrDie(e->dst, "DELETE FROM shared_keys WHERE id = 5");
+  execOrDie(e->dst, "INSERT INTO shared_keys VALUES (5, 7, 'tenant 7 again')");
+  auto third = catchUp(*e, 1);
+  ASSERT_FALSE(third.isOk()) << scalar(e->dst, "SELECT string_agg(id || ':' || tenant_id || ':' || v, ' ') FROM shared_keys");
+  EXPECT_EQ(third.status().errorClass(), stampmover::common::ErrorClass::kDataLoss)
+      << third.status().message();
+  EXPECT_EQ(scalar(e->dst, "SELECT tenant_id || ':' || v FROM shared_keys WHERE id = 5"),
+            "7:tenant 7 again");
+}
