@@ -27,7 +27,7 @@ class [[nodiscard]] Status {
   static Status ok() { return Status(); }
   static Status error(ErrorClass cls, std::string message) {
     Status s;
-    s.err_ = Err{cls, std::move(message)};
+    s.err_ = Err{cls, std::move(message), {}};
     return s;
   }
   static Status refused(std::string m) { return error(ErrorClass::kRefused, std::move(m)); }
@@ -43,10 +43,31 @@ class [[nodiscard]] Status {
     static const std::string kOk = "ok";
     return err_ ? err_->message : kOk;
   }
-  // Returns a copy whose message is prefixed with `context: `.
+  // The SQLSTATE of the server error this status came from ("42704"), or "" when it did not
+  // come from a server error (OK, a client-side failure, a lost connection). Callers decide on
+  // this, never on message text: messages are translated per lc_messages.
+  const std::string& sqlState() const {
+    static const std::string kNone;
+    return err_ ? err_->sql_state : kNone;
+  }
+  // Returns a copy that carries `sql_state` (see sqlState()); OK stays OK.
+  Status withSqlState(std::string sql_state) const {
+    Status s = *this;
+    if (s.err_) s.err_->sql_state = std::move(sql_state);
+    return s;
+  }
+  // Returns a copy with another error class, same message and SQLSTATE; OK stays OK.
+  Status withClass(ErrorClass cls) const {
+    Status s = *this;
+    if (s.err_) s.err_->cls = cls;
+    return s;
+  }
+  // Returns a copy whose message is prefixed with `context: ` (class and SQLSTATE kept).
   Status withContext(const std::string& context) const {
     if (isOk()) return *this;
-    return error(err_->cls, context + ": " + err_->message);
+    Status s = *this;
+    s.err_->message = context + ": " + err_->message;
+    return s;
   }
   // Explicitly ignores a status; the caller must say why in a comment.
   void ignore() const {}
@@ -55,6 +76,7 @@ class [[nodiscard]] Status {
   struct Err {
     ErrorClass cls;
     std::string message;
+    std::string sql_state;  // "" unless a server error produced this status
   };
   std::optional<Err> err_;
 };
