@@ -1,8 +1,19 @@
-// The write fence at the source stamp: a small table of fenced tenants and a row trigger on
-// each tenant table that rejects writes of a fenced tenant. Installing it is DDL (CREATE
-// TRIGGER takes a table lock), so it happens before any cutover, with lock_timeout and
-// retries; fencing a tenant inside the cutover window is then one row write. Apply sessions
-// (session_replication_role = replica) are not fenced: the reverse stream writes through.
+// The write fence at a stamp: a small table of fenced tenants (stampmover.fence) and triggers on
+// every tenant table that reject writes of a fenced tenant, statement-level TRUNCATE included.
+// Installing it is DDL (CREATE TRIGGER takes a table lock), so it happens outside any cutover
+// window, with lock_timeout and retries; fencing a tenant inside the window is then one row
+// write. Apply sessions (session_replication_role = replica) are not fenced: the reverse
+// stream writes through.
+//
+// The fence belongs to the stamp, not to a migration: every unfinished migration that uses it
+// is recorded in stampmover.fence_users (acquireFence / releaseFence), and the triggers go only
+// when the last user releases them and no tenant is fenced.
+//
+// Cost to tenants that are not fenced: the row triggers are AFTER triggers whose WHEN clause
+// reads one sequence (stampmover.fence_mask, a 64-bit Bloom mask of the fenced tenants, zero
+// when none is fenced), so while nobody is fenced a write pays one sequence read and the
+// trigger function is never called; while some tenant is fenced the function first tests the
+// writer's bit of the mask and only queries stampmover.fence for a tenant whose bit is set.
 #pragma once
 
 #include <chrono>
@@ -17,44 +28,102 @@
 namespace stampmover::mover {
 
 struct FenceInstallOptions {
-  std::chrono::milliseconds lock_timeout{2000};  // Default: 2 s per CREATE TRIGGER attempt
+  std::chrono::milliseconds lock_timeout{2000};  // Default: 2 s per DDL attempt on a table
   uint32_t attempts = 10;                        // Default: 10 attempts per table
   std::chrono::milliseconds backoff{500};        // Default: 0.5 s, doubled per attempt
 };
 
-// SQLSTATE raised by the fence trigger; routers and clients treat it as "retry shortly".
+// SQLSTATE raised by the fence triggers; routers and clients treat it as "retry shortly".
 inline constexpr const char* kFenceSqlState = "55P04";
 
-// Creates schema "stampmover", table stampmover.fence and a trigger on every table
-// (idempotent). Errors: kRetryable when a table stays locked past every attempt (the message
-// names it; nothing else is left half-done: each table's trigger is one transaction).
-common::Status installFence(common::PgConnection& source, const std::vector<TableInfo>& tables,
+// Names of the fence's triggers on every tenant table: AFTER INSERT / UPDATE / DELETE row
+// triggers and a BEFORE TRUNCATE statement trigger. checkFenceInPlace() requires all four.
+inline constexpr const char* kFenceTriggerNames[] = {"stampmover_fence_del", "stampmover_fence_ins",
+                                                     "stampmover_fence_truncate",
+                                                     "stampmover_fence_upd"};
+
+// Records `migration_id` as a user of the fence on `tables` (stampmover.fence_users) and makes
+// the fence complete there: creates the schema objects if missing and the four triggers on each
+// table that lacks one (or has one disabled; the trigger of an older stampmover version is
+// replaced). Idempotent; safe against concurrent acquire/release by other workers (a stamp-wide
+// advisory lock serializes them). Each table's DDL is its own transaction with `lock_timeout`,
+// retried with backoff, so a long transaction on a table delays us, never the table's writers.
+// Errors: kRefused for an empty migration_id; kRetryable when a table stays locked past every
+// attempt (the message names it; the user row is kept, so release() cleans up either way).
+// Not thread-safe on one connection.
+common::Status acquireFence(common::PgConnection& conn, const std::vector<TableInfo>& tables,
+                            const std::string& migration_id, const FenceInstallOptions& options);
+
+// Removes `migration_id` from the fence's users, then drops the triggers from every table it
+// used (and from `tables`) that no other user needs, but only while no tenant is fenced; when
+// no user, no trigger and no live fence row is left, the fence table, users table, mask
+// sequence and functions go too (schema "stampmover" stays). Idempotent: running it again
+// after a failure finishes the job. Errors: kRetryable when a table stays locked (the user row
+// is already gone; rerun to drop the triggers).
+common::Status releaseFence(common::PgConnection& conn, const std::string& migration_id,
+                            const std::vector<TableInfo>& tables,
                             const FenceInstallOptions& options);
+
+// To be called immediately before each freeze (outside the window): OK when the fence table and
+// mask exist and every table of `tables` carries all four enabled fence triggers. Errors:
+// kRefused naming each table and its missing or disabled triggers and the fix (acquireFence
+// again, i.e. rerun the cutover). If a live fence row's bit is missing from the mask (the
+// sequence was reset by hand) the mask is recomputed and a warning logged.
+common::Status checkFenceInPlace(common::PgConnection& conn, const std::vector<TableInfo>& tables);
+
+// The migrations recorded as users of the fence on this stamp, sorted; empty when none (or the
+// fence was never installed).
+common::Result<std::vector<std::string>> fenceUsers(common::PgConnection& conn);
 
 // Fences the tenant (one row write, committed) and returns the fencing transaction's id. The
 // fence expires by itself after `ttl` (a worker killed inside the window must not leave the
-// tenant unwritable); extendFence() makes it permanent once the flip is certain.
+// tenant unwritable); extendFence() makes it permanent once the flip is certain. The mask is
+// updated in the same transaction, before its commit.
 common::Result<uint64_t> fenceTenant(common::PgConnection& source, const std::string& tenant,
                                      uint64_t epoch, std::chrono::milliseconds ttl);
 // Makes the tenant's fence permanent (until unfenceTenant): done just before the flip, so a
 // stale router can never write to the old primary after it.
 common::Status extendFence(common::PgConnection& source, const std::string& tenant);
 
-// Waits until every transaction that was running when `fence_xid` committed has ended
-// (a REPEATABLE READ transaction started before the fence would not see it). Errors:
-// kRetryable on timeout, naming the oldest blocking backend's pid.
-common::Status waitForOlderTransactions(common::PgConnection& source, uint64_t fence_xid,
-                                        std::chrono::milliseconds timeout);
+struct FenceWaitOptions {
+  // Our own sessions on this stamp that may sit inside a transaction during the wait and are
+  // known not to write the tenant. The waiting session itself is always excluded.
+  std::vector<int32_t> exclude_pids;  // Default: none
+  std::chrono::milliseconds poll{2};  // Default: 2 ms between looks at pg_stat_activity
+  uint32_t max_named = 5;             // Default: the error names up to 5 blocking sessions
+};
 
-// Removes the tenant from the fence (unfreeze). Idempotent.
+// Call right after fenceTenant() returned `fence_xid` (committed), on the same connection.
+// Returns once no session of this database can still write the tenant unseen by the fence or
+// commit a write the drain would miss, i.e. no backend (walsenders, autovacuum and logical
+// replication workers excepted, see fence.cc) holds
+//   - a snapshot taken before the fence committed: backend_xmin <= fence_xid (a REPEATABLE
+//     READ / SERIALIZABLE transaction that has only read, idle in transaction or not, would
+//     not see the fence row when it writes), or
+//   - a transaction id assigned before the fence committed: backend_xid < an xid taken after
+//     the commit (it may have written the tenant before the fence was visible and commit
+//     after the drain's position), also when that xid is newer than fence_xid;
+// nor is a prepared transaction of this database from before the commit still pending.
+// Errors: kRetryable when such sessions remain after `timeout`, naming them (pid,
+// application_name, state, transaction age, why); the caller rolls the window back.
+common::Status waitForOlderTransactions(common::PgConnection& source, uint64_t fence_xid,
+                                        std::chrono::milliseconds timeout,
+                                        const FenceWaitOptions& options = {});
+
+// Removes the tenant from the fence (unfreeze) and then clears its bit from the mask.
+// Idempotent; OK when the fence was never installed.
 common::Status unfenceTenant(common::PgConnection& source, const std::string& tenant);
 
-// Drops the triggers and functions from `tables` when no tenant is fenced any more, and the
-// fence table when no trigger is left. Idempotent; uses the same lock_timeout and retries.
+// Older entry points, kept for callers not yet moved to acquireFence/releaseFence:
+// installFence() makes the fence complete on `tables` without recording a user;
+// uninstallFence() drops the triggers from `tables` that no recorded user needs while no
+// tenant is fenced, and the fence's objects when nothing uses them. Same errors as above.
+common::Status installFence(common::PgConnection& source, const std::vector<TableInfo>& tables,
+                            const FenceInstallOptions& options);
 common::Status uninstallFence(common::PgConnection& source, const std::vector<TableInfo>& tables,
                               const FenceInstallOptions& options);
 
-// True when the fence trigger is installed on `table`.
+// True when all four fence triggers are installed and enabled on `table`.
 common::Result<bool> fenceInstalled(common::PgConnection& source, const TableInfo& table);
 
 }  // namespace stampmover::mover
