@@ -155,9 +155,48 @@ class Worker {
       set += (set.empty() ? "" : ", ") + common::quoteIdent(c->name) + " = EXCLUDED." +
              common::quoteIdent(c->name);
     }
-    return "INSERT INTO " + t.quoted() + " (" + cols + ") SELECT " + cols + " FROM " +
-           stageName(t) + " ON CONFLICT (" + pk + ") DO " +
-           (set.empty() ? std::string("NOTHING") : "UPDATE SET " + set);
+    std::string sql = "INSERT INTO " + t.quoted() + " AS x (" + cols + ") SELECT " + cols +
+                      " FROM " + stageName(t) + " ON CONFLICT (" + pk + ") DO " +
+                      (set.empty() ? std::string("NOTHING") : "UPDATE SET " + set);
+    // A key without the tenant column may belong to another tenant at the destination: only
+    // rows of this tenant are updated (collisions are refused before, see tenantCollisions).
+    if (!tenantInKey(t) && !set.empty()) {
+      sql += " WHERE x." + common::quoteIdent(t.tenant_column) + " = EXCLUDED." +
+             common::quoteIdent(t.tenant_column);
+    }
+    return sql;
+  }
+
+  static bool tenantInKey(const TableInfo& t) {
+    return std::find(t.primary_key.begin(), t.primary_key.end(), t.tenant_column) !=
+           t.primary_key.end();
+  }
+
+  // Staged rows whose primary key is held by another tenant's row at the destination: a data
+  // conflict (the upsert would otherwise overwrite that tenant's row). Errors: kDataLoss naming
+  // up to five keys; nothing is written (the caller rolls back).
+  Status tenantCollisions(const TableInfo& t) {
+    if (tenantInKey(t)) return Status::ok();
+    std::string join, keys;
+    for (const auto& k : t.primary_key) {
+      join += (join.empty() ? "" : " AND ") + std::string("d.") + common::quoteIdent(k) + " = s." +
+              common::quoteIdent(k);
+      keys += (keys.empty() ? "" : " || ', ' || ") + std::string("s.") + common::quoteIdent(k) +
+              "::text";
+    }
+    const std::string tc = common::quoteIdent(t.tenant_column);
+    SM_ASSIGN_OR_RETURN(auto r, dst_.query("SELECT '(' || " + keys + " || ') of tenant ' || d." +
+                                               tc + "::text FROM " + stageName(t) + " s JOIN " +
+                                               t.quoted() + " d ON " + join + " WHERE d." + tc +
+                                               " IS DISTINCT FROM s." + tc + " LIMIT 5"));
+    if (common::rowCount(r) == 0) return Status::ok();
+    std::string rows;
+    for (int i = 0; i < common::rowCount(r); ++i) rows += (i ? "; " : "") + common::cell(r, i, 0);
+    return Status::dataLoss("data conflict: rows of tenant '" + tenant_ + "' copied into " +
+                            t.key() + " have the primary key of rows of another tenant on the "
+                            "destination (" + rows + "); nothing of the other tenant was changed. "
+                            "The primary key does not contain the tenant column: resolve the "
+                            "collision at the destination, then rerun");
   }
 
   // Aborts an in-flight COPY IN at the destination and rolls its transaction back.
@@ -262,7 +301,14 @@ class Worker {
       while (PgResult more{PQgetResult(dst_.raw())}) {
       }
     }
-    if (upsert_) SM_RETURN_IF_ERROR(dst_.exec(upsertSql(t)));
+    if (upsert_) {
+      Status st = tenantCollisions(t);
+      if (st.isOk()) st = dst_.exec(upsertSql(t));
+      if (!st.isOk()) {
+        dst_.exec("ROLLBACK").ignore();  // reporting the conflict or the upsert's error
+        return st;
+      }
+    }
     // The chunk is durable at the destination once COMMIT returns (synchronous_commit = on);
     // only then is it recorded as done.
     SM_RETURN_IF_ERROR(dst_.exec("COMMIT"));

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <functional>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "mover/heartbeat.h"
 #include "orchestrator/control_plane.h"
 #include "orchestrator/purge.h"
+#include "orchestrator/verify_job.h"
 #include "mover/source_setup.h"
 #include "common/log.h"
 #include "mover/progress.h"
@@ -427,6 +429,72 @@ Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationReco
 
 std::string reverseName(const std::string& forward) { return forward + "_r"; }
 
+// The full comparison of the tenant that must pass before the first freeze: the window's
+// re-check only covers keys changed since tracking began, so everything else is proven here.
+// It runs live (the verifier re-reads a differing chunk once the applier has passed the source
+// position it was read at) in a background thread while the stream keeps being applied.
+class PreCutoverVerify {
+ public:
+  // True once a comparison passed. Otherwise starts one when none runs (or a failed one may be
+  // retried) and returns false. Errors: kDataLoss when the tenant differs; the verifier's
+  // non-retryable errors.
+  Result<bool> poll(const MigrateOptions& o, const mover::MigrationRecord& rec,
+                    const std::atomic<bool>* cancel, MigrateReport& report) {
+    if (passed_) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (!running_.valid()) {
+      if (now < retry_after_) return false;
+      VerifyJobOptions vo;
+      vo.tenant = rec.tenant;
+      vo.source = o.copy.source;
+      vo.destination = o.copy.destination;
+      vo.tenant_columns = o.copy.tenant_columns;
+      vo.verify.live = true;
+      vo.verify.jobs = 2;
+      started_ = now;
+      spdlog::info("full comparison of tenant {} before the first freeze (live, while catch-up "
+                   "continues)", rec.tenant);
+      running_ = std::async(std::launch::async, [vo, cancel] { return runVerifyJob(vo, cancel); });
+      return false;
+    }
+    if (running_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
+    Result<VerifyJobResult> r = running_.get();
+    const double secs = std::chrono::duration<double>(now - started_).count();
+    if (!r) {
+      if (r.status().errorClass() != common::ErrorClass::kRetryable) {
+        return r.status().withContext("comparison before the cutover");
+      }
+      spdlog::warn("comparison before the cutover: {}; retrying in 5 s", r.status().message());
+      retry_after_ = now + std::chrono::seconds(5);
+      return false;
+    }
+    const auto& rep = r->report;
+    if (rep.differences() > 0) {
+      return Status::dataLoss("comparison before the cutover: tenant " + rec.tenant + " has " +
+                              std::to_string(rep.differences()) +
+                              " row difference(s) between the stamps (run `stampmover verify "
+                              "--live` for the list); not cutting over, migration stopped");
+    }
+    if (rep.unsettled() > 0) {
+      spdlog::warn("comparison before the cutover: {} row(s) kept changing; comparing again in 5 s",
+                   rep.unsettled());
+      retry_after_ = now + std::chrono::seconds(5);
+      return false;
+    }
+    passed_ = true;
+    report.verified_rows = rep.sourceRows();
+    report.verify_seconds = secs;
+    spdlog::info("comparison before the cutover: {} rows of tenant {} identical on both stamps "
+                 "({:.1f} s)", mover::withCommas(rep.sourceRows()), rec.tenant, secs);
+    return true;
+  }
+
+ private:
+  std::future<Result<VerifyJobResult>> running_;
+  std::chrono::steady_clock::time_point started_{}, retry_after_{};
+  bool passed_ = false;
+};
+
 // Everything the cutover, soak and finalize steps need besides the streams.
 struct CutoverSetup {
   std::unique_ptr<routing::PgRoutingDirectory> routes;
@@ -569,6 +637,8 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
         .ignore();  // visibility only; the routing directory holds the truth
   };
   bool abort_requested = false;
+  bool cutover_requested = false;
+  PreCutoverVerify pre_verify;
 
   StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
                  rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, cutover};
@@ -594,7 +664,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
         abort_requested = true;
         return true;
       }
-      if (o.cutover_manual && !(req && *req == "cutover")) return false;  // keep following
+      if (req && *req == "cutover") cutover_requested = true;  // kept while the comparison runs
+      if (o.cutover_manual && !cutover_requested) return false;  // keep following
+      SM_ASSIGN_OR_RETURN(bool verified, pre_verify.poll(o, rec, cancel, report));
+      if (!verified) return false;  // keep following until the comparison has passed
       if (report.cutovers.size() >= o.cutover_attempts) {
         // Terminal for this run (not a connection problem to retry here): rerun to try again.
         return Status::refused("cutover did not succeed in " + std::to_string(o.cutover_attempts) +
@@ -723,6 +796,12 @@ std::string formatMigrateReport(const MigrateReport& r) {
                 static_cast<unsigned long long>(r.toast_repairs),
                 r.caught_up ? "; caught up" : "");
   out += line;
+  if (r.verified_rows > 0 || r.verify_seconds > 0) {
+    std::snprintf(line, sizeof line,
+                  "compared before the cutover: %s rows identical on both stamps (%.1f s, live)\n",
+                  mover::withCommas(r.verified_rows).c_str(), r.verify_seconds);
+    out += line;
+  }
   for (const auto& c : r.cutovers) out += formatCutoverReport(c);
   for (const auto& c : r.rollbacks) out += "rollback " + formatCutoverReport(c);
   if (r.aborted) {

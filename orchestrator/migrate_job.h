@@ -56,6 +56,8 @@ struct MigrateReport {
   double catchup_seconds = 0;
   double last_lag_seconds = -1;
   bool caught_up = false;
+  uint64_t verified_rows = 0;   // the full comparison before the first freeze (0: not run)
+  double verify_seconds = 0;
   std::vector<CutoverReport> cutovers;    // every attempt, in order
   bool flipped = false;
   bool finalized = false;

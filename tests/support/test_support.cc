@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -145,7 +146,11 @@ std::string readFile(const std::string& path) {
   return out;
 }
 
-std::string stampmoverBin() { return STAMPMOVER_BIN; }
+std::string stampmoverBin() {
+  // STAMPMOVER_TEST_BIN runs the suite against another build (e.g. to show a test fails there).
+  const char* other = std::getenv("STAMPMOVER_TEST_BIN");
+  return other != nullptr && *other != '\0' ? other : STAMPMOVER_BIN;
+}
 
 pid_t spawnStampmover(const std::vector<std::string>& args, const std::string& log_path) {
   const pid_t parent = getpid();
