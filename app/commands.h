@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "common/status.h"
@@ -17,8 +18,24 @@ struct DemoArgs {
 // report. Returns the process exit code.
 int runDemo(const DemoArgs& args, const std::atomic<bool>& cancel);
 
+// Which recorded tenant key an operator's `--tenant` names, for commands that have no source
+// stamp to canonicalize it on (cutover, rollback, finalize, status, routes). In order: the
+// migration records of `state_dir` (they keep the tenant columns' types: exact); the key
+// verbatim if `recorded` has it; else the integer or uuid canonical form of `raw` (leading
+// zeros, '+', upper case) if `recorded` has exactly one of them — taken with a note on stderr,
+// or, when `exact_only` (commands that act), refused with the key to pass instead, since a text
+// tenant column would make them different tenants. Returns `raw` when nothing matched (the
+// caller reports the missing tenant). `where` names what `recorded` looks in, for messages.
+using TenantLookup = std::function<stampmover::common::Result<bool>(const std::string& key)>;
+stampmover::common::Result<std::string> resolveTenantArg(const std::string& raw,
+                                                         const TenantLookup& recorded,
+                                                         const std::string& state_dir,
+                                                         bool exact_only,
+                                                         const std::string& where);
+
 struct RoutesArgs {
   std::string tenant;             // Default: "" (every tenant)
+  std::string state_dir;          // Default: "" (records that help read --tenant exactly)
   std::string control_plane_dsn;  // Default: "" (libpq DSN of the control-plane database)
   std::string control_plane;      // Default: "" (a stamp of the stamps file, instead of the DSN)
   std::string config_path;        // Default: "" (the stamps file; needed with control_plane)
@@ -65,10 +82,12 @@ int runVerifyCommand(const VerifyArgs& args, const stampmover::orch::CopyJobOpti
 // `stampmover cutover|rollback|finalize`: a request to the worker migrating the tenant.
 struct OperatorArgs {
   std::string action;             // cutover, rollback, finalize, finalize_purge
-  std::string tenant;
+  std::string tenant;             // as typed; resolved with resolveTenantArg()
+  std::string state_dir;          // Default: "" (records that help read --tenant exactly)
   std::string control_plane_dsn;
   int wait_seconds = 60;          // Default: 60 s for the worker to act
 };
 stampmover::common::Status runOperatorRequest(const OperatorArgs& args);
 // Prints the control plane's migrations (every tenant, or one).
-stampmover::common::Status runBoardStatus(const std::string& control_plane_dsn, const std::string& tenant);
+stampmover::common::Status runBoardStatus(const std::string& control_plane_dsn, const std::string& tenant,
+                                          const std::string& state_dir);

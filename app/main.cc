@@ -296,6 +296,7 @@ int main(int argc, char** argv) {
   if (*demo) return runDemo(demo_args, g_cancel);
   if (*routes) {
     routes_args.config_path = config_path;
+    routes_args.state_dir = state_dir.empty() ? orch::defaultStateDir() : state_dir;
     Status st = runRoutes(routes_args);
     return st ? 0 : fail(st);
   }
@@ -379,16 +380,34 @@ int main(int argc, char** argv) {
       op_args.action = op_names[i];
       if (i == 2 && purge_source_req) op_args.action = "finalize_purge";
       op_args.control_plane_dsn = op_cp;
+      op_args.state_dir = state_dir;
       Status st = runOperatorRequest(op_args);
       return st.isOk() ? 0 : fail(st);
     }
   }
   if (*status) {
     if (!status_cp.empty()) {
-      Status st = runBoardStatus(status_cp, status_tenant);
+      Status st = runBoardStatus(status_cp, status_tenant, state_dir);
       if (!st.isOk()) return fail(st);
     }
-    auto r = orch::readStatus(state_dir, status_tenant);
+    // The records keep the canonical key and the tenant columns' types: `--tenant 042` finds
+    // the migration of 42 exactly when the column is an integer.
+    std::vector<std::string> shown = {status_tenant};
+    if (!status_tenant.empty()) {
+      auto keys = orch::tenantKeysFromState(state_dir, status_tenant);
+      if (!keys) return fail(keys.status());
+      if (!keys->empty()) shown.clear();
+      for (const auto& k : *keys) shown.push_back(k.text());
+    }
+    stampmover::common::Result<std::string> r = std::string();
+    for (const auto& t : shown) {
+      auto one = orch::readStatus(state_dir, t);
+      if (!one) {
+        r = one.status();
+        break;
+      }
+      r = *r + *one;
+    }
     if (!r) {
       if (!status_cp.empty()) return 0;  // the control plane answered; no local state here
       return fail(r.status());
@@ -403,7 +422,7 @@ int main(int argc, char** argv) {
     auto r = orch::runCleanup(*o, purge_destination);
     if (!r) return fail(r.status());
     std::printf("cleanup of tenant %s: slot %s, publication %s, %u local record(s) removed",
-                o->tenant.c_str(), r->dropped_slot ? "dropped" : "absent",
+                r->tenant.c_str(), r->dropped_slot ? "dropped" : "absent",
                 r->dropped_publication ? "dropped" : "absent", r->records_removed);
     if (purge_destination) {
       std::printf(", %llu destination rows deleted",

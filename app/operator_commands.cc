@@ -5,7 +5,9 @@
 #include <thread>
 
 #include "app/commands.h"
+#include "common/tenant_key.h"
 #include "orchestrator/control_plane.h"
+#include "orchestrator/copy_job.h"
 
 using stampmover::common::Result;
 using stampmover::common::Status;
@@ -21,11 +23,58 @@ bool settled(const std::string& action, const std::string& phase) {
 
 }  // namespace
 
-Status runOperatorRequest(const OperatorArgs& args) {
-  if (args.control_plane_dsn.empty()) {
+Result<std::string> resolveTenantArg(const std::string& raw, const TenantLookup& recorded,
+                                     const std::string& state_dir, bool exact_only,
+                                     const std::string& where) {
+  namespace common = stampmover::common;
+  SM_ASSIGN_OR_RETURN(auto from_state, stampmover::orch::tenantKeysFromState(state_dir, raw));
+  if (from_state.size() > 1) {
+    std::string all;
+    for (const auto& k : from_state) all += (all.empty() ? "" : ", ") + k.text();
+    return Status::refused("tenant key '" + raw + "' names several migrations in state directory " +
+                           state_dir + " (" + all + "); pass one of them exactly");
+  }
+  if (from_state.size() == 1) return from_state.front().text();
+  SM_ASSIGN_OR_RETURN(bool verbatim, recorded(raw));
+  if (verbatim) return raw;
+  // Without the column's type only these two rewrites are candidates; which one (if any) is
+  // the same tenant depends on the type, which nothing here records.
+  std::vector<std::string> found;
+  for (auto kind : {common::TenantKeyKind::kInteger, common::TenantKeyKind::kUuid}) {
+    auto canon = common::canonicalTenantTextOffline(raw, kind);
+    if (!canon || *canon == raw) continue;
+    SM_ASSIGN_OR_RETURN(bool has, recorded(*canon));
+    if (has) found.push_back(*canon);
+  }
+  if (found.empty()) return raw;
+  if (found.size() == 1 && !exact_only) {
+    std::fprintf(stderr, "note: tenant '%s' read as '%s', the form recorded in %s\n", raw.c_str(),
+                 found.front().c_str(), where.c_str());
+    return found.front();
+  }
+  return Status::refused("tenant '" + raw + "' is not recorded in " + where + ", but '" +
+                         found.front() + "' is (the same tenant if the tenant column is " +
+                         (common::canonicalTenantTextOffline(raw, common::TenantKeyKind::kInteger)
+                              ? "an integer" : "a uuid") +
+                         "); pass --tenant " + found.front() +
+                         " (or --state-dir of the worker, whose records tell)");
+}
+
+Status runOperatorRequest(const OperatorArgs& raw_args) {
+  if (raw_args.control_plane_dsn.empty()) {
     return Status::refused("pass --control-plane-dsn (or $STAMPMOVER_CONTROL_PLANE_DSN)");
   }
-  SM_ASSIGN_OR_RETURN(auto board, stampmover::orch::MigrationBoard::open(args.control_plane_dsn));
+  SM_ASSIGN_OR_RETURN(auto board, stampmover::orch::MigrationBoard::open(raw_args.control_plane_dsn));
+  OperatorArgs args = raw_args;
+  SM_ASSIGN_OR_RETURN(
+      args.tenant,
+      resolveTenantArg(
+          raw_args.tenant,
+          [&board](const std::string& key) -> Result<bool> {
+            SM_ASSIGN_OR_RETURN(auto r, board.get(key));
+            return r.has_value();
+          },
+          raw_args.state_dir, true, "the control plane's migrations"));
   SM_ASSIGN_OR_RETURN(auto row, board.get(args.tenant));
   if (!row) {
     return Status::refused("no migration of tenant " + args.tenant +
@@ -67,8 +116,19 @@ Status runOperatorRequest(const OperatorArgs& args) {
                            std::to_string(args.wait_seconds) + " s; see `stampmover status`");
 }
 
-Status runBoardStatus(const std::string& control_plane_dsn, const std::string& tenant) {
+Status runBoardStatus(const std::string& control_plane_dsn, const std::string& raw_tenant,
+                      const std::string& state_dir) {
   SM_ASSIGN_OR_RETURN(auto board, stampmover::orch::MigrationBoard::open(control_plane_dsn));
+  std::string tenant = raw_tenant;
+  if (!raw_tenant.empty()) {
+    SM_ASSIGN_OR_RETURN(tenant, resolveTenantArg(
+                                    raw_tenant,
+                                    [&board](const std::string& key) -> Result<bool> {
+                                      SM_ASSIGN_OR_RETURN(auto r, board.get(key));
+                                      return r.has_value();
+                                    },
+                                    state_dir, false, "the control plane's migrations"));
+  }
   SM_ASSIGN_OR_RETURN(auto rows, board.list());
   std::vector<stampmover::orch::MigrationRow> shown;
   for (auto& r : rows) {

@@ -75,9 +75,18 @@ Status runRoutes(const RoutesArgs& args) {
   routing::PgRoutingDirectory directory(cp.dsn, {.label = cp.label});
   std::vector<routing::RouteEntry> entries;
   if (!args.tenant.empty()) {
-    SM_ASSIGN_OR_RETURN(auto entry, directory.get(args.tenant));
+    SM_ASSIGN_OR_RETURN(
+        const std::string tenant,
+        resolveTenantArg(
+            args.tenant,
+            [&directory](const std::string& key) -> Result<bool> {
+              SM_ASSIGN_OR_RETURN(auto e, directory.get(key));
+              return e.has_value();
+            },
+            args.state_dir, false, "the routing directory of " + cp.label));
+    SM_ASSIGN_OR_RETURN(auto entry, directory.get(tenant));
     if (!entry) {
-      return Status::refused("tenant " + args.tenant + " has no routing entry in " + cp.label +
+      return Status::refused("tenant " + tenant + " has no routing entry in " + cp.label +
                              ": it has not been routed yet (run `stampmover routes` to list "
                              "every tenant)");
     }

@@ -13,6 +13,8 @@ namespace stampmover::common {
 
 class TenantKey {
  public:
+  // No key yet (an options struct not filled in); empty() says so.
+  TenantKey() = default;
   // A key the server canonicalized: `canonical` is `($1::type)::text` for the tenant column's
   // type (see mover::canonicalTenantKey, the only caller meant to use this).
   static TenantKey fromServerCast(std::string canonical) { return TenantKey(std::move(canonical)); }
@@ -21,6 +23,7 @@ class TenantKey {
   static TenantKey fromStored(std::string canonical) { return TenantKey(std::move(canonical)); }
 
   const std::string& text() const { return text_; }
+  bool empty() const { return text_.empty(); }
   bool operator==(const TenantKey&) const = default;
 
  private:

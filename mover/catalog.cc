@@ -199,4 +199,23 @@ Result<bool> tenantHasRows(PgConnection& conn, const TableInfo& t, const std::st
   return v.has_value() && *v == "t";
 }
 
+Result<StampIdentity> readStampIdentity(PgConnection& conn) {
+  auto res = conn.query(
+      "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+      "(SELECT oid::text FROM pg_database WHERE datname = current_database())");
+  if (!res) {
+    if (res.status().errorClass() != common::ErrorClass::kRefused) return res.status();
+    return Status::refused(conn.label() + ": cannot read the server's system identifier (" +
+                           res.status().message() +
+                           "); GRANT EXECUTE ON FUNCTION pg_control_system() TO <role>");
+  }
+  if (rowCount(*res) != 1 || common::cellIsNull(*res, 0, 0) || common::cellIsNull(*res, 0, 1)) {
+    return Status::internal(conn.label() + ": no system identifier or database oid");
+  }
+  StampIdentity id;
+  id.system_identifier = cell(*res, 0, 0);
+  id.database_oid = static_cast<uint32_t>(std::stoul(cell(*res, 0, 1)));
+  return id;
+}
+
 }  // namespace stampmover::mover

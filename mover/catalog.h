@@ -11,6 +11,7 @@
 
 #include "common/pg.h"
 #include "common/status.h"
+#include "mover/checkpoint_store.h"
 
 namespace stampmover::mover {
 
@@ -73,6 +74,12 @@ common::Status estimateTenantSize(common::PgConnection& conn, TableInfo& table,
 // True when `table` holds at least one row of `tenant` (parameterised, LIMIT 1).
 common::Result<bool> tenantHasRows(common::PgConnection& conn, const TableInfo& table,
                                    const std::string& tenant);
+
+// The connected server's system identifier (pg_control_system()) and database oid: what tells a
+// stamp rebuilt at the same address from the one a migration record was written about.
+// Errors: kRefused when the role may not read pg_control_system() (the message says what to
+// grant); kRetryable when the connection drops.
+common::Result<StampIdentity> readStampIdentity(common::PgConnection& conn);
 
 // Comma-separated quoted column list of the copied columns.
 std::string columnList(const TableInfo& table);

@@ -43,11 +43,28 @@ json toJson(const MigrationRecord& r) {
     plan.push_back({{"table", c.table}, {"index", c.index}, {"start", c.start_block},
                     {"end", c.end_block}});
   }
-  return {{"id", r.id}, {"tenant", r.tenant}, {"source", r.source},
-          {"destination", r.destination}, {"phase", r.phase}, {"slot", r.slot_name},
-          {"publication", r.publication_name}, {"consistent_point", r.consistent_point.value()},
-          {"upsert_through", r.upsert_through.value()}, {"plan", plan},
-          {"created", r.created_unix_ms}, {"updated", r.updated_unix_ms}};
+  json j = {{"id", r.id}, {"tenant", r.tenant}, {"source", r.source},
+            {"destination", r.destination}, {"phase", r.phase}, {"slot", r.slot_name},
+            {"publication", r.publication_name}, {"consistent_point", r.consistent_point.value()},
+            {"upsert_through", r.upsert_through.value()}, {"plan", plan},
+            {"created", r.created_unix_ms}, {"updated", r.updated_unix_ms}};
+  if (!r.tenant_types.empty()) j["tenant_types"] = r.tenant_types;
+  auto identity = [](const StampIdentity& i) {
+    return json{{"system_identifier", i.system_identifier}, {"database_oid", i.database_oid}};
+  };
+  if (r.source_identity.known()) j["source_identity"] = identity(r.source_identity);
+  if (r.destination_identity.known()) j["destination_identity"] = identity(r.destination_identity);
+  return j;
+}
+
+// Absent in records written before identities were kept: left unknown for the caller to adopt.
+StampIdentity identityFromJson(const json& j, const char* name) {
+  StampIdentity i;
+  if (!j.contains(name)) return i;
+  const json& v = j.at(name);
+  i.system_identifier = v.at("system_identifier").get<std::string>();
+  i.database_oid = v.at("database_oid").get<uint32_t>();
+  return i;
 }
 
 MigrationRecord migrationFromJson(const json& j) {
@@ -67,6 +84,9 @@ MigrationRecord migrationFromJson(const json& j) {
   }
   r.created_unix_ms = j.at("created").get<uint64_t>();
   r.updated_unix_ms = j.at("updated").get<uint64_t>();
+  if (j.contains("tenant_types")) r.tenant_types = j.at("tenant_types").get<std::vector<std::string>>();
+  r.source_identity = identityFromJson(j, "source_identity");
+  r.destination_identity = identityFromJson(j, "destination_identity");
   return r;
 }
 

@@ -12,6 +12,7 @@
 
 #include "common/lsn.h"
 #include "common/status.h"
+#include "common/tenant_key.h"
 
 namespace stampmover::mover {
 
@@ -24,9 +25,23 @@ struct ChunkSpec {
   bool operator==(const ChunkSpec&) const = default;
 };
 
+// Which server and database a stamp was when a migration first ran there: a stamp rebuilt or
+// replaced at the same address has another system identifier (a new cluster) or database oid
+// (a dropped and recreated database), and the records about it no longer describe it.
+struct StampIdentity {
+  std::string system_identifier;  // pg_control_system().system_identifier, as text ("" unknown)
+  uint32_t database_oid = 0;      // pg_database.oid of the connected database (0 unknown)
+  bool known() const { return !system_identifier.empty() && database_oid != 0; }
+  bool operator==(const StampIdentity&) const = default;
+};
+
 struct MigrationRecord {
   std::string id;           // see migrationId()
-  std::string tenant;       // tenant key as text
+  std::string tenant;       // the tenant key in canonical form (common::TenantKey::text())
+  // Types of the tenant columns when the key was canonicalized: lets commands without a
+  // server match an operator's `--tenant 042` to this record exactly (see tenant_key.h).
+  // Empty in records written before they were kept.
+  std::vector<std::string> tenant_types;
   std::string source;       // stamp name (or "dsn" when given directly)
   std::string destination;  // stamp name (or "dsn")
   std::string phase;        // "copying", "copied", ... (the orchestrator owns the vocabulary)
@@ -37,6 +52,10 @@ struct MigrationRecord {
   // catch-up upserts inserts of transactions committed up to here (0/0: none).
   common::Lsn upsert_through;
   std::vector<ChunkSpec> plan;   // fixed at the first run so a resume copies the same ranges
+  // The stamps this record is about, read at the first run and compared on every later one.
+  // Unknown (not known()) in records written before they were kept.
+  StampIdentity source_identity;
+  StampIdentity destination_identity;
   uint64_t created_unix_ms = 0;
   uint64_t updated_unix_ms = 0;
   bool operator==(const MigrationRecord&) const = default;
@@ -62,6 +81,10 @@ struct StreamPosition {
 // Identifier of a (tenant, source, destination) migration; safe as a key component.
 std::string migrationId(const std::string& tenant, const std::string& source,
                         const std::string& destination);
+inline std::string migrationId(const common::TenantKey& tenant, const std::string& source,
+                               const std::string& destination) {
+  return migrationId(tenant.text(), source, destination);
+}
 
 // A set of typed writes applied atomically by CheckpointStore::write().
 class CheckpointBatch {

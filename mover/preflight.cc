@@ -50,9 +50,9 @@ Status checkServer(PgConnection& src, PreflightReport& report, const PreflightOp
                                                     {o.slot_name}));
     if (exists.value_or("0") != "0" && !o.resuming) {
       return Status::refused(src.label() + " already has replication slot \"" + o.slot_name +
-                             "\" for tenant " + o.tenant +
+                             "\" for tenant " + o.tenant.text() +
                              " (an earlier migration?); run `stampmover cleanup --tenant " +
-                             o.tenant + "` first");
+                             o.tenant.text() + "` first");
     }
     if (exists.value_or("0") != "0") return Status::ok();  // resuming: the slot is ours
   }
@@ -132,31 +132,87 @@ Status compareWithDestination(const TableInfo& s, const std::optional<TableInfo>
   return Status::ok();
 }
 
+Status refuseNoTenantTables(const PgConnection& src, const TenantColumnPolicy& policy) {
+  return Status::refused("no table on " + src.label() + " has the tenant column \"" +
+                         policy.default_column +
+                         "\"; set --tenant-column (or tables.<schema.table>.tenant_column "
+                         "in the config)");
+}
+
 }  // namespace
+
+Result<CanonicalTenant> canonicalTenantKey(PgConnection& src, const std::vector<TableInfo>& tables,
+                                           const std::string& raw) {
+  if (raw.empty()) return Status::refused("no tenant given: pass --tenant <key>");
+  // One cast per distinct type; the server is the only exact parser of its own types (domains,
+  // numeric, PostgreSQL 16's 0x.. integers), so no canonical form is guessed here.
+  struct Cast {
+    std::string type;
+    std::string text;
+    std::vector<std::string> tables;
+  };
+  std::vector<Cast> casts;
+  for (const auto& t : tables) {
+    const ColumnInfo* c = t.column(t.tenant_column);
+    if (c == nullptr) return Status::internal("table " + t.key() + " lost its tenant column");
+    auto it = std::find_if(casts.begin(), casts.end(), [&](const Cast& k) { return k.type == c->type; });
+    if (it != casts.end()) {
+      it->tables.push_back(t.key());
+      continue;
+    }
+    auto r = src.queryValue("SELECT ($1::" + c->type + ")::text", {raw});
+    if (!r) {
+      if (r.status().errorClass() != common::ErrorClass::kRefused) return r.status();
+      return Status::refused("tenant key '" + raw + "' is not a valid " + c->type + " (column " +
+                             t.key() + "." + quoteIdent(t.tenant_column) + ")");
+    }
+    if (!r->has_value()) return Status::internal("cast of the tenant key to " + c->type + " gave NULL");
+    casts.push_back({c->type, **r, {t.key()}});
+  }
+  if (casts.empty()) return Status::refused("no tenant table to canonicalize tenant key '" + raw + "' for");
+  for (const auto& k : casts) {
+    if (k.text == casts.front().text) continue;
+    std::string what;
+    for (const auto& x : casts) {
+      what += (what.empty() ? "" : "; ") + x.type + " '" + x.text + "' (" + joinNames(x.tables) + ")";
+    }
+    return Status::refused("tenant key '" + raw + "' names different tenants in different tables: " +
+                           what + "; make the tenant columns' types agree, or pass the key in the "
+                           "form every table prints");
+  }
+  CanonicalTenant out;
+  out.key = common::TenantKey::fromServerCast(casts.front().text);
+  for (const auto& k : casts) out.types.push_back(k.type);
+  return out;
+}
+
+Result<CanonicalTenant> canonicalTenantKey(PgConnection& src, const TenantColumnPolicy& policy,
+                                           const std::string& raw) {
+  if (raw.empty()) return Status::refused("no tenant given: pass --tenant <key>");
+  SM_ASSIGN_OR_RETURN(auto tables, discoverTenantTables(src, policy));
+  if (tables.empty()) return refuseNoTenantTables(src, policy);
+  return canonicalTenantKey(src, tables, raw);
+}
 
 Result<PreflightReport> runPreflight(PgConnection& src, PgConnection& dst,
                                      const PreflightOptions& o) {
   PreflightReport report;
   if (o.tenant.empty()) return Status::refused("no tenant given: pass --tenant <key>");
+  report.tenant = o.tenant;
+  const std::string& tenant = o.tenant.text();
   SM_RETURN_IF_ERROR(checkServer(src, report, o));
 
   SM_ASSIGN_OR_RETURN(report.tables, discoverTenantTables(src, o.tenant_columns));
-  if (report.tables.empty()) {
-    return Status::refused("no table on " + src.label() + " has the tenant column \"" +
-                           o.tenant_columns.default_column +
-                           "\"; set --tenant-column (or tables.<schema.table>.tenant_column "
-                           "in the config)");
-  }
+  if (report.tables.empty()) return refuseNoTenantTables(src, o.tenant_columns);
   for (const auto& t : report.tables) SM_RETURN_IF_ERROR(checkTable(t, src.label()));
 
-  // The tenant key must parse as every tenant column's type; bind it as a parameter.
-  for (const auto& t : report.tables) {
-    const ColumnInfo* c = t.column(t.tenant_column);
-    auto r = src.query("SELECT $1::" + c->type, {o.tenant});
-    if (!r) {
-      return Status::refused("tenant key '" + o.tenant + "' is not a valid " + c->type +
-                             " (column " + t.key() + "." + quoteIdent(t.tenant_column) + ")");
-    }
+  // The key was canonicalized against these tables' types; a canonical key is its own
+  // canonical form, so this also catches a table whose type changed since.
+  SM_ASSIGN_OR_RETURN(auto again, canonicalTenantKey(src, report.tables, tenant));
+  if (again.key != o.tenant) {
+    return Status::refused("tenant key '" + tenant + "' is not canonical for the tenant columns (" +
+                           joinNames(again.types) + "): it reads as '" + again.key.text() +
+                           "'; did a tenant column's type change during preflight?");
   }
 
   for (const auto& t : report.tables) {
@@ -166,23 +222,23 @@ Result<PreflightReport> runPreflight(PgConnection& src, PgConnection& dst,
 
   bool any = false;
   for (auto& t : report.tables) {
-    SM_RETURN_IF_ERROR(estimateTenantSize(src, t, o.tenant));
+    SM_RETURN_IF_ERROR(estimateTenantSize(src, t, tenant));
     report.est_rows += static_cast<uint64_t>(t.est_tenant_rows);
     report.est_bytes += t.est_tenant_bytes;
     if (!any) {
-      SM_ASSIGN_OR_RETURN(any, tenantHasRows(src, t, o.tenant));
+      SM_ASSIGN_OR_RETURN(any, tenantHasRows(src, t, tenant));
     }
   }
   if (!any) {
-    return Status::refused("tenant " + o.tenant + " has no rows in any of the " +
+    return Status::refused("tenant " + tenant + " has no rows in any of the " +
                            std::to_string(report.tables.size()) + " tenant tables on " +
                            src.label() + "; check the tenant key and --from");
   }
   if (!o.resuming) {
     for (const auto& t : report.tables) {
-      SM_ASSIGN_OR_RETURN(bool present, tenantHasRows(dst, t, o.tenant));
+      SM_ASSIGN_OR_RETURN(bool present, tenantHasRows(dst, t, tenant));
       if (present) {
-        return Status::refused("tenant " + o.tenant + " already has rows on " + dst.label() +
+        return Status::refused("tenant " + tenant + " already has rows on " + dst.label() +
                                " (table " + t.key() +
                                "); a previous migration was finished or abandoned: delete them "
                                "there, or resume with the same state directory");

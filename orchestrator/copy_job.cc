@@ -57,24 +57,199 @@ Result<Conns> connectBoth(const CopyJobOptions& o) {
   return c;
 }
 
+// A word for a shell command line: quoted when it holds anything a shell would interpret.
+std::string shellWord(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789-_.:/@+=,") == std::string::npos) {
+    return s;
+  }
+  std::string out = "'";
+  for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
+}
+
+// The endpoint as the operator named it: a stamp name, or (given by DSN) where it is; the DSN
+// itself may hold a secret and is never repeated.
+std::string endpointArgs(const Endpoint& e, const char* stamp_flag, const char* dsn_flag) {
+  if (e.name == common::dsnLocation(e.dsn)) {
+    return std::string(" ") + dsn_flag + " '<the DSN of " + e.name + ">'";
+  }
+  return std::string(" ") + stamp_flag + " " + shellWord(e.name);
+}
+
+// The command that forgets a migration whose records cannot be trusted any more: cleanup drops
+// the slot and publication by name (absent ones are fine) and removes the tenant's records from
+// this state directory; with `purge` it also deletes the tenant's rows that the earlier copy
+// left on the destination.
+std::string startOverCommand(const CopyJobOptions& o, const std::string& tenant, bool purge) {
+  std::string cmd = "stampmover cleanup --tenant " + shellWord(tenant) +
+                    endpointArgs(o.source, "--from", "--source-dsn");
+  if (purge) {
+    cmd += endpointArgs(o.destination, "--to", "--dest-dsn") + " --purge-destination";
+  }
+  return cmd + " --state-dir " + shellWord(o.state_dir);
+}
+
+std::string describeChange(const mover::StampIdentity& then, const mover::StampIdentity& now) {
+  if (then.system_identifier != now.system_identifier) {
+    return "system identifier " + then.system_identifier + " when the migration began, " +
+           now.system_identifier + " now (a different cluster at the same address: rebuilt, "
+           "restored or replaced?)";
+  }
+  return "database oid " + std::to_string(then.database_oid) + " when the migration began, " +
+         std::to_string(now.database_oid) + " now (the database was dropped and recreated?)";
+}
+
+// Phases in which the record says the forward slot exists on the source and the forward
+// stream's origin on the destination (once a position was checkpointed). Later phases
+// (dual_write, finalized, rolled_back) belong to teardown paths that drop them.
+bool slotExpected(const std::string& phase) {
+  return phase == kPhaseCopying || phase == kPhaseCopied || phase == "catching_up";
+}
+
+// Refuses to go on from `rec` unless the stamps are still the servers it was written about and
+// the objects it recorded are still there (see runCopyJob in copy_job.h). Records without
+// identities (older versions) adopt the current ones. Changes nothing on any server.
+Status checkRecordDescribesStamps(mover::CheckpointStore& store, MigrationRecord& rec, Conns& c,
+                                  const CopyJobOptions& o, const mover::StampIdentity& src_now,
+                                  const mover::StampIdentity& dst_now) {
+  const bool src_changed = rec.source_identity.known() && !(rec.source_identity == src_now);
+  const bool dst_changed =
+      rec.destination_identity.known() && !(rec.destination_identity == dst_now);
+  if (src_changed || dst_changed) {
+    const bool both = src_changed && dst_changed;
+    std::string what = src_changed ? "the " + o.source.label + " has " +
+                                         describeChange(rec.source_identity, src_now)
+                                   : std::string();
+    if (dst_changed) {
+      what += std::string(both ? "; " : "") + "the " + o.destination.label + " has " +
+              describeChange(rec.destination_identity, dst_now);
+    }
+    // With the destination unchanged, the earlier copy's rows are still there to remove.
+    return Status::refused("migration " + rec.id + " in state directory " + o.state_dir +
+                           " was recorded on other servers: " + what +
+                           "; its checkpoints are not trusted. Start over: `" +
+                           startOverCommand(o, rec.tenant, !dst_changed) +
+                           "`, then run the migration again");
+  }
+  if (!rec.source_identity.known() || !rec.destination_identity.known()) {
+    spdlog::info("migration {}: the record (written by an older stampmover) has no stamp "
+                 "identity; adopting source {}/oid {} and destination {}/oid {}",
+                 rec.id, src_now.system_identifier, src_now.database_oid,
+                 dst_now.system_identifier, dst_now.database_oid);
+    rec.source_identity = src_now;
+    rec.destination_identity = dst_now;
+    mover::CheckpointBatch b;
+    b.putMigration(rec);
+    SM_RETURN_IF_ERROR(store.write(b));
+  }
+  if (!slotExpected(rec.phase)) return Status::ok();
+  SM_ASSIGN_OR_RETURN(bool slot_ok, mover::slotExists(c.src, rec.slot_name));
+  if (!slot_ok) {
+    return Status::refused("replication slot \"" + rec.slot_name + "\" of migration " + rec.id +
+                           " (phase " + rec.phase + ") no longer exists on " + o.source.label +
+                           " (dropped behind our back, or the stamp was replaced?); changes since "
+                           "the copy began are lost to us. Start over: `" +
+                           startOverCommand(o, rec.tenant, true) + "`, then run the migration again");
+  }
+  SM_ASSIGN_OR_RETURN(auto pos, store.loadStreamPosition(rec.id, "forward"));
+  if (pos && rec.phase != kPhaseCopying) {
+    // The forward stream's origin is named after the slot (orchestrator/migrate_job.cc) and
+    // holds the applied position committed with the data: without it the destination does not
+    // remember what it applied.
+    SM_ASSIGN_OR_RETURN(auto origin,
+                        c.dst.queryValue("SELECT count(*) FROM pg_replication_origin "
+                                         "WHERE roname = $1",
+                                         {rec.slot_name}));
+    if (origin.value_or("0") == "0") {
+      return Status::refused("replication origin \"" + rec.slot_name + "\" of migration " +
+                             rec.id + " no longer exists on " + o.destination.label +
+                             " although a stream position " + pos->lsn.toString() +
+                             " was checkpointed (dropped, or the destination was restored or "
+                             "replaced?). Start over: `" + startOverCommand(o, rec.tenant, true) +
+                             "`, then run the migration again");
+    }
+  }
+  return Status::ok();
+}
+
+// The canonical key for commands that may meet a source without tenant tables (cleanup after
+// a stamp was rebuilt): the source's cast when it can tell, else the state directory's records.
+Result<std::string> tenantTextForCleanup(PgConnection& src, const CopyJobOptions& o) {
+  auto canon = mover::canonicalTenantKey(src, o.tenant_columns, o.tenant);
+  if (canon) return canon->key.text();
+  if (canon.status().errorClass() != common::ErrorClass::kRefused) return canon.status();
+  SM_ASSIGN_OR_RETURN(auto keys, tenantKeysFromState(o.state_dir, o.tenant));
+  if (keys.size() > 1) {
+    std::string all;
+    for (const auto& k : keys) all += (all.empty() ? "" : ", ") + k.text();
+    return Status::refused("tenant key '" + o.tenant + "' matches several recorded migrations (" +
+                           all + ") and " + o.source.label + " cannot tell which (" +
+                           canon.status().message() + "); pass the key exactly as recorded");
+  }
+  if (keys.size() == 1) return keys.front().text();
+  spdlog::warn("cleanup: {}; taking tenant key '{}' as typed", canon.status().message(), o.tenant);
+  return o.tenant;
+}
+
 }  // namespace
+
+bool recordNamesTenant(const MigrationRecord& rec, const std::string& raw) {
+  if (rec.tenant == raw) return true;
+  if (rec.tenant_types.empty()) return false;
+  for (const auto& type : rec.tenant_types) {
+    auto canon = common::canonicalTenantTextOffline(raw, common::tenantKeyKind(type));
+    if (!canon || *canon != rec.tenant) return false;
+  }
+  return true;
+}
+
+Result<std::vector<common::TenantKey>> tenantKeysFromState(const std::string& state_dir,
+                                                           const std::string& raw) {
+  std::vector<common::TenantKey> out;
+  if (state_dir.empty() || !std::filesystem::exists(state_dir + "/CURRENT")) return out;
+  SM_ASSIGN_OR_RETURN(auto store, mover::openRocksDbCheckpointStore({state_dir, false, true}));
+  SM_ASSIGN_OR_RETURN(auto recs, store->listMigrations());
+  for (const auto& r : recs) {
+    if (!recordNamesTenant(r, raw)) continue;
+    auto key = common::TenantKey::fromStored(r.tenant);
+    if (std::find(out.begin(), out.end(), key) == out.end()) out.push_back(std::move(key));
+  }
+  return out;
+}
 
 Result<mover::PreflightReport> runPreflightOnly(const CopyJobOptions& o) {
   SM_ASSIGN_OR_RETURN(Conns c, connectBoth(o));
+  SM_ASSIGN_OR_RETURN(auto canon, mover::canonicalTenantKey(c.src, o.tenant_columns, o.tenant));
   mover::PreflightOptions po;
-  po.tenant = o.tenant;
+  po.tenant = canon.key;
   po.tenant_columns = o.tenant_columns;
-  po.slot_name = mover::replicationNameForTenant(o.tenant, c.src.database());
+  po.slot_name = mover::replicationNameForTenant(canon.key.text(), c.src.database());
   return mover::runPreflight(c.src, c.dst, po);
 }
 
 Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool>* cancel) {
   CopyJobResult result;
   SM_ASSIGN_OR_RETURN(Conns c, connectBoth(o));
+  // The key first: ids, names and the record are all derived from its canonical form.
+  SM_ASSIGN_OR_RETURN(const mover::CanonicalTenant canon,
+                      mover::canonicalTenantKey(c.src, o.tenant_columns, o.tenant));
+  const common::TenantKey& tenant = canon.key;
+  if (tenant.text() != o.tenant) {
+    spdlog::info("tenant key '{}' reads as '{}' on {} ({}); using that form", o.tenant,
+                 tenant.text(), o.source.label, canon.types.front());
+  }
   SM_ASSIGN_OR_RETURN(auto store, openStore(o.state_dir));
-  const std::string id = mover::migrationId(o.tenant, o.source.name, o.destination.name);
-  const std::string repl_name = mover::replicationNameForTenant(o.tenant, c.src.database());
+  const std::string id = mover::migrationId(tenant, o.source.name, o.destination.name);
+  const std::string repl_name = mover::replicationNameForTenant(tenant.text(), c.src.database());
   SM_ASSIGN_OR_RETURN(auto existing, store->loadMigration(id));
+  SM_ASSIGN_OR_RETURN(const mover::StampIdentity src_identity, mover::readStampIdentity(c.src));
+  SM_ASSIGN_OR_RETURN(const mover::StampIdentity dst_identity, mover::readStampIdentity(c.dst));
+  if (existing) {
+    // Before anything acts on the record (even the restart below drops objects by its names).
+    SM_RETURN_IF_ERROR(
+        checkRecordDescribesStamps(*store, *existing, c, o, src_identity, dst_identity));
+  }
 
   if (existing && existing->phase == kPhaseStarting) {
     // An earlier run died between writing its record and fixing the copy plan: nothing was
@@ -87,7 +262,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
   const bool resuming = existing.has_value();
 
   mover::PreflightOptions po;
-  po.tenant = o.tenant;
+  po.tenant = tenant;
   po.tenant_columns = o.tenant_columns;
   po.resuming = resuming;
   po.slot_name = repl_name;
@@ -122,14 +297,15 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
       return Status::refused("replication slot \"" + rec.slot_name + "\" of migration " + id +
                              " no longer exists on " + o.source.label +
                              " (dropped behind our back?); changes since the copy began are "
-                             "lost to us: run `stampmover cleanup --tenant " + o.tenant +
-                             " --purge-destination` and start over");
+                             "lost to us. Start over: `" + startOverCommand(o, tenant.text(), true) +
+                             "`, then run the migration again");
     }
     SM_ASSIGN_OR_RETURN(bool pub_ok, mover::publicationExists(c.src, rec.publication_name));
     if (!pub_ok) {
       return Status::refused("publication \"" + rec.publication_name + "\" of migration " + id +
-                             " no longer exists on " + o.source.label + "; run `stampmover cleanup "
-                             "--tenant " + o.tenant + " --purge-destination` and start over");
+                             " no longer exists on " + o.source.label + ". Start over: `" +
+                             startOverCommand(o, tenant.text(), true) +
+                             "`, then run the migration again");
     }
     // The slot's exported snapshot died with the earlier run. Copy the remaining chunks under
     // a fresh snapshot: safe because catch-up from the slot's consistent point is idempotent,
@@ -146,8 +322,8 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     rec.upsert_through = std::max(rec.upsert_through, *through);
     SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseCopying));
     spdlog::info("migration {}: resuming the copy under a fresh snapshot", id);
-    SM_ASSIGN_OR_RETURN(result.copy, mover::copySnapshot(ep, result.preflight.tables, rec, o.tenant,
-                                                         *snap, true, *store, o.copy, &progress,
+    SM_ASSIGN_OR_RETURN(result.copy, mover::copySnapshot(ep, result.preflight.tables, rec,
+                                                         tenant.text(), *snap, true, *store, o.copy, &progress,
                                                          cancel));
     snap_conn.exec("COMMIT").ignore();  // read-only transaction: nothing to keep
     result.resumed = true;
@@ -155,7 +331,10 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
   } else {
     MigrationRecord rec;
     rec.id = id;
-    rec.tenant = o.tenant;
+    rec.tenant = tenant.text();
+    rec.tenant_types = canon.types;
+    rec.source_identity = src_identity;
+    rec.destination_identity = dst_identity;
     rec.source = o.source.name;
     rec.destination = o.destination.name;
     rec.slot_name = repl_name;
@@ -163,7 +342,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     rec.created_unix_ms = common::nowUnixMs();
     SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseStarting));
     Status st = mover::createTenantPublication(c.src, rec.publication_name, result.preflight.tables,
-                                               o.tenant);
+                                               tenant.text());
     if (!st.isOk()) {
       mover::CheckpointBatch b;
       b.deleteMigration(id);
@@ -182,7 +361,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     spdlog::info("slot {} created at {}; copying {} chunks under snapshot {}", rec.slot_name,
                  rec.consistent_point.toString(), rec.plan.size(), slot->snapshot_name);
     SM_ASSIGN_OR_RETURN(result.copy,
-                        mover::copySnapshot(ep, result.preflight.tables, rec, o.tenant,
+                        mover::copySnapshot(ep, result.preflight.tables, rec, tenant.text(),
                                             slot->snapshot_name, false, *store, o.copy, &progress,
                                             cancel));
     result.record = rec;
@@ -200,7 +379,9 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
 Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination) {
   CleanupResult out;
   SM_ASSIGN_OR_RETURN(PgConnection src, PgConnection::connect(o.source.dsn, o.source.label));
-  const std::string name = mover::replicationNameForTenant(o.tenant, src.database());
+  SM_ASSIGN_OR_RETURN(const std::string tenant, tenantTextForCleanup(src, o));
+  out.tenant = tenant;
+  const std::string name = mover::replicationNameForTenant(tenant, src.database());
   SM_ASSIGN_OR_RETURN(out.dropped_slot, mover::slotExists(src, name));
   SM_ASSIGN_OR_RETURN(out.dropped_publication, mover::publicationExists(src, name));
   SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(src, name, name));
@@ -212,7 +393,7 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
     for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
       SM_ASSIGN_OR_RETURN(auto res, dst.query("DELETE FROM " + it->quoted() + " WHERE " +
                                                   common::quoteIdent(it->tenant_column) + " = $1",
-                                              {o.tenant}));
+                                              {tenant}));
       out.destination_rows_deleted += std::stoull(PQcmdTuples(res.get()));
     }
     SM_RETURN_IF_ERROR(dst.exec("COMMIT"));
@@ -221,7 +402,7 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
   SM_ASSIGN_OR_RETURN(auto recs, store->listMigrations());
   mover::CheckpointBatch b;
   for (const auto& r : recs) {
-    if (r.tenant == o.tenant) {
+    if (r.tenant == tenant) {
       b.deleteMigration(r.id);
       out.records_removed++;
     }
@@ -231,7 +412,7 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
 }
 
 std::string formatPreflight(const mover::PreflightReport& r, const CopyJobOptions& o) {
-  std::string out = "preflight passed for tenant " + o.tenant + " (" + o.source.label + " -> " +
+  std::string out = "preflight passed for tenant " + r.tenant.text() + " (" + o.source.label + " -> " +
                     o.destination.label + ")\n";
   char line[512];
   std::snprintf(line, sizeof line, "  %-32s %14s %12s  %s\n", "table", "est. rows", "est. size",

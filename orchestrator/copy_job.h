@@ -21,6 +21,9 @@ struct Endpoint {
 };
 
 struct CopyJobOptions {
+  // The tenant key as the operator typed it. The job canonicalizes it on the source first
+  // (mover::canonicalTenantKey) and uses only the canonical form afterwards: ids, names, the
+  // record, and everything runMigrate derives from the record.
   std::string tenant;                     // Default: none (required)
   Endpoint source;
   Endpoint destination;
@@ -38,8 +41,14 @@ struct CopyJobResult {
   bool already_copied = false;
 };
 
-// Runs preflight and copies (or resumes copying) the tenant. Errors keep their class:
-// kRefused (preflight, bad state), kRetryable (connection), kCancelled (`cancel` was set).
+// Runs preflight and copies (or resumes copying) the tenant. A migration record found in the
+// state directory is trusted only while it still describes the stamps: their system
+// identifiers and database oids must equal the recorded ones (records without them, from older
+// versions, adopt the current ones with a log line), and the slot (while the record says it
+// exists) and the destination's replication origin (once a stream position was checkpointed)
+// must exist. Errors keep their class: kRefused (preflight, bad state, a stamp that changed:
+// nothing is changed anywhere and the message names the command that starts over),
+// kRetryable (connection), kCancelled (`cancel` was set).
 common::Result<CopyJobResult> runCopyJob(const CopyJobOptions& options,
                                          const std::atomic<bool>* cancel);
 
@@ -47,6 +56,7 @@ common::Result<CopyJobResult> runCopyJob(const CopyJobOptions& options,
 common::Result<mover::PreflightReport> runPreflightOnly(const CopyJobOptions& options);
 
 struct CleanupResult {
+  std::string tenant;  // the key the names were derived from (canonical when it could be told)
   bool dropped_slot = false;
   bool dropped_publication = false;
   uint64_t destination_rows_deleted = 0;
@@ -55,8 +65,21 @@ struct CleanupResult {
 
 // Drops the tenant's slot and publication on the source and forgets its local state; with
 // `purge_destination` also deletes the tenant's rows from the destination's tenant tables
-// (for an abandoned copy). Errors: kRefused when the slot is in use.
+// (for an abandoned copy). The tenant key is canonicalized on the source; when the source has
+// no tenant tables (a rebuilt stamp), from the records of the state directory, else taken as
+// typed. Errors: kRefused when the slot is in use.
 common::Result<CleanupResult> runCleanup(const CopyJobOptions& options, bool purge_destination);
+
+// The canonical keys of the migrations recorded in `state_dir` that `raw` names, exactly: a
+// record matches when `raw` equals its key verbatim, or when every tenant column type it
+// recorded canonicalizes `raw` to its key without a server (integers, uuids, text: see
+// common::canonicalTenantTextOffline). Distinct keys, in record order; empty when none (or no
+// state directory). Read-only; safe beside a running migrate. Errors: kInternal on a corrupt
+// store.
+common::Result<std::vector<common::TenantKey>> tenantKeysFromState(const std::string& state_dir,
+                                                                   const std::string& raw);
+// True when `raw` names the tenant of `record` by the rule above.
+bool recordNamesTenant(const mover::MigrationRecord& record, const std::string& raw);
 
 // Human-readable reports.
 std::string formatPreflight(const mover::PreflightReport& report, const CopyJobOptions& options);

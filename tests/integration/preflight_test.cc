@@ -286,5 +286,29 @@ TEST_F(PreflightTest, RefusesTenantKeyInvalidForColumnType) {
       2, {"tenant key 'abc' is not a valid bigint", "public.items.\"tenant_id\""}, "abc");
 }
 
+// The key is canonicalized once, on the source, and reported in that form: `042` on a bigint
+// column is tenant 42.
+TEST_F(PreflightTest, ReportsTheCanonicalTenantKey) {
+  execOrDie(src_, std::string(kItems) + kItemsRows);
+  execOrDie(dst_, kItems);
+  ProcessResult r = run("preflight", " +042");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("preflight passed for tenant 42 ("), std::string::npos) << r.out;
+}
+
+// A key that means different tenants in different tables (bigint reads 042 as 42, text keeps
+// 042) cannot be moved as one tenant: refused, naming the tables and types, nothing created.
+TEST_F(PreflightTest, RefusesTenantKeyThatTablesReadDifferently) {
+  const std::string schema = std::string(kItems) +
+                             "CREATE TABLE notes (tenant_id text NOT NULL, id bigint NOT NULL, "
+                             "PRIMARY KEY (tenant_id, id));";
+  execOrDie(src_, schema + kItemsRows + "INSERT INTO notes VALUES ('042', 1), ('42', 2);");
+  execOrDie(dst_, schema);
+  expectRefusedUnchanged(2,
+                         {"tenant key '042' names different tenants", "bigint '42' (public.items)",
+                          "text '042' (public.notes)"},
+                         "042");
+}
+
 }  // namespace
 }  // namespace stampmover::testing

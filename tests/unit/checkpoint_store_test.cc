@@ -2,6 +2,7 @@
 // batches are atomic, a migration's records are deleted together, state survives reopening,
 // and a second process on the same directory is refused with a clear message.
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -44,6 +45,9 @@ mover::MigrationRecord record(const std::string& tenant) {
   r.plan = {{"public.orders", 0, 0, 100}, {"public.orders", 1, 100, 0}, {"public.a", 0, 0, 0}};
   r.created_unix_ms = 1;
   r.updated_unix_ms = 2;
+  r.tenant_types = {"bigint", "integer"};
+  r.source_identity = {"7301234567890123456", 16384};
+  r.destination_identity = {"7309876543210987654", 16390};
   return r;
 }
 
@@ -110,4 +114,34 @@ TEST_F(CheckpointStoreTest, MissingDirectoryWithoutCreateIsRefused) {
   auto s = mover::openRocksDbCheckpointStore({dir_ + "/absent", false});
   ASSERT_FALSE(s);
   EXPECT_NE(s.status().message().find("absent"), std::string::npos);
+}
+
+// A record written before stamp identities and tenant column types were kept loads with both
+// unknown (the copy job then adopts the current identities), not as an error.
+TEST_F(CheckpointStoreTest, RecordWithoutIdentityLoadsAsUnknown) {
+  {
+    rocksdb::Options opts;
+    opts.create_if_missing = true;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(opts, dir_, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    const std::string v0_2 =
+        R"({"id":"42@a->b","tenant":"42","source":"a","destination":"b","phase":"copied",)"
+        R"("slot":"s","publication":"p","consistent_point":5,"upsert_through":0,"plan":[],)"
+        R"("created":1,"updated":2})";
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "m/42@a->b", v0_2).ok());
+  }
+  auto store = open();
+  auto loaded = store->loadMigration("42@a->b");
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_FALSE((*loaded)->source_identity.known());
+  EXPECT_FALSE((*loaded)->destination_identity.known());
+  EXPECT_TRUE((*loaded)->tenant_types.empty());
+  EXPECT_EQ((*loaded)->phase, "copied");
+}
+
+TEST_F(CheckpointStoreTest, MigrationIdOfATenantKeyIsThatOfItsCanonicalText) {
+  EXPECT_EQ(mover::migrationId(common::TenantKey::fromStored("42"), "a", "b"),
+            mover::migrationId("42", "a", "b"));
 }
