@@ -43,8 +43,11 @@ int64_t pgEpochMicrosNow() {
 
 Result<std::unique_ptr<PgoutputSource>> PgoutputSource::start(const PgoutputSourceOptions& o) {
   std::unique_ptr<PgoutputSource> s(new PgoutputSource(o));
+  // The walsender prints every value pgoutput sends with this session's settings, so the
+  // pinned ones (common/session_settings.h, which connect() sends by default) matter most here.
   SM_ASSIGN_OR_RETURN(s->conn_, common::PgConnection::connect(o.dsn, o.label + " (replication)",
-                                                              {{"replication", "database"}}));
+                                                              {{"replication", "database"}},
+                                                              common::SessionSettings::kPinned));
   SM_ASSIGN_OR_RETURN(std::string pub, s->conn_.escapeLiteral(o.publication));
   std::string sql = "START_REPLICATION SLOT " + common::quoteIdent(o.slot) + " LOGICAL " +
                     o.start.toString() + " (proto_version '1', publication_names " + pub +
@@ -52,10 +55,10 @@ Result<std::unique_ptr<PgoutputSource>> PgoutputSource::start(const PgoutputSour
   common::PgResult res{PQexec(s->conn_.raw(), sql.c_str())};
   if (PQresultStatus(res.get()) != PGRES_COPY_BOTH) {
     Status st = s->conn_.errorFrom(res.get(), "START_REPLICATION on slot " + o.slot);
-    const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
-    if (state != nullptr && (std::strcmp(state, "42704") == 0 || std::strcmp(state, "55006") == 0)) {
-      // 42704: slot does not exist; 55006: slot active for another pid.
-      return Status::refused(st.message());
+    // 42704 undefined_object: the slot does not exist; 55006 object_in_use: the slot is active
+    // for another pid. The SQLSTATE stays on the status for the caller to tell them apart.
+    if (st.sqlState() == "42704" || st.sqlState() == "55006") {
+      return st.withClass(common::ErrorClass::kRefused);
     }
     return st;
   }
@@ -129,9 +132,10 @@ Result<std::optional<common::ChangeEvent>> PgoutputSource::next(std::chrono::mil
                                  "restarting?)");
       }
       Status st = conn_.errorFrom(res.get(), "replication stream ended");
-      const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
-      if (state != nullptr && std::strcmp(state, "42704") == 0) return Status::refused(st.message());
-      return Status::retryable(st.message());
+      // 42704: the slot was dropped under us; anything else (shutdown, lost connection) is
+      // retried. The SQLSTATE is kept for the caller.
+      if (st.sqlState() == "42704") return st.withClass(common::ErrorClass::kRefused);
+      return st.withClass(common::ErrorClass::kRetryable);
     }
     if (n < 0) {
       return Status::retryable(options_.label + ": replication connection lost: " +

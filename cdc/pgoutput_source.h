@@ -25,8 +25,9 @@ struct PgoutputSourceOptions {
 // Not thread-safe: one thread drives next() and acknowledge().
 class PgoutputSource final : public ChangeSource {
  public:
-  // Connects and issues START_REPLICATION. Errors: kRetryable (unreachable), kRefused (slot
-  // or publication missing, slot in use by another process).
+  // Connects (session settings pinned: the walsender prints values with them) and issues
+  // START_REPLICATION. Errors: kRetryable (unreachable), kRefused (slot missing: sqlState()
+  // "42704"; slot in use by another process: "55006"; publication missing).
   static common::Result<std::unique_ptr<PgoutputSource>> start(const PgoutputSourceOptions& options);
 
   common::Result<std::optional<common::ChangeEvent>> next(std::chrono::milliseconds timeout) override;

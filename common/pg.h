@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/handles.h"
+#include "common/session_settings.h"
 #include "common/status.h"
 
 namespace stampmover::common {
@@ -20,9 +21,23 @@ using PgConnHandle = std::unique_ptr<PGconn, CDeleter<PGconn, PQfinish>>;
 using PgResult = std::unique_ptr<PGresult, CDeleter<PGresult, PQclear>>;
 using PgParam = std::optional<std::string>;  // nullopt is SQL NULL
 
-// Returns `dsn` with any password replaced by "****"; accepts key=value and URI forms.
-// A DSN libpq cannot parse is returned as "<unparseable dsn>" (it might hold a secret).
+// Returns `dsn` with the value of every secret keyword replaced by "****": password,
+// sslpassword, and any keyword libpq itself marks as secret (PQconninfoOption::dispchar "*"),
+// so a keyword a newer libpq adds is covered; a `dbname` that is itself a connection string is
+// redacted the same way. Accepts key=value and URI forms. A DSN libpq cannot parse is returned
+// as "<unparseable dsn>" (it might hold a secret).
 std::string redactDsn(const std::string& dsn);
+
+// True when libpq keyword `keyword` holds a secret (see redactDsn).
+bool isSecretDsnKeyword(std::string_view keyword);
+
+// Why libpq cannot parse `dsn`, without echoing any of it: libpq's own message quotes the
+// offending fragment (a password with a space or a stray %), so it must never reach an error or
+// a log. Names the form (URI or key=value), the character position (1-based) and, where known,
+// the keyword or URI part concerned, e.g. "key=value form: the value of \"password\" starting at
+// character 31 is followed by text that is not a keyword=value pair (quote values containing
+// spaces: password='...')". "" when libpq parses it.
+std::string describeDsnParseError(const std::string& dsn);
 
 // "host:port/dbname" of a DSN (defaults filled as libpq would: localhost, 5432, user name).
 std::string dsnLocation(const std::string& dsn);
@@ -47,11 +62,29 @@ class PgConnection {
   PgConnection(PgConnHandle conn, std::string label);
 
   // Connects to `dsn`. `label` names the server in errors ("source stamp 'stamp-a'").
-  // Errors: kRetryable when the server cannot be reached; the message never contains the
-  // password. `extra` adds connection keywords (e.g. {"replication","database"}).
+  // `extra` adds connection keywords (e.g. {"replication","database"}).
+  //
+  // Session settings: with kPinned (the default) the session runs with
+  // kPinnedSessionSettings (common/session_settings.h), sent in the startup packet through the
+  // `options` keyword after the DSN's own `options` (or PGOPTIONS), so they hold whatever the
+  // server, database or role defaults are; client_encoding is forced the same way. They are
+  // checked on arrival where the server reports them (DateStyle, IntervalStyle, TimeZone,
+  // client_encoding, standard_conforming_strings): PGDATESTYLE / PGTZ in the environment make
+  // libpq send a competing value that would win. Control-plane connections get them too (they
+  // are harmless there, and one rule is simpler to trust than a list of exceptions).
+  //
+  // Errors (the message never contains a secret or any fragment of the DSN):
+  //  - kRefused: the DSN does not parse (describeDsnParseError); the server asks for a password
+  //    and the DSN has none (PQconnectionNeedsPassword); a pinned setting was overridden.
+  //  - kRetryable: every other failed connection attempt. libpq exposes no SQLSTATE for a
+  //    failed connection, and its text is translated (client and server lc_messages), so a wrong
+  //    password, an unknown database or role, or a pg_hba.conf rejection is not told apart from
+  //    an unreachable or starting server: the caller's bounded retry (give_up_after) ends it,
+  //    and libpq's message (which names host and port, never the password) says which it was.
   static Result<PgConnection> connect(const std::string& dsn, const std::string& label,
                                       const std::vector<std::pair<std::string, std::string>>&
-                                          extra = {});
+                                          extra = {},
+                                      SessionSettings settings = SessionSettings::kPinned);
 
   bool valid() const { return conn_ != nullptr; }
   PGconn* raw() const { return conn_.get(); }
@@ -70,7 +103,9 @@ class PgConnection {
   // parameters (DDL, COPY). Errors: kInternal when libpq cannot escape (bad encoding).
   Result<std::string> escapeLiteral(std::string_view value);
 
-  // Builds a Status from a failed result (or the connection's last error when res is null).
+  // Builds a Status from a failed result (or the connection's last error when res is null):
+  // class from the SQLSTATE (classifySqlState; kRetryable when the connection is gone), the
+  // SQLSTATE itself in Status::sqlState() ("" when the result carries none).
   Status errorFrom(const PGresult* res, std::string_view what) const;
 
  private:

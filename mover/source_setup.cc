@@ -50,8 +50,11 @@ Status createTenantPublication(PgConnection& src, const std::string& name,
 Result<SlotWithSnapshot> createSlotWithSnapshot(const std::string& dsn, const std::string& label,
                                                 const std::string& slot_name) {
   SlotWithSnapshot out;
+  // Session settings pinned like every data session's (common/session_settings.h): this
+  // connection prints nothing itself, but it is a replication connection like the stream's.
   SM_ASSIGN_OR_RETURN(out.connection,
-                      PgConnection::connect(dsn, label + " (replication)", {{"replication", "database"}}));
+                      PgConnection::connect(dsn, label + " (replication)", {{"replication", "database"}},
+                                            common::SessionSettings::kPinned));
   // Creating a logical slot waits for every transaction running on the source to end; this
   // happens before any fence exists, so it only delays us.
   common::PgResult res{PQexec(out.connection.raw(),
@@ -104,7 +107,9 @@ Status dropSlotAndPublication(PgConnection& src, const std::string& slot_name,
                              " is in use by pid " + common::cell(active, 0, 1) +
                              "; stop the running stampmover first");
     }
-    SM_RETURN_IF_ERROR(src.query("SELECT pg_drop_replication_slot($1)", {slot_name}).status());
+    Status dropped = src.query("SELECT pg_drop_replication_slot($1)", {slot_name}).status();
+    // 42704 undefined_object: the slot went away since we looked (another cleanup): dropped.
+    if (!dropped.isOk() && dropped.sqlState() != "42704") return dropped;
   }
   return src.exec("DROP PUBLICATION IF EXISTS " + common::quoteIdent(publication_name));
 }

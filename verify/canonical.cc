@@ -2,6 +2,9 @@
 #include "verify/canonical.h"
 
 #include <cstdio>
+#include <string>
+
+#include "common/session_settings.h"
 
 namespace stampmover::verify {
 
@@ -23,17 +26,15 @@ int hexValue(char c) {
 }  // namespace
 
 const char* pinnedSessionSql() {
-  // TimeZone/DateStyle/IntervalStyle: dates and times print alike whatever the server default.
-  // extra_float_digits = 3: shortest exact float output. bytea_output: hex, not escape.
-  // lc_monetary/lc_numeric: money prints the same. xmlbinary/xmloption: xml prints the same.
+  // The settings that change how values print are the one pinned set of every data session
+  // (common/session_settings.h; connect() already sends them, re-asserted here). Verify's own:
   // jit off: per-chunk queries are short; compiling them costs more than it saves.
   // statement/idle timeouts off: a chunk of a big table may legitimately take minutes.
-  return "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
-         "SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; "
-         "SET lc_numeric = 'C'; SET xmlbinary = 'base64'; SET xmloption = 'content'; "
-         "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; SET jit = off; "
-         "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; "
-         "SET default_transaction_read_only = on";
+  static const std::string kSql = std::string(common::pinnedSettingsSql()) +
+                                  "; SET jit = off; SET statement_timeout = 0; "
+                                  "SET idle_in_transaction_session_timeout = 0; "
+                                  "SET default_transaction_read_only = on";
+  return kSql.c_str();
 }
 
 Normalization normalizationFor(uint32_t oid) {

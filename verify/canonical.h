@@ -39,7 +39,8 @@
 namespace stampmover::verify {
 
 // SET statements run on every verify session of both servers, so that the text output of
-// every type is the same whatever each server's defaults are. Read-only by default, too.
+// every type is the same whatever each server's defaults are: common::pinnedSettingsSql() (the
+// one pinned set), then verify's own (read-only by default, jit and timeouts off).
 const char* pinnedSessionSql();
 
 // How a column's base type (domains resolved) is normalised before it is printed.
