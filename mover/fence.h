@@ -9,11 +9,13 @@
 // is recorded in stampmover.fence_users (acquireFence / releaseFence), and the triggers go only
 // when the last user releases them and no tenant is fenced.
 //
-// Cost to tenants that are not fenced: the row triggers are AFTER triggers whose WHEN clause
+// Cost to tenants that are not fenced: the row trigger is an AFTER trigger whose WHEN clause
 // reads one sequence (stampmover.fence_mask, a 64-bit Bloom mask of the fenced tenants, zero
 // when none is fenced), so while nobody is fenced a write pays one sequence read and the
 // trigger function is never called; while some tenant is fenced the function first tests the
 // writer's bit of the mask and only queries stampmover.fence for a tenant whose bit is set.
+// Being an AFTER trigger, the fence refuses at the end of the statement: a write of a fenced
+// tenant that also breaks a constraint checked earlier reports that constraint instead.
 #pragma once
 
 #include <chrono>
@@ -36,14 +38,13 @@ struct FenceInstallOptions {
 // SQLSTATE raised by the fence triggers; routers and clients treat it as "retry shortly".
 inline constexpr const char* kFenceSqlState = "55P04";
 
-// Names of the fence's triggers on every tenant table: AFTER INSERT / UPDATE / DELETE row
-// triggers and a BEFORE TRUNCATE statement trigger. checkFenceInPlace() requires all four.
-inline constexpr const char* kFenceTriggerNames[] = {"stampmover_fence_del", "stampmover_fence_ins",
-                                                     "stampmover_fence_truncate",
-                                                     "stampmover_fence_upd"};
+// Names of the fence's triggers on every tenant table: an AFTER INSERT OR UPDATE OR DELETE row
+// trigger and a BEFORE TRUNCATE statement trigger. checkFenceInPlace() requires both.
+inline constexpr const char* kFenceTriggerNames[] = {"stampmover_fence_row",
+                                                     "stampmover_fence_truncate"};
 
 // Records `migration_id` as a user of the fence on `tables` (stampmover.fence_users) and makes
-// the fence complete there: creates the schema objects if missing and the four triggers on each
+// the fence complete there: creates the schema objects if missing and both triggers on each
 // table that lacks one (or has one disabled; the trigger of an older stampmover version is
 // replaced). Idempotent; safe against concurrent acquire/release by other workers (a stamp-wide
 // advisory lock serializes them). Each table's DDL is its own transaction with `lock_timeout`,
@@ -65,7 +66,7 @@ common::Status releaseFence(common::PgConnection& conn, const std::string& migra
                             const FenceInstallOptions& options);
 
 // To be called immediately before each freeze (outside the window): OK when the fence table and
-// mask exist and every table of `tables` carries all four enabled fence triggers. Errors:
+// mask exist and every table of `tables` carries both fence triggers, enabled. Errors:
 // kRefused naming each table and its missing or disabled triggers and the fix (acquireFence
 // again, i.e. rerun the cutover). If a live fence row's bit is missing from the mask (the
 // sequence was reset by hand) the mask is recomputed and a warning logged.
@@ -123,7 +124,7 @@ common::Status installFence(common::PgConnection& source, const std::vector<Tabl
 common::Status uninstallFence(common::PgConnection& source, const std::vector<TableInfo>& tables,
                               const FenceInstallOptions& options);
 
-// True when all four fence triggers are installed and enabled on `table`.
+// True when both fence triggers are installed and enabled on `table`.
 common::Result<bool> fenceInstalled(common::PgConnection& source, const TableInfo& table);
 
 }  // namespace stampmover::mover

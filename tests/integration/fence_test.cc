@@ -397,12 +397,12 @@ TEST(Fence, CheckInPlaceNamesMissingOrDisabledTriggers) {
   ASSERT_TRUE(mover::acquireFence(src, tables, "m1", {}).isOk());
   EXPECT_TRUE(mover::checkFenceInPlace(src, tables).isOk());
   execOrDie(src,
-            "DROP TRIGGER stampmover_fence_upd ON orders; "
+            "DROP TRIGGER stampmover_fence_row ON orders; "
             "ALTER TABLE events DISABLE TRIGGER stampmover_fence_truncate");
   Status st = mover::checkFenceInPlace(src, tables);
   ASSERT_FALSE(st.isOk());
   EXPECT_EQ(st.errorClass(), common::ErrorClass::kRefused);
-  EXPECT_NE(st.message().find("public.orders: stampmover_fence_upd missing"), std::string::npos)
+  EXPECT_NE(st.message().find("public.orders: stampmover_fence_row missing"), std::string::npos)
       << st.message();
   EXPECT_NE(st.message().find("public.events: stampmover_fence_truncate disabled"),
             std::string::npos)
