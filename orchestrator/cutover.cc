@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <thread>
 
 #include "common/failpoint.h"
 #include "mover/fence.h"
@@ -22,6 +23,49 @@ namespace {
 
 double msSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// What a compare-and-set did, when its reply may have been lost.
+struct CasOutcome {
+  enum class Kind { kApplied, kNotApplied, kUnknown } kind = Kind::kNotApplied;
+  routing::RouteEntry entry;  // kApplied: the new entry
+  Status error;               // otherwise: why
+};
+
+// A compare-and-set whose outcome is read back when it is not known (kRetryable: the store was
+// unreachable, the commit may or may not have happened), as the routing contract asks: the
+// entry at expected+1 with the wanted stamp and state means it was applied; still at `expected`
+// means it was not; anything else, or no answer before `deadline`, is unknown.
+CasOutcome resolvedCas(routing::RoutingDirectory& routes, const std::string& tenant,
+                       routing::Epoch expected, const routing::RouteChange& change,
+                       Clock::time_point deadline) {
+  auto r = routes.compareAndSet(tenant, expected, change);
+  if (r) return {CasOutcome::Kind::kApplied, *r, Status::ok()};
+  if (r.status().errorClass() != common::ErrorClass::kRetryable) {
+    return {CasOutcome::Kind::kNotApplied, {}, r.status()};
+  }
+  for (;;) {
+    auto e = routes.get(tenant);
+    if (e && e->has_value()) {
+      const routing::RouteEntry& now = **e;
+      if (now.epoch == expected + 1 && now.stamp == change.stamp && now.state == change.state) {
+        spdlog::warn("routing write for tenant {} reported {}, but it was applied (epoch {})",
+                     tenant, r.status().message(), now.epoch);
+        return {CasOutcome::Kind::kApplied, now, Status::ok()};
+      }
+      if (now.epoch == expected) return {CasOutcome::Kind::kNotApplied, {}, r.status()};
+      return {CasOutcome::Kind::kUnknown, {},
+              Status::internal("routing entry of tenant " + tenant + " is at epoch " +
+                               std::to_string(now.epoch) + " on " + now.stamp +
+                               ", written by someone else")};
+    }
+    if (Clock::now() >= deadline) {
+      return {CasOutcome::Kind::kUnknown, {},
+              r.status().withContext("routing write for tenant " + tenant +
+                                     " with unknown outcome, and the entry could not be read back")};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 }  // namespace
@@ -60,29 +104,50 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
                            ctx.source_stamp);
   }
   const std::optional<std::string> shadow_before = entry->shadow_stamp;
+  // The fence triggers of the stamp we freeze must all be there (another migration's teardown,
+  // or a hand, may have removed them): checked right before each freeze, outside the window.
+  SM_RETURN_IF_ERROR(mover::checkFenceInPlace(*ctx.source, ctx.tables));
 
   // ---- the window: freeze -> flip ----
   const auto t_freeze = Clock::now();
   const auto deadline = t_freeze + o.window_timeout;
-  SM_ASSIGN_OR_RETURN(auto frozen, ctx.routes->compareAndSet(
-                                       ctx.tenant, entry->epoch,
-                                       {ctx.source_stamp, routing::RouteState::kFrozen, shadow_before,
-                                        "cutover: freeze"}));
-  routing::Epoch epoch = frozen.epoch;
+  const routing::RouteChange freeze{ctx.source_stamp, routing::RouteState::kFrozen, shadow_before,
+                                    "cutover: freeze"};
+  CasOutcome frozen = resolvedCas(*ctx.routes, ctx.tenant, entry->epoch, freeze, deadline);
+  if (frozen.kind != CasOutcome::Kind::kApplied) {
+    // Not frozen, or unknown: nothing else was done; a restarted worker rolls back a frozen
+    // entry it finds (prepareCutover).
+    return frozen.error.withContext("cutover: freeze");
+  }
+  routing::Epoch epoch = frozen.entry.epoch;
+  // Statements inside the window may not outlive it (a stuck lock, a slow re-check).
+  const std::string window_timeout = "SET statement_timeout = " + std::to_string(o.window_timeout.count());
+  ctx.source->exec(window_timeout).ignore();       // best effort: the deadline checks remain
+  ctx.destination->exec(window_timeout).ignore();  // best effort, as above
+  struct ResetTimeout {
+    CutoverContext& c;
+    ~ResetTimeout() {
+      c.source->exec("SET statement_timeout = 0").ignore();       // best effort: next use resets
+      c.destination->exec("SET statement_timeout = 0").ignore();  // best effort, as above
+    }
+  } reset_timeout{ctx};
   auto fail = [&](const std::string& why) -> Result<CutoverReport> {
     rep.rollback_reason = why;
     spdlog::warn("cutover of tenant {} rolled back: {}", ctx.tenant, why);
+    ctx.source->exec("SET statement_timeout = 0").ignore();  // the rollback needs its time
+    // Known not flipped (an unknown flip never comes here): the source may be unfenced.
     Status un = mover::unfenceTenant(*ctx.source, ctx.tenant);
-    auto back = ctx.routes->compareAndSet(ctx.tenant, epoch,
-                                          {ctx.source_stamp, ctx.expected_state, shadow_before,
-                                           "cutover rolled back: " + why});
+    CasOutcome back = resolvedCas(*ctx.routes, ctx.tenant, epoch,
+                                  {ctx.source_stamp, ctx.expected_state, shadow_before,
+                                   "cutover rolled back: " + why},
+                                  Clock::now() + std::chrono::seconds(5));
     rep.window_ms = msSince(t_freeze);
-    if (!un.isOk() || !back) {
+    if (!un.isOk() || back.kind != CasOutcome::Kind::kApplied) {
       return Status::internal("cutover rollback incomplete for tenant " + ctx.tenant + ": unfence: " +
-                              un.message() + "; routing: " + back.status().message() +
+                              un.message() + "; routing: " + back.error.message() +
                               " — run `stampmover rollback --tenant " + ctx.tenant + "`");
     }
-    rep.epoch_after = back->epoch;
+    rep.epoch_after = back.entry.epoch;
     return rep;
   };
   auto remaining = [&] {
@@ -124,13 +189,26 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   if (Status fp = common::failpoint("cutover.before_flip"); !fp.isOk()) return fail(fp.message());
   Status kept = mover::extendFence(*ctx.source, ctx.tenant);
   if (!kept.isOk()) return fail("fence: " + kept.message());
-  auto flipped = ctx.routes->compareAndSet(
-      ctx.tenant, epoch,
-      {ctx.dest_stamp, ctx.flip_state, ctx.flip_shadow, "cutover: flip"});
-  if (!flipped) return fail("flip: " + flipped.status().message());
+  CasOutcome flipped = resolvedCas(*ctx.routes, ctx.tenant, epoch,
+                                   {ctx.dest_stamp, ctx.flip_state, ctx.flip_shadow, "cutover: flip"},
+                                   deadline + o.window_timeout);
+  if (flipped.kind == CasOutcome::Kind::kNotApplied) return fail("flip: " + flipped.error.message());
+  if (flipped.kind == CasOutcome::Kind::kUnknown) {
+    // The entry may point at the destination: the source keeps its (permanent) fence, so no
+    // write can land there unseen. A restarted worker reads the entry and resumes the soak or
+    // rolls the freeze back.
+    rep.window_ms = msSince(t_freeze);
+    return Status::retryable("cutover of tenant " + ctx.tenant + ": " + flipped.error.message() +
+                             "; the source stays fenced until the outcome is known — rerun "
+                             "migrate (it resumes from what the routing entry says)");
+  }
   rep.window_ms = msSince(t_freeze);
   rep.flipped = true;
-  rep.epoch_after = flipped->epoch;
+  rep.epoch_after = flipped.entry.epoch;
+  // The stamp that serves now must not fence the tenant (a rollback during the soak fenced the
+  // source permanently at the forward flip). A failure here is healed by a restarted worker.
+  Status un = mover::unfenceTenant(*ctx.destination, ctx.tenant);
+  if (!un.isOk()) spdlog::warn("unfence of tenant {} on the new primary: {}", ctx.tenant, un.message());
   return rep;
 }
 

@@ -400,7 +400,7 @@ struct Streamer {
     if (!src) {
       Status st = src.status();
       if (st.errorClass() == common::ErrorClass::kRefused &&
-          st.message().find("does not exist") != std::string::npos) {
+          st.sqlState() == "42704") {  // undefined_object: the slot is gone
         return Status::refused("replication slot \"" + spec.slot + "\" of migration " + rec.id +
                                " no longer exists on " + spec.from.label +
                                " (dropped behind our back?); changes since it was created cannot "
@@ -504,11 +504,13 @@ struct CutoverSetup {
   std::vector<mover::TableInfo> dst_tables;
 };
 
-// Before any window: routing entry, fences installed on both sides (DDL, with lock_timeout
-// and retries), and the reverse publication and slot on the destination (creating a slot
-// waits for running transactions: never inside the window).
-Result<Lsn> prepareCutover(const MigrateOptions& o, const mover::MigrationRecord& rec,
-                           CutoverSetup& cs) {
+// When cutover is asked for: the routing entry, and healing of what an interrupted worker may
+// have left (a tenant frozen by a window it did not finish; a tenant active on a stamp that
+// still fences it). Nothing is installed on the stamps yet: the fence triggers and the reverse
+// slot come just before the first freeze (prepareFreeze), so a long catch-up taxes no other
+// tenant's writes and retains no destination WAL.
+Status prepareCutover(const MigrateOptions& o, const mover::MigrationRecord& rec,
+                      CutoverSetup& cs) {
   cs.routes = std::make_unique<routing::PgRoutingDirectory>(o.control_plane_dsn);
   SM_RETURN_IF_ERROR(cs.routes->ensureSchema());
   SM_ASSIGN_OR_RETURN(auto entry, cs.routes->get(rec.tenant));
@@ -523,19 +525,37 @@ Result<Lsn> prepareCutover(const MigrateOptions& o, const mover::MigrationRecord
                  rec.tenant, entry->stamp);
     mover::unfenceTenant(forward_window ? cs.src : cs.dst, rec.tenant)
         .ignore();  // the fence may not exist yet; expiry covers it otherwise
-    SM_RETURN_IF_ERROR(
-        cs.routes
-            ->compareAndSet(rec.tenant, entry->epoch,
-                            {entry->stamp,
-                             forward_window ? routing::RouteState::kActive : routing::RouteState::kDualWrite,
-                             forward_window ? std::nullopt : std::optional<std::string>(o.copy.source.name),
-                             "worker restart: roll back an interrupted cutover"})
-            .status());
+    SM_ASSIGN_OR_RETURN(
+        auto back,
+        cs.routes->compareAndSet(rec.tenant, entry->epoch,
+                                 {entry->stamp,
+                                  forward_window ? routing::RouteState::kActive : routing::RouteState::kDualWrite,
+                                  forward_window ? std::nullopt : std::optional<std::string>(o.copy.source.name),
+                                  "worker restart: roll back an interrupted cutover"}));
+    entry = back;
+  }
+  if (entry && entry->state != routing::RouteState::kFrozen) {
+    // The stamp that serves the tenant must not fence it (a worker killed between a flip and
+    // the unfence of the new primary would leave every write failing).
+    PgConnection* serving = entry->stamp == o.copy.source.name        ? &cs.src
+                            : entry->stamp == o.copy.destination.name ? &cs.dst
+                                                                      : nullptr;
+    if (serving != nullptr) SM_RETURN_IF_ERROR(mover::unfenceTenant(*serving, rec.tenant));
   }
   SM_ASSIGN_OR_RETURN(cs.src_tables, mover::discoverTenantTables(cs.src, o.copy.tenant_columns));
   SM_ASSIGN_OR_RETURN(cs.dst_tables, mover::discoverTenantTables(cs.dst, o.copy.tenant_columns));
-  SM_RETURN_IF_ERROR(mover::installFence(cs.src, cs.src_tables, {}));
-  SM_RETURN_IF_ERROR(mover::installFence(cs.dst, cs.dst_tables, {}));
+  return Status::ok();
+}
+
+// Just before the first freeze attempt, outside the window: the fence on both stamps (the
+// reverse cutover fences the destination), and the reverse publication and slot on the
+// destination (creating a slot waits for every running transaction there: never inside the
+// window). Returns the reverse slot's consistent point (kept in the checkpoint store, so a
+// restarted worker streams from it). Idempotent.
+Result<Lsn> prepareFreeze(const MigrateOptions& o, const mover::MigrationRecord& rec,
+                          CutoverSetup& cs, mover::CheckpointStore& store) {
+  SM_RETURN_IF_ERROR(mover::acquireFence(cs.src, cs.src_tables, rec.id, {}));
+  SM_RETURN_IF_ERROR(mover::acquireFence(cs.dst, cs.dst_tables, rec.id, {}));
   const std::string rname = reverseName(rec.slot_name);
   SM_ASSIGN_OR_RETURN(bool pub, mover::publicationExists(cs.dst, rname));
   if (!pub) SM_RETURN_IF_ERROR(mover::createTenantPublication(cs.dst, rname, cs.dst_tables, rec.tenant));
@@ -543,9 +563,13 @@ Result<Lsn> prepareCutover(const MigrateOptions& o, const mover::MigrationRecord
   if (!slot) {
     SM_ASSIGN_OR_RETURN(auto created, mover::createSlotWithSnapshot(o.copy.destination.dsn,
                                                                     o.copy.destination.label, rname));
+    mover::CheckpointBatch b;
+    b.putNote(rec.id, "reverse_start", created.consistent_point.toString());
+    SM_RETURN_IF_ERROR(store.write(b));
     return created.consistent_point;
   }
-  return Lsn();
+  SM_ASSIGN_OR_RETURN(auto note, store.loadNote(rec.id, "reverse_start"));
+  return Lsn::parse(note.value_or("")).value_or(Lsn());
 }
 
 Status dropOrigin(PgConnection& c, const std::string& name) {
@@ -555,7 +579,8 @@ Status dropOrigin(PgConnection& c, const std::string& name) {
   for (;;) {
     auto r = c.query("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
                      {name});
-    if (r || r.status().message().find("in use") == std::string::npos ||
+    // 55006 object_in_use: the backend that used the origin has not exited yet.
+    if (r || r.status().sqlState() != "55006" ||
         std::chrono::steady_clock::now() >= deadline) {
       return r.status();
     }
@@ -573,8 +598,8 @@ Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& 
   SM_RETURN_IF_ERROR(dropOrigin(cs.src, rname));
   SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.src, rec.tenant));
   SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.dst, rec.tenant));
-  SM_RETURN_IF_ERROR(mover::uninstallFence(cs.src, cs.src_tables, {}));
-  SM_RETURN_IF_ERROR(mover::uninstallFence(cs.dst, cs.dst_tables, {}));
+  SM_RETURN_IF_ERROR(mover::releaseFence(cs.src, rec.id, cs.src_tables, {}));
+  SM_RETURN_IF_ERROR(mover::releaseFence(cs.dst, rec.id, cs.dst_tables, {}));
   SM_ASSIGN_OR_RETURN(auto entry, cs.routes->get(rec.tenant));
   if (entry && entry->state != routing::RouteState::kActive) {
     SM_RETURN_IF_ERROR(cs.routes
@@ -619,7 +644,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     if (o.control_plane_dsn.empty()) {
       return Status::refused("--cutover needs the routing directory: pass --control-plane-dsn");
     }
-    SM_ASSIGN_OR_RETURN(reverse_start, prepareCutover(o, rec, cs));
+    SM_RETURN_IF_ERROR(prepareCutover(o, rec, cs));
     SM_ASSIGN_OR_RETURN(auto b, MigrationBoard::open(o.control_plane_dsn));
     board = std::move(b);
     SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "catching_up"));
@@ -638,6 +663,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   };
   bool abort_requested = false;
   bool cutover_requested = false;
+  bool freeze_ready = false;  // fence acquired and reverse slot created (prepareFreeze)
   PreCutoverVerify pre_verify;
 
   StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
@@ -673,6 +699,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
         return Status::refused("cutover did not succeed in " + std::to_string(o.cutover_attempts) +
                                " attempts (see the reasons above); the tenant stays on the source, "
                                "unfrozen; rerun migrate to try again");
+      }
+      if (!freeze_ready) {
+        SM_ASSIGN_OR_RETURN(reverse_start, prepareFreeze(o, rec, cs, *store));
+        freeze_ready = true;
       }
       CutoverContext ctx;
       ctx.tenant = rec.tenant;
@@ -721,6 +751,23 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   }
   report.flipped = true;
   SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "dual_write"));
+  if (already_flipped) {
+    // Resuming the soak: the reverse slot must still be there. Recreating it would start the
+    // reverse stream after the destination writes made since, and a later rollback would flip
+    // to a source that lacks them.
+    const std::string rname = reverseName(rec.slot_name);
+    SM_ASSIGN_OR_RETURN(bool rslot, mover::slotExists(cs.dst, rname));
+    if (!rslot) {
+      return Status::refused(
+          "tenant " + rec.tenant + " is in dual_write on " + o.copy.destination.label +
+          " but the reverse slot " + rname + " is gone (dropped behind our back?): the source no "
+          "longer follows the destination and is not a safe rollback target. Finalize "
+          "(`stampmover finalize --tenant " + rec.tenant + "`) to keep the destination, or "
+          "re-copy the tenant back before any rollback");
+    }
+    SM_ASSIGN_OR_RETURN(auto note, store->loadNote(rec.id, "reverse_start"));
+    reverse_start = Lsn::parse(note.value_or("")).value_or(Lsn());
+  }
   // The forward slot is no longer needed: it would only retain WAL on the source.
   mover::dropSlotAndPublication(cs.src, rec.slot_name, rec.publication_name)
       .ignore();  // best effort here; finalize drops it again by name

@@ -85,7 +85,9 @@ std::string freshDatabase() {
 }
 
 common::PgConnection connectOrDie(const std::string& dsn, const std::string& label) {
-  auto c = common::PgConnection::connect(dsn, label);
+  // Server defaults, not stampmover's pinned settings: the tests' own comparisons must not
+  // depend on the code under test.
+  auto c = common::PgConnection::connect(dsn, label, {}, common::SessionSettings::kServerDefaults);
   if (!c) {
     ADD_FAILURE() << c.status().message();
     throw std::runtime_error("connect failed");
