@@ -2,6 +2,7 @@
 // variable STAMPMOVER_FAILPOINTS names them, sleep or fail. Unset in production: one lookup in
 // a map built once, then nothing.
 //   STAMPMOVER_FAILPOINTS="cutover.after_fence=sleep:3000,cutover.before_flip=error"
+// Actions: sleep:<ms>, error, kill (SIGKILL to the process: the crash tests' kill -9).
 #pragma once
 
 #include <string_view>

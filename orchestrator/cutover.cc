@@ -108,6 +108,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   // or a hand, may have removed them): checked right before each freeze, outside the window.
   SM_RETURN_IF_ERROR(mover::checkFenceInPlace(*ctx.source, ctx.tables));
 
+  SM_RETURN_IF_ERROR(common::failpoint("cutover.before_freeze"));
   // ---- the window: freeze -> flip ----
   const auto t_freeze = Clock::now();
   const auto deadline = t_freeze + o.window_timeout;
@@ -153,6 +154,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   auto remaining = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   };
+  if (Status fp = common::failpoint("cutover.after_freeze"); !fp.isOk()) return fail(fp.message());
 
   auto t = Clock::now();
   // The fence outlives the window by a margin, then expires by itself (a killed worker).
@@ -167,6 +169,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   auto drained = ctx.drain(deadline);
   rep.drain_ms = msSince(t);
   if (!drained) return fail("drain: " + drained.status().message());
+  if (Status fp = common::failpoint("cutover.after_drain"); !fp.isOk()) return fail(fp.message());
 
   t = Clock::now();
   auto diffs = recheckTouchedRows(*ctx.source, *ctx.destination, ctx.tables, ctx.applier->touched(),
@@ -178,12 +181,14 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
     return fail("final verification found " + std::to_string(diffs->size()) + " difference(s), first: " + first);
   }
   if (Clock::now() > deadline) return fail("window timeout after final verification");
+  if (Status fp = common::failpoint("cutover.after_recheck"); !fp.isOk()) return fail(fp.message());
 
   t = Clock::now();
   auto seqs = mover::raiseSequences(*ctx.source, *ctx.destination, ctx.tables, o.sequence_headroom);
   rep.sequences_ms = msSince(t);
   if (!seqs) return fail("sequences: " + seqs.status().message());
   rep.sequences = *seqs;
+  if (Status fp = common::failpoint("cutover.after_sequences"); !fp.isOk()) return fail(fp.message());
   if (Clock::now() > deadline) return fail("window timeout before the flip");
 
   if (Status fp = common::failpoint("cutover.before_flip"); !fp.isOk()) return fail(fp.message());
@@ -207,6 +212,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   rep.epoch_after = flipped.entry.epoch;
   // The stamp that serves now must not fence the tenant (a rollback during the soak fenced the
   // source permanently at the forward flip). A failure here is healed by a restarted worker.
+  common::failpoint("cutover.after_flip").ignore();  // only `kill` matters here: flipped
   Status un = mover::unfenceTenant(*ctx.destination, ctx.tenant);
   if (!un.isOk()) spdlog::warn("unfence of tenant {} on the new primary: {}", ctx.tenant, un.message());
   return rep;

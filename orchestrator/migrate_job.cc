@@ -18,6 +18,7 @@
 #include "orchestrator/purge.h"
 #include "orchestrator/verify_job.h"
 #include "mover/source_setup.h"
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "mover/progress.h"
 
@@ -592,16 +593,21 @@ Status dropOrigin(PgConnection& c, const std::string& name) {
 // both sides, and make the destination the tenant's only stamp.
 Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs) {
   const std::string rname = reverseName(rec.slot_name);
+  SM_RETURN_IF_ERROR(common::failpoint("teardown.begin"));
   SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(cs.dst, rname, rname));
+  SM_RETURN_IF_ERROR(common::failpoint("teardown.after_reverse_slot"));
   SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(cs.src, rec.slot_name, rec.publication_name));
   SM_RETURN_IF_ERROR(dropOrigin(cs.dst, rec.slot_name));
   SM_RETURN_IF_ERROR(dropOrigin(cs.src, rname));
+  SM_RETURN_IF_ERROR(common::failpoint("teardown.after_origins"));
   SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.src, rec.tenant));
   SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.dst, rec.tenant));
+  SM_RETURN_IF_ERROR(common::failpoint("teardown.after_unfence"));
   SM_RETURN_IF_ERROR(mover::releaseFence(cs.src, rec.id, cs.src_tables, {}));
   SM_RETURN_IF_ERROR(mover::releaseFence(cs.dst, rec.id, cs.dst_tables, {}));
   SM_ASSIGN_OR_RETURN(auto entry, cs.routes->get(rec.tenant));
   if (entry && entry->state != routing::RouteState::kActive) {
+    SM_RETURN_IF_ERROR(common::failpoint("teardown.before_active"));
     SM_RETURN_IF_ERROR(cs.routes
                            ->compareAndSet(rec.tenant, entry->epoch,
                                            {entry->stamp, routing::RouteState::kActive, std::nullopt,
@@ -701,8 +707,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                                "unfrozen; rerun migrate to try again");
       }
       if (!freeze_ready) {
+        SM_RETURN_IF_ERROR(common::failpoint("migrate.before_prepare_freeze"));
         SM_ASSIGN_OR_RETURN(reverse_start, prepareFreeze(o, rec, cs, *store));
         freeze_ready = true;
+        SM_RETURN_IF_ERROR(common::failpoint("migrate.after_prepare_freeze"));
       }
       CutoverContext ctx;
       ctx.tenant = rec.tenant;
@@ -750,6 +758,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     return report;
   }
   report.flipped = true;
+  SM_RETURN_IF_ERROR(common::failpoint("migrate.before_dual_write_record"));
   SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "dual_write"));
   if (already_flipped) {
     // Resuming the soak: the reverse slot must still be there. Recreating it would start the
