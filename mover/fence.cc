@@ -297,6 +297,21 @@ Status dropUnusedFence(PgConnection& c, const std::vector<uint32_t>& oids,
 
 std::string xid32(uint64_t xid) { return std::to_string(xid % 4294967296ULL); }
 
+// pg_stat_activity shows other roles' backend_xid, backend_xmin, state and xact_start only to
+// superusers and members of pg_read_all_stats; to anyone else those sessions look idle, and the
+// wait would return with them still running. Refuse instead.
+Status canSeeAllSessions(PgConnection& c) {
+  SM_ASSIGN_OR_RETURN(auto ok, c.queryValue("SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = "
+                                            "current_user) OR pg_has_role(current_user, "
+                                            "'pg_read_all_stats', 'USAGE')"));
+  if (ok.value_or("f") == "t") return Status::ok();
+  SM_ASSIGN_OR_RETURN(auto role, c.queryValue("SELECT current_user::text"));
+  return Status::refused(c.label() + ": role " + role.value_or("?") +
+                         " cannot see other sessions' transactions in pg_stat_activity, so the "
+                         "fence cannot wait them out; GRANT pg_read_all_stats TO " +
+                         quoteIdent(role.value_or("?")));
+}
+
 }  // namespace
 
 Status acquireFence(PgConnection& c, const std::vector<TableInfo>& tables,
@@ -349,6 +364,7 @@ Status checkFenceInPlace(PgConnection& c, const std::vector<TableInfo>& tables) 
                            ": the write fence is not installed (stampmover.fence or "
                            "stampmover.fence_mask missing); rerun the cutover, which installs it");
   }
+  SM_RETURN_IF_ERROR(canSeeAllSessions(c));
   SM_ASSIGN_OR_RETURN(auto have, fenceTriggers(c, oidsOf(tables)));
   std::string problems;
   for (const auto& t : tables) {
@@ -466,6 +482,7 @@ Status unfenceTenant(PgConnection& src, const std::string& tenant) {
 Status waitForOlderTransactions(PgConnection& src, uint64_t fence_xid,
                                 std::chrono::milliseconds timeout, const FenceWaitOptions& o) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  SM_RETURN_IF_ERROR(canSeeAllSessions(src));
   // An xid assigned now, after the fence's commit: every xid assigned before that commit is
   // older. (Costs one xid and a commit record, once per cutover.)
   SM_ASSIGN_OR_RETURN(auto after, src.queryValue("SELECT pg_current_xact_id()::text"));

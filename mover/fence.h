@@ -68,7 +68,9 @@ common::Status releaseFence(common::PgConnection& conn, const std::string& migra
 // To be called immediately before each freeze (outside the window): OK when the fence table and
 // mask exist and every table of `tables` carries both fence triggers, enabled. Errors:
 // kRefused naming each table and its missing or disabled triggers and the fix (acquireFence
-// again, i.e. rerun the cutover). If a live fence row's bit is missing from the mask (the
+// again, i.e. rerun the cutover), or when our role cannot see other roles' sessions in
+// pg_stat_activity (needs pg_read_all_stats; the wait would be blind). If a live fence row's
+// bit is missing from the mask (the
 // sequence was reset by hand) the mask is recomputed and a warning logged.
 common::Status checkFenceInPlace(common::PgConnection& conn, const std::vector<TableInfo>& tables);
 
@@ -107,6 +109,8 @@ struct FenceWaitOptions {
 // nor is a prepared transaction of this database from before the commit still pending.
 // Errors: kRetryable when such sessions remain after `timeout`, naming them (pid,
 // application_name, state, transaction age, why); the caller rolls the window back.
+// kRefused when our role is neither superuser nor in pg_read_all_stats (other roles' sessions
+// would look idle).
 common::Status waitForOlderTransactions(common::PgConnection& source, uint64_t fence_xid,
                                         std::chrono::milliseconds timeout,
                                         const FenceWaitOptions& options = {});

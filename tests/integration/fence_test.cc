@@ -479,3 +479,34 @@ TEST(Fence, AcquireReplacesTheOlderTrigger) {
   EXPECT_EQ(scalar(src, "SELECT status FROM orders WHERE tenant_id = 1 AND order_id = 1"),
             "landed");
 }
+
+// pg_stat_activity hides other roles' xids, snapshots and states from a role that is neither
+// superuser nor in pg_read_all_stats: the wait would see nobody and return at once. Refuse.
+TEST(Fence, WaitRefusesARoleThatCannotSeeOtherSessions) {
+  std::string db = freshDatabase();
+  auto src = seededSource(db);
+  ASSERT_TRUE(mover::acquireFence(src, tenantTables(src), "m1", {}).isOk());
+  execOrDie(src,
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fence_blind') "
+            "THEN CREATE ROLE fence_blind LOGIN; END IF; END $$; "
+            "REVOKE pg_read_all_stats FROM fence_blind; "
+            "GRANT INSERT, UPDATE, DELETE ON stampmover.fence TO fence_blind; "
+            "GRANT UPDATE ON SEQUENCE stampmover.fence_mask TO fence_blind");
+  auto blind = connectOrDie(sourceCluster().dsn(db) + " user=fence_blind");
+  auto rr = connectOrDie(sourceCluster().dsn(db));
+  execOrDie(rr, "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM orders");
+  auto xid = mover::fenceTenant(src, "42", 1, std::chrono::minutes(5));
+  ASSERT_TRUE(xid) << xid.status().message();
+  Status st = mover::waitForOlderTransactions(blind, *xid, std::chrono::milliseconds(300));
+  ASSERT_FALSE(st.isOk()) << "returned although it could not see the reader";
+  EXPECT_EQ(st.errorClass(), common::ErrorClass::kRefused) << st.message();
+  EXPECT_NE(st.message().find("pg_read_all_stats"), std::string::npos) << st.message();
+  EXPECT_EQ(mover::checkFenceInPlace(blind, tenantTables(src)).errorClass(),
+            common::ErrorClass::kRefused);
+  execOrDie(src, "GRANT pg_read_all_stats TO fence_blind");
+  st = mover::waitForOlderTransactions(blind, *xid, std::chrono::milliseconds(300));
+  EXPECT_EQ(st.errorClass(), common::ErrorClass::kRetryable) << st.message();
+  execOrDie(rr, "ROLLBACK");
+  EXPECT_TRUE(mover::waitForOlderTransactions(blind, *xid, std::chrono::seconds(5)).isOk());
+  ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
+}
