@@ -179,3 +179,32 @@ TEST(Identity, SlotDroppedAfterTheCopyIsRefused) {
   EXPECT_EQ(scalar(dst, "SELECT count(*) FROM items"), dst_before);
   EXPECT_EQ(slotsOf(src), "0");
 }
+
+// A stream position was checkpointed, so the destination's replication origin (committed with
+// the data) must exist; dropped, the destination no longer remembers what it applied.
+TEST(Identity, OriginDroppedAfterACheckpointIsRefused) {
+  const std::string db = freshDatabase();
+  TempDir state;
+  const std::string src_dsn = sourceCluster().dsn(db);
+  const std::string dst_dsn = destCluster().dsn(db);
+  auto src = connectOrDie(src_dsn);
+  auto dst = connectOrDie(dst_dsn);
+  execOrDie(src, std::string(kItems) + kItemsRows);
+  execOrDie(dst, kItems);
+  std::vector<std::string> follow = {"migrate", "--tenant", "42", "--source-dsn", src_dsn,
+                                     "--dest-dsn", dst_dsn, "--state-dir", state.path(),
+                                     "--progress", "log", "--until-caught-up"};
+  auto first = runStampmover(follow);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string origin = scalar(
+      dst, "SELECT roname FROM pg_replication_origin WHERE roname LIKE 'stampmover\\_42\\_%'");
+  ASSERT_FALSE(origin.empty());
+  scalar(dst, "SELECT pg_replication_origin_drop($1)", {origin});
+  const std::string dst_before = scalar(dst, "SELECT count(*) FROM items");
+
+  auto again = runStampmover(follow);
+  expectOneLineRefusal(again, {"replication origin \"" + origin + "\"", "no longer exists on destination",
+                               "stampmover cleanup --tenant 42"});
+  EXPECT_EQ(scalar(dst, "SELECT count(*) FROM items"), dst_before);
+  EXPECT_EQ(scalar(dst, "SELECT count(*) FROM pg_replication_origin WHERE roname = $1", {origin}), "0");
+}
