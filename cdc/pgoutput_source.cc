@@ -107,6 +107,27 @@ Result<std::optional<common::ChangeEvent>> PgoutputSource::next(std::chrono::mil
     if (n == 0) {
       since_clock_ = 0;
       auto now = std::chrono::steady_clock::now();
+      if (received_any_ || last_receive_ == std::chrono::steady_clock::time_point{}) {
+        received_any_ = false;
+        last_receive_ = now;
+        asked_reply_ = false;
+      }
+      // A half-open connection (peer gone without a FIN) looks idle until the kernel gives up,
+      // hours later: the server sends a keepalive at least every wal_sender_timeout / 2, so a
+      // silence past the deadline is a lost connection. Half-way, ask for a reply.
+      const auto silent = now - last_receive_;
+      if (options_.receive_timeout.count() > 0) {
+        if (silent >= options_.receive_timeout) {
+          return Status::retryable(
+              options_.label + ": no message on the replication connection for " +
+              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(silent).count()) +
+              " s (connection lost without notice?)");
+        }
+        if (!asked_reply_ && silent >= options_.receive_timeout / 2) {
+          asked_reply_ = true;
+          SM_RETURN_IF_ERROR(sendStatus(true));
+        }
+      }
       if (now - last_status_ >= options_.status_interval) SM_RETURN_IF_ERROR(sendStatus(false));
       if (!deadline) deadline = now + timeout;
       if (now >= *deadline) return std::optional<common::ChangeEvent>();
@@ -142,6 +163,7 @@ Result<std::optional<common::ChangeEvent>> PgoutputSource::next(std::chrono::mil
                                std::string(PQerrorMessage(conn_.raw())));
     }
     std::unique_ptr<char, decltype(&PQfreemem)> holder(buf, PQfreemem);
+    received_any_ = true;
     const size_t len = static_cast<size_t>(n);
     if (buf[0] == 'k') {
       if (len < 18) return Status::internal(options_.label + ": short keepalive message");

@@ -20,6 +20,9 @@ struct PgoutputSourceOptions {
   std::string publication;         // Default: none (required)
   common::Lsn start;               // Default: 0 = the slot's confirmed position
   std::chrono::milliseconds status_interval{5000};  // Default: 5 s between status updates
+  // No message at all from the server for this long (not even a keepalive, which it sends
+  // every wal_sender_timeout / 2 and on request) ends the stream as retryable. 0 = never.
+  std::chrono::milliseconds receive_timeout{90'000};  // Default: 90 s
 };
 
 // Not thread-safe: one thread drives next() and acknowledge().
@@ -56,6 +59,9 @@ class PgoutputSource final : public ChangeSource {
   common::Lsn keepalive_end_;
   std::chrono::steady_clock::time_point last_status_{};
   uint32_t since_clock_ = 0;  // messages handled since the clock was last read
+  bool received_any_ = false;  // a message arrived since last_receive_ was set
+  bool asked_reply_ = false;   // a reply was requested during the current silence
+  std::chrono::steady_clock::time_point last_receive_{};
 };
 
 // PostgreSQL epoch (2000-01-01) microseconds for now.

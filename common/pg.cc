@@ -371,6 +371,15 @@ Result<PgConnection> PgConnection::connect(
   };
   if (!has("connect_timeout")) params.emplace_back("connect_timeout", "10");
   if (!has("application_name")) params.emplace_back("application_name", "stampmover");
+  // A peer that vanished without a FIN (host down, network partition) would look idle for the
+  // kernel's default keepalive period, two hours: probe after 30 s of silence, drop after three
+  // unanswered probes 10 s apart, and drop data the peer has not acknowledged within 60 s.
+  // Ignored on Unix sockets; a DSN's own values win.
+  if (!has("keepalives")) params.emplace_back("keepalives", "1");
+  if (!has("keepalives_idle")) params.emplace_back("keepalives_idle", "30");
+  if (!has("keepalives_interval")) params.emplace_back("keepalives_interval", "10");
+  if (!has("keepalives_count")) params.emplace_back("keepalives_count", "3");
+  if (!has("tcp_user_timeout")) params.emplace_back("tcp_user_timeout", "60000");
   for (const auto& [k, v] : extra) {
     if (pinned && k == "options") {
       user_options = user_options ? *user_options + " " + v : v;

@@ -27,7 +27,8 @@ void expectNothingLeft(PgConnection& c, const char* side, const std::string& sou
   EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $1 || '%'", {name}), "0") << side;
   EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_publication"), "0") << side;
   EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE $1 || '%'", {name}), "0") << side;
-  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_trigger WHERE tgname = 'stampmover_fence'"), "0") << side;
+  EXPECT_EQ(scalar(c, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'stampmover_fence%'"), "0") << side;
+  EXPECT_EQ(scalar(c, "SELECT to_regclass('stampmover.fence_users') IS NULL"), "t") << side;
 }
 
 struct Env {
