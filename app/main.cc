@@ -250,7 +250,13 @@ int main(int argc, char** argv) {
                  "its local state (for an abandoned migration)");
   addEndpointOptions(cleanup, clean_args, true);
   cleanup->add_flag("--purge-destination", purge_destination,
-                    "Also delete the tenant's rows from the destination (needs --to/--dest-dsn)");
+                    "Also delete the tenant's rows from the destination (needs --to/--dest-dsn); "
+                    "refused when the routing entry points at the destination");
+  std::string cleanup_cp;
+  cleanup->add_option("--control-plane-dsn", cleanup_cp,
+                      "Routing directory: decides what may be torn down (never the rows or the "
+                      "fence of the stamp that serves the tenant)")
+      ->envname("STAMPMOVER_CONTROL_PLANE_DSN");
 
   DemoArgs demo_args;
   auto* demo = app.add_subcommand(
@@ -419,7 +425,7 @@ int main(int argc, char** argv) {
     bool need_dest = purge_destination;
     auto o = build(clean_args, need_dest);
     if (!o) return fail(o.status());
-    auto r = orch::runCleanup(*o, purge_destination);
+    auto r = orch::runCleanup(*o, purge_destination, cleanup_cp);
     if (!r) return fail(r.status());
     std::printf("cleanup of tenant %s: slot %s, publication %s, %u local record(s) removed",
                 r->tenant.c_str(), r->dropped_slot ? "dropped" : "absent",

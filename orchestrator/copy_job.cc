@@ -10,7 +10,9 @@
 #include "common/log.h"
 #include "common/pg.h"
 #include "mover/progress.h"
+#include "mover/fence.h"
 #include "mover/source_setup.h"
+#include "routing/routing_directory.h"
 
 namespace stampmover::orch {
 
@@ -376,36 +378,85 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
   return result;
 }
 
-Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination) {
+Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination,
+                                 const std::string& control_plane_dsn) {
   CleanupResult out;
   SM_ASSIGN_OR_RETURN(PgConnection src, PgConnection::connect(o.source.dsn, o.source.label));
   SM_ASSIGN_OR_RETURN(const std::string tenant, tenantTextForCleanup(src, o));
   out.tenant = tenant;
   const std::string name = mover::replicationNameForTenant(tenant, src.database());
-  SM_ASSIGN_OR_RETURN(out.dropped_slot, mover::slotExists(src, name));
-  SM_ASSIGN_OR_RETURN(out.dropped_publication, mover::publicationExists(src, name));
-  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(src, name, name));
-  if (purge_destination) {
-    SM_ASSIGN_OR_RETURN(PgConnection dst,
-                        PgConnection::connect(o.destination.dsn, o.destination.label));
-    SM_ASSIGN_OR_RETURN(auto tables, mover::discoverTenantTables(dst, o.tenant_columns));
-    SM_RETURN_IF_ERROR(dst.exec("BEGIN; SET LOCAL session_replication_role = replica"));
-    for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
-      SM_ASSIGN_OR_RETURN(auto res, dst.query("DELETE FROM " + it->quoted() + " WHERE " +
-                                                  common::quoteIdent(it->tenant_column) + " = $1",
-                                              {tenant}));
-      out.destination_rows_deleted += std::stoull(PQcmdTuples(res.get()));
-    }
-    SM_RETURN_IF_ERROR(dst.exec("COMMIT"));
+  const std::string rname = name + "_r";  // the reverse stream's slot, publication and origin
+  // Where the tenant is served decides what may be torn down: the stamp that serves it keeps
+  // its rows, and a stamp that does not serve it keeps its fence (stale routers).
+  std::optional<routing::RouteEntry> entry;
+  if (!control_plane_dsn.empty()) {
+    routing::PgRoutingDirectory routes(control_plane_dsn);
+    SM_ASSIGN_OR_RETURN(entry, routes.get(tenant));
+  }
+  const bool served_by_dest = entry && entry->stamp == o.destination.name;
+  if (purge_destination && served_by_dest) {
+    return Status::refused("not purging: the routing entry of tenant " + tenant + " points at " +
+                           o.destination.label + " (" + routing::routeStateName(entry->state) +
+                           ", epoch " + std::to_string(entry->epoch) +
+                           "): it serves the tenant. Roll the migration back first "
+                           "(`stampmover rollback --tenant " + tenant + "`)");
   }
   SM_ASSIGN_OR_RETURN(auto store, openStore(o.state_dir));
   SM_ASSIGN_OR_RETURN(auto recs, store->listMigrations());
-  mover::CheckpointBatch b;
+  std::vector<mover::MigrationRecord> mine;
   for (const auto& r : recs) {
-    if (r.tenant == tenant) {
-      b.deleteMigration(r.id);
-      out.records_removed++;
+    if (r.tenant == tenant) mine.push_back(r);
+  }
+  if (purge_destination) {
+    for (const auto& r : mine) {
+      if ((r.phase == "dual_write" || r.phase == "finalized") && control_plane_dsn.empty()) {
+        return Status::refused("not purging: migration " + r.id + " of tenant " + tenant +
+                               " reached phase " + r.phase + ", so the destination may serve the "
+                               "tenant; pass --control-plane-dsn so the routing entry can be "
+                               "checked");
+      }
     }
+  }
+  SM_ASSIGN_OR_RETURN(out.dropped_slot, mover::slotExists(src, name));
+  SM_ASSIGN_OR_RETURN(out.dropped_publication, mover::publicationExists(src, name));
+  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(src, name, name));
+  // The reverse stream's origin on the source, and the fence's user records of these
+  // migrations (the triggers go with the last user).
+  SM_RETURN_IF_ERROR(src.query("SELECT pg_replication_origin_drop($1) WHERE "
+                               "pg_replication_origin_oid($1) IS NOT NULL",
+                               {rname})
+                         .status());
+  if (!served_by_dest) SM_RETURN_IF_ERROR(mover::unfenceTenant(src, tenant));
+  SM_ASSIGN_OR_RETURN(auto src_tables, mover::discoverTenantTables(src, o.tenant_columns));
+  for (const auto& r : mine) SM_RETURN_IF_ERROR(mover::releaseFence(src, r.id, src_tables, {}));
+  if (!o.destination.dsn.empty()) {
+    SM_ASSIGN_OR_RETURN(PgConnection dst,
+                        PgConnection::connect(o.destination.dsn, o.destination.label));
+    SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(dst, rname, rname));
+    SM_RETURN_IF_ERROR(dst.query("SELECT pg_replication_origin_drop($1) WHERE "
+                                 "pg_replication_origin_oid($1) IS NOT NULL",
+                                 {name})
+                           .status());
+    SM_ASSIGN_OR_RETURN(auto tables, mover::discoverTenantTables(dst, o.tenant_columns));
+    if (!entry || served_by_dest || entry->state != routing::RouteState::kDualWrite) {
+      SM_RETURN_IF_ERROR(mover::unfenceTenant(dst, tenant));
+    }
+    for (const auto& r : mine) SM_RETURN_IF_ERROR(mover::releaseFence(dst, r.id, tables, {}));
+    if (purge_destination) {
+      SM_RETURN_IF_ERROR(dst.exec("BEGIN; SET LOCAL session_replication_role = replica"));
+      for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
+        SM_ASSIGN_OR_RETURN(auto res, dst.query("DELETE FROM " + it->quoted() + " WHERE " +
+                                                    common::quoteIdent(it->tenant_column) + " = $1",
+                                                {tenant}));
+        out.destination_rows_deleted += std::stoull(PQcmdTuples(res.get()));
+      }
+      SM_RETURN_IF_ERROR(dst.exec("COMMIT"));
+    }
+  }
+  mover::CheckpointBatch b;
+  for (const auto& r : mine) {
+    b.deleteMigration(r.id);
+    out.records_removed++;
   }
   SM_RETURN_IF_ERROR(store->write(b));
   return out;

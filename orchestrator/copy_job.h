@@ -63,12 +63,16 @@ struct CleanupResult {
   uint32_t records_removed = 0;
 };
 
-// Drops the tenant's slot and publication on the source and forgets its local state; with
-// `purge_destination` also deletes the tenant's rows from the destination's tenant tables
-// (for an abandoned copy). The tenant key is canonicalized on the source; when the source has
-// no tenant tables (a rebuilt stamp), from the records of the state directory, else taken as
-// typed. Errors: kRefused when the slot is in use.
-common::Result<CleanupResult> runCleanup(const CopyJobOptions& options, bool purge_destination);
+// Tears down what the tenant's migrations created, idempotently: the forward slot and
+// publication on the source, the reverse slot, publication and origins, the fence's user
+// records (the triggers go with the last user) and the tenant's fence rows on a stamp that is
+// not fenced for a reason, then forgets the local state. The destination side needs
+// options.destination. With `purge_destination` also deletes the tenant's rows from the
+// destination — refused (kRefused) when the routing entry (`control_plane_dsn`) points at the
+// destination, or when a local record reached dual_write and no control plane was given.
+// Errors: kRefused when the slot is in use.
+common::Result<CleanupResult> runCleanup(const CopyJobOptions& options, bool purge_destination,
+                                         const std::string& control_plane_dsn = "");
 
 // The canonical keys of the migrations recorded in `state_dir` that `raw` names, exactly: a
 // record matches when `raw` equals its key verbatim, or when every tenant column type it

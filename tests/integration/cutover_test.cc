@@ -381,3 +381,29 @@ TEST(Cutover, PruneKeepsExactlyTheKeysThatDiffer) {
   EXPECT_EQ(names, (std::vector<std::string>{"changed/4", "extra/6", "missing/5"}));
   EXPECT_TRUE(kept->whole_table.count("public.other")) << "whole-table flags are kept";
 }
+
+// After the flip the destination serves the tenant: `cleanup --purge-destination` must not
+// delete it (it did: it never looked at the routing directory), with or without the control
+// plane at hand (the local record says the migration reached dual_write).
+TEST(Cutover, CleanupNeverPurgesTheDestinationThatServesTheTenant) {
+  auto e = setUp();
+  std::string log = e->state.path() + "/migrate.log";
+  {
+    ChildProcess child(spawnStampmover(args(*e, "60", false), log));
+    ASSERT_TRUE(waitForRoute(e->cp, "dual_write", 60)) << "no flip; log:\n" << readLog(log);
+  }  // killed (SIGKILL) and reaped: an abandoned worker in the middle of the soak
+  const std::string rows = scalar(e->dst, "SELECT count(*) FROM orders WHERE tenant_id = 42");
+  ASSERT_NE(rows, "0");
+  std::vector<std::string> base = {"cleanup", "--tenant", "42", "--source-dsn",
+                                   sourceCluster().dsn(e->db), "--dest-dsn", destCluster().dsn(e->db),
+                                   "--state-dir", e->state.path(), "--purge-destination"};
+  auto with_cp = base;
+  with_cp.insert(with_cp.end(), {"--control-plane-dsn", destCluster().dsn(e->cp_db)});
+  auto r = runStampmover(with_cp);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("serves the tenant"), std::string::npos) << r.err;
+  auto r2 = runStampmover(base);
+  EXPECT_EQ(r2.exit_code, 2) << r2.out << r2.err;
+  EXPECT_NE(r2.err.find("--control-plane-dsn"), std::string::npos) << r2.err;
+  EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM orders WHERE tenant_id = 42"), rows);
+}
