@@ -62,29 +62,14 @@ void appendArrayElement(std::string& out, const PgParam& v) {
   out += '"';
 }
 
-// One map key for primary-key values, length-prefixed so that no two value lists collide.
-void appendKeyPart(std::string& k, const std::string* v) {
-  if (v == nullptr) {
-    k += '\xff';  // NULL (never in a primary key; kept distinct anyway)
-    return;
-  }
-  const uint32_t n = static_cast<uint32_t>(v->size());
-  k.append(reinterpret_cast<const char*>(&n), sizeof n);
-  k += *v;
-}
-
-std::string encodeKey(const std::vector<PgParam>& pk) {
-  std::string k;
-  for (const auto& v : pk) appendKeyPart(k, v ? &*v : nullptr);
-  return k;
-}
+std::string encodeKey(const std::vector<PgParam>& pk) { return encodePrimaryKey(pk); }
 
 // The same key, straight from a tuple's primary-key columns.
 std::string encodeKey(const common::Tuple& tuple, const std::vector<int>& pk_idx) {
   std::string k;
   for (int i : pk_idx) {
     const Datum& d = tuple[static_cast<size_t>(i)];
-    appendKeyPart(k, d.kind == Datum::Kind::kText ? &d.text : nullptr);
+    appendPrimaryKeyPart(k, d.kind == Datum::Kind::kText ? &d.text : nullptr);
   }
   return k;
 }
@@ -865,7 +850,7 @@ Status PgApplier::onChangeGrouped(RelState& rs, common::Change& c) {
   // (A replica identity other than the PK is a unique index, which makes a table ungrouped;
   // kept for safety.) The row is found by that key: in order, after what came before.
   auto deleteByIdentity = [&]() -> Status {
-    touched_.whole_table[rs.rel->key()] = true;
+    touched_.touchTable(rs.rel->key());
     SM_RETURN_IF_ERROR(flushGroup(rs));
     stats_.statements++;
     return send(rs.prefix + "delkey", scoped(rs, old_key), {});
@@ -957,7 +942,7 @@ Status PgApplier::onChange(common::Change& c) {
       fake.relation = rel;
       SM_ASSIGN_OR_RETURN(RelState * rs, relationFor(fake));
       // Other tenants share the table: a source TRUNCATE becomes a tenant-scoped DELETE.
-      if (options_.track_touched) touched_.whole_table[rs->rel->key()] = true;
+      touched_.touchTable(rs->rel->key());
       SM_RETURN_IF_ERROR(rs->barrier ? flushAllGroups() : flushGroup(*rs));
       stats_.statements++;
       SM_RETURN_IF_ERROR(send(rs->prefix + "trunc", {rs->tenant_text}, {}));
@@ -1012,7 +997,7 @@ Status PgApplier::onChange(common::Change& c) {
       if (c.old_is_full || rs->key_idx == rs->pk_idx) {
         touch(*rs, old_key);
       } else {
-        touched_.whole_table[rs->rel->key()] = true;  // key is not the PK: check the table
+        touched_.touchTable(rs->rel->key());  // key is not the PK: check the table
       }
       stats_.statements++;
       return send(old_stmt, scoped(*rs, old_key), {});
@@ -1032,7 +1017,7 @@ Status PgApplier::onChange(common::Change& c) {
         if (c.old_is_full || rs->key_idx == rs->pk_idx) {
           touch(*rs, old_key);
         } else {
-          touched_.whole_table[rs->rel->key()] = true;
+          touched_.touchTable(rs->rel->key());
         }
         stats_.statements++;
         SM_RETURN_IF_ERROR(send(old_stmt, scoped(*rs, old_key), {}));
@@ -1055,36 +1040,7 @@ Status PgApplier::onChange(common::Change& c) {
 }
 
 void PgApplier::touch(const RelState& rs, const std::vector<PgParam>& pk) {
-  if (!options_.track_touched || touched_.overflowed) return;
-  auto& table = touched_.keys[rs.rel->key()];
-  if (!table.try_emplace(encodeKey(pk), pk).second) return;  // touched before
-  if (++touched_.count > options_.touched_cap) overflowTouched();
-}
-
-void PgApplier::overflowTouched() {
-  touched_.overflowed = true;
-  touched_.keys.clear();
-  touched_.count = 0;
-}
-
-TouchedKeys PgApplier::takeTouched() {
-  TouchedKeys out = std::move(touched_);
-  touched_ = TouchedKeys();
-  return out;
-}
-
-void PgApplier::restoreTouched(TouchedKeys keys) {
-  for (const auto& [table, whole] : keys.whole_table) {
-    if (whole) touched_.whole_table[table] = true;
-  }
-  if (keys.overflowed || touched_.overflowed) return overflowTouched();
-  for (auto& [table, entries] : keys.keys) {
-    auto& mine = touched_.keys[table];
-    for (auto& [encoded, pk] : entries) {
-      if (mine.try_emplace(encoded, std::move(pk)).second) touched_.count++;
-    }
-  }
-  if (touched_.count > options_.touched_cap) overflowTouched();
+  touched_.touch(rs.rel->key(), pk);
 }
 
 const TableInfo* PgApplier::destTable(const std::string& key) const {

@@ -26,6 +26,7 @@
 #include "mover/apply_sql.h"
 #include "mover/catalog.h"
 #include "mover/change_sink.h"
+#include "mover/touched_keys.h"
 
 namespace stampmover::mover {
 
@@ -56,15 +57,6 @@ struct ApplierOptions {
   bool plain_inserts = true;        // Default: true
   common::Lsn upsert_through;       // Default: 0/0 (plain inserts from the start)
   size_t touched_cap = 200'000;     // Default: 200000 keys, then only "overflowed"
-};
-
-// Keys changed since the last takeTouched(), per table ("schema.table"): each key once, as the
-// text values of its primary key (keyed by their encoding).
-struct TouchedKeys {
-  std::map<std::string, std::unordered_map<std::string, std::vector<common::PgParam>>> keys;
-  std::map<std::string, bool> whole_table;  // a TRUNCATE: compare the tenant's whole table
-  bool overflowed = false;                  // more than touched_cap keys: do a full pass
-  size_t count = 0;                         // keys held, over every table
 };
 
 struct ApplierStats {
@@ -132,11 +124,11 @@ class PgApplier final : public ChangeSink {
   bool inTransaction() const override { return in_source_txn_; }
   const ApplierStats& stats() const { return stats_; }
   // Keys changed since the last takeTouched() (when options.track_touched).
-  const TouchedKeys& touched() const { return touched_; }
+  const TouchedKeys& touched() const { return touched_.keys(); }
   // Hands the touched keys over and starts an empty set.
-  TouchedKeys takeTouched();
+  TouchedKeys takeTouched() { return touched_.take(); }
   // Adds keys (and whole-table or overflow flags) back, e.g. those a re-check found different.
-  void restoreTouched(TouchedKeys keys);
+  void restoreTouched(TouchedKeys keys) { touched_.restore(std::move(keys)); }
   // Destination description of a replicated table, once its Relation message was seen.
   const TableInfo* destTable(const std::string& key) const;
   // Last heartbeat content (emission time, µs since the PostgreSQL epoch) committed.
@@ -292,10 +284,8 @@ class PgApplier final : public ChangeSink {
   bool txn_plain_ = false;     // the open source txn may use plain inserts
   common::Lsn seen_through_;   // highest commit LSN of a source txn begun so far
   common::Lsn conflict_through_;
-  TouchedKeys touched_;
+  TouchedKeyTracker touched_{options_.track_touched, options_.touched_cap};
   void touch(const RelState& rel, const std::vector<common::PgParam>& pk);
-  // Too many keys to hold: keep only the flag (the window compares whole tables).
-  void overflowTouched();
 };
 
 }  // namespace stampmover::mover
