@@ -89,11 +89,10 @@ Result<Config> loadConfig(const std::string& path) {
           char* err = nullptr;
           std::unique_ptr<PQconninfoOption, common::CDeleter<PQconninfoOption, PQconninfoFree>>
               opts(PQconninfoParse(sc.dsn.c_str(), &err));
+          if (err) PQfreemem(err);  // unread: libpq quotes the fragment, maybe a password
           if (!opts) {
-            std::string why = err ? err : "unparseable";
-            if (err) PQfreemem(err);
-            while (!why.empty() && why.back() == '\n') why.pop_back();
-            return bad(path, base + ".dsn", "not a valid libpq DSN: " + why);
+            return bad(path, base + ".dsn",
+                       "not a valid libpq DSN: " + common::describeDsnParseError(sc.dsn));
           }
           if (!sc.password_file.empty() && !sc.password_env.empty()) {
             return bad(path, base, "set password_file or password_env, not both");

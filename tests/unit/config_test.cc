@@ -115,3 +115,16 @@ TEST_F(ConfigTest, PasswordFileMissingIsNamed) {
   ASSERT_FALSE(d);
   EXPECT_NE(d.status().message().find("stamps.a.password_file"), std::string::npos);
 }
+
+// libpq's parse error quotes the fragment it choked on, which may be a password: the message
+// names the key and the position, never the value.
+TEST_F(ConfigTest, AnUnparseableDsnIsNotEchoed) {
+  for (const char* dsn : {"host=x password='Zq7 secret", "postgresql://u:Zq7%zzsecret@h/db",
+                          "host=x Zq7secret"}) {
+    std::string path = write("bad.yaml", std::string("stamps:\n  a:\n    dsn: \"") + dsn + "\"\n");
+    auto cfg = orch::loadConfig(path);
+    ASSERT_FALSE(cfg) << dsn;
+    EXPECT_NE(cfg.status().message().find("stamps.a.dsn"), std::string::npos) << cfg.status().message();
+    EXPECT_EQ(cfg.status().message().find("Zq7"), std::string::npos) << cfg.status().message();
+  }
+}
