@@ -72,6 +72,12 @@ CasOutcome resolvedCas(routing::RoutingDirectory& routes, const std::string& ten
 
 Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   CutoverReport rep;
+  // Failpoints of the reverse cutover (a rollback during the soak) have names of their own, so
+  // the crash tests can stop the worker in either direction: "cutover.reverse.<step>".
+  const bool reverse = ctx.expected_state == routing::RouteState::kDualWrite;
+  auto failpointAt = [reverse](const char* step) {
+    return common::failpoint(std::string(reverse ? "cutover.reverse." : "cutover.") + step);
+  };
   // Outside the window: re-check the rows changed so far and keep only those that still
   // differ, so that the re-check inside it covers little more than what changes from here on.
   {
@@ -108,7 +114,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   // or a hand, may have removed them): checked right before each freeze, outside the window.
   SM_RETURN_IF_ERROR(mover::checkFenceInPlace(*ctx.source, ctx.tables));
 
-  SM_RETURN_IF_ERROR(common::failpoint("cutover.before_freeze"));
+  SM_RETURN_IF_ERROR(failpointAt("before_freeze"));
   // ---- the window: freeze -> flip ----
   const auto t_freeze = Clock::now();
   const auto deadline = t_freeze + o.window_timeout;
@@ -154,7 +160,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   auto remaining = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   };
-  if (Status fp = common::failpoint("cutover.after_freeze"); !fp.isOk()) return fail(fp.message());
+  if (Status fp = failpointAt("after_freeze"); !fp.isOk()) return fail(fp.message());
 
   auto t = Clock::now();
   // The fence outlives the window by a margin, then expires by itself (a killed worker).
@@ -163,13 +169,13 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   Status waited = mover::waitForOlderTransactions(*ctx.source, *xid, remaining());
   rep.fence_wait_ms = msSince(t);
   if (!waited.isOk()) return fail("fence: " + waited.message());
-  if (Status fp = common::failpoint("cutover.after_fence"); !fp.isOk()) return fail(fp.message());
+  if (Status fp = failpointAt("after_fence"); !fp.isOk()) return fail(fp.message());
 
   t = Clock::now();
   auto drained = ctx.drain(deadline);
   rep.drain_ms = msSince(t);
   if (!drained) return fail("drain: " + drained.status().message());
-  if (Status fp = common::failpoint("cutover.after_drain"); !fp.isOk()) return fail(fp.message());
+  if (Status fp = failpointAt("after_drain"); !fp.isOk()) return fail(fp.message());
 
   t = Clock::now();
   auto diffs = recheckTouchedRows(*ctx.source, *ctx.destination, ctx.tables, ctx.applier->touched(),
@@ -181,17 +187,17 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
     return fail("final verification found " + std::to_string(diffs->size()) + " difference(s), first: " + first);
   }
   if (Clock::now() > deadline) return fail("window timeout after final verification");
-  if (Status fp = common::failpoint("cutover.after_recheck"); !fp.isOk()) return fail(fp.message());
+  if (Status fp = failpointAt("after_recheck"); !fp.isOk()) return fail(fp.message());
 
   t = Clock::now();
   auto seqs = mover::raiseSequences(*ctx.source, *ctx.destination, ctx.tables, o.sequence_headroom);
   rep.sequences_ms = msSince(t);
   if (!seqs) return fail("sequences: " + seqs.status().message());
   rep.sequences = *seqs;
-  if (Status fp = common::failpoint("cutover.after_sequences"); !fp.isOk()) return fail(fp.message());
+  if (Status fp = failpointAt("after_sequences"); !fp.isOk()) return fail(fp.message());
   if (Clock::now() > deadline) return fail("window timeout before the flip");
 
-  if (Status fp = common::failpoint("cutover.before_flip"); !fp.isOk()) return fail(fp.message());
+  if (Status fp = failpointAt("before_flip"); !fp.isOk()) return fail(fp.message());
   Status kept = mover::extendFence(*ctx.source, ctx.tenant);
   if (!kept.isOk()) return fail("fence: " + kept.message());
   CasOutcome flipped = resolvedCas(*ctx.routes, ctx.tenant, epoch,
@@ -212,7 +218,7 @@ Result<CutoverReport> runCutover(CutoverContext& ctx, const CutoverOptions& o) {
   rep.epoch_after = flipped.entry.epoch;
   // The stamp that serves now must not fence the tenant (a rollback during the soak fenced the
   // source permanently at the forward flip). A failure here is healed by a restarted worker.
-  common::failpoint("cutover.after_flip").ignore();  // only `kill` matters here: flipped
+  failpointAt("after_flip").ignore();  // only `kill` matters here: flipped
   Status un = mover::unfenceTenant(*ctx.destination, ctx.tenant);
   if (!un.isOk()) spdlog::warn("unfence of tenant {} on the new primary: {}", ctx.tenant, un.message());
   return rep;
