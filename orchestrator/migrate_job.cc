@@ -639,7 +639,22 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   SM_ASSIGN_OR_RETURN(report.copy, runCopyJob(o.copy, cancel));
   const mover::MigrationRecord rec = report.copy.record;
   SM_ASSIGN_OR_RETURN(auto store, mover::openRocksDbCheckpointStore({o.copy.state_dir, true}));
-  SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "catching_up"));
+  // Where the previous run stopped: a record past the flip never goes back to catching_up (the
+  // forward slot is gone by then, and a rerun killed early would otherwise forget the flip).
+  const std::string prior_phase = rec.phase;
+  const bool past_flip = prior_phase == "dual_write" || prior_phase == "finalizing" ||
+                         prior_phase == "rolling_back" || prior_phase == "finalized" ||
+                         prior_phase == "rolled_back";
+  if (prior_phase == "finalized" || prior_phase == "rolled_back") {
+    // Done. Its teardown is not run again: the tenant may be in another migration by now,
+    // whose fence an unfence from here would lift.
+    spdlog::info("migration {} is already {}; nothing to do", rec.id, prior_phase);
+    report.flipped = prior_phase == "finalized";
+    report.finalized = prior_phase == "finalized";
+    report.rolled_back = prior_phase == "rolled_back";
+    return report;
+  }
+  if (!past_flip) SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "catching_up"));
   auto t0 = std::chrono::steady_clock::now();
 
   CutoverSetup cs;
@@ -736,6 +751,35 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                                                 : Result<std::optional<routing::RouteEntry>>(
                                                       std::optional<routing::RouteEntry>()));
   const bool already_flipped = entry_now && entry_now->stamp == o.copy.destination.name;
+  if (cutover && past_flip) {
+    // A finalize or rollback that began is finished, never resumed as a soak (its reverse slot
+    // may already be dropped). A reverse flip that happened before the record said so shows in
+    // the entry: the tenant is on the source again.
+    const bool on_source = entry_now && entry_now->stamp == o.copy.source.name;
+    const bool rollback = prior_phase == "rolling_back" || (prior_phase == "dual_write" && on_source);
+    const bool finalize = prior_phase == "finalizing" ||
+                          (prior_phase == "dual_write" && already_flipped &&
+                           entry_now->state == routing::RouteState::kActive);
+    if (rollback || finalize) {
+      spdlog::warn("migration {}: the previous run stopped during its {}; finishing it", rec.id,
+                   rollback ? "rollback" : "finalize");
+      report.flipped = true;
+      SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, rollback ? "rolling_back" : "finalizing"));
+      SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
+      SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, rollback ? "rolled_back" : "finalized"));
+      report.rolled_back = rollback;
+      report.finalized = !rollback;
+      if (!rollback && o.purge_source) {
+        SM_ASSIGN_OR_RETURN(report.purged_rows, purgeTenant(cs.src, cs.dst, cs.src_tables, rec.tenant));
+      }
+      if (board) {
+        board->report(rec.tenant, o.copy.source.name, o.copy.destination.name,
+                      rollback ? "rolled_back" : "finalized")
+            .ignore();  // visibility only; the routing directory holds the truth
+      }
+      return report;
+    }
+  }
   if (already_flipped && board) {
     SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "dual_write"));
   }
@@ -823,12 +867,15 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   if (!st.isOk()) return st;
   if (report.rolled_back) {
     // Back on the source: drop everything the migration created; the source is unfenced.
+    // Recorded first, so a rerun finishes this teardown (see prior_phase above).
+    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolling_back"));
     SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back"));
     if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "rolled_back").ignore();
     return report;
   }
   if (o.finalize || o.cutover_manual) {
+    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalizing"));
     SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalized"));
     report.finalized = true;
