@@ -1,10 +1,11 @@
 // The `verify` subcommand: option parsing glue around orch::runVerifyJob, the report on
-// stdout, and verify's own exit codes (0 identical, 1 differences, 2 could not verify,
-// 3 retryable, 130 interrupted).
+// stdout, and verify's own exit codes (0 identical, 1 differences or, with --other-tenants
+// fail, other tenants' rows on both stamps, 2 could not verify, 3 retryable, 130 interrupted).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string>
 
 #include "app/commands.h"
 #include "orchestrator/copy_job.h"
@@ -14,6 +15,13 @@ namespace {
 
 using stampmover::common::ErrorClass;
 using stampmover::common::Status;
+
+// --other-tenants: ignore (default), report, fail. Kept here because VerifyArgs
+// (app/commands.h) has no field for it yet; one verify command line is parsed per process.
+std::string& otherTenantsMode() {
+  static std::string mode = "ignore";
+  return mode;
+}
 
 int verifyExitFor(const Status& st) {
   std::fprintf(stderr, "stampmover: verify: %s\n", st.message().c_str());
@@ -51,8 +59,16 @@ void addVerifyOptions(CLI::App* cmd, VerifyArgs& a) {
   cmd->add_option("--live-rounds", a.live_rounds, "Live: re-reads of a differing chunk page")
       ->capture_default_str()
       ->check(CLI::Range(2u, 100u));
+  cmd->add_option("--other-tenants", otherTenantsMode(),
+                  "Rows of other tenants present on both stamps (an earlier move not purged, or "
+                  "a leak): ignore them (only this tenant is judged), report them apart from "
+                  "this tenant's differences, or fail (exit 1) when there are any")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ignore", "report", "fail"}));
+  // Kept so that existing scripts still run: the check it skipped is now off unless asked for.
   cmd->add_flag("--no-foreign-check", a.no_foreign,
-                "Skip the search for other source tenants' rows on the destination");
+                "Deprecated, no effect: other tenants are looked at only with --other-tenants")
+      ->group("");
   cmd->add_flag("--restart", a.restart, "Start over instead of resuming an interrupted verify");
   cmd->add_option("--progress", a.progress, "auto (bars on a terminal), bars, or log")
       ->check(CLI::IsMember({"auto", "bars", "log"}));
@@ -75,12 +91,13 @@ int runVerifyCommand(const VerifyArgs& a, const stampmover::orch::CopyJobOptions
   o.verify.live = a.live;
   o.verify.live_wait = std::chrono::milliseconds(static_cast<int64_t>(a.live_wait_s * 1000));
   o.verify.live_rounds = a.live_rounds;
-  o.verify.foreign_check = !a.no_foreign;
+  o.verify.other_tenants_check = otherTenantsMode() != "ignore";
+  o.fail_on_other_tenants = otherTenantsMode() == "fail";
   auto r = orch::runVerifyJob(o, &cancel);
   if (!r) return verifyExitFor(r.status());
   std::fputs(orch::formatVerifyReport(*r, o).c_str(), stdout);
   std::fflush(stdout);
-  if (r->report.differences() > 0) return 1;
+  if (orch::verifyFailed(*r, o)) return 1;
   if (r->report.unsettled() > 0) return 3;
   return 0;
 }

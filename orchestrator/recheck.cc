@@ -1,10 +1,17 @@
-// Re-check of changed rows by primary key: see recheck.h.
+// Re-check of changed rows by primary key: see recheck.h. Rows are compared with the project's
+// one row equality (verify/row_equality.h): the verifier's canonical lines, columns selected by
+// name, so a destination with its columns in another order or a numeric spelled 1.50 there
+// and 1.5 here is equal, as PostgreSQL's `=` says.
 #include "orchestrator/recheck.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
+
+#include "common/session_settings.h"
+#include "orchestrator/verify_job.h"
+#include "verify/row_equality.h"
 
 namespace stampmover::orch {
 
@@ -16,10 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr const char* kPinnedSettings =
-    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
-    "SET extra_float_digits = 3; SET bytea_output = 'hex'";
-
 double msSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
@@ -27,7 +30,8 @@ double msSince(Clock::time_point t0) {
 using KeyList = std::vector<const std::vector<PgParam>*>;
 
 // One array literal per primary-key column of `keys` ($1..$n), and the unnest() of them.
-std::vector<PgParam> keyArrays(const mover::TableInfo& t, const KeyList& keys, std::string* unnest) {
+std::vector<PgParam> keyArrays(const mover::TableInfo& t, const KeyList& keys,
+                               std::string* unnest) {
   std::vector<PgParam> arrays;
   for (size_t k = 0; k < t.primary_key.size(); ++k) {
     std::string arr = "{";
@@ -54,69 +58,52 @@ std::vector<PgParam> keyArrays(const mover::TableInfo& t, const KeyList& keys, s
   return arrays;
 }
 
+// The join of the table (alias sm_t) with the key arrays (alias sm_k, columns sm_c<i>): names no
+// table column can clash with, as unqualified canonical expressions would.
 std::string keyMatch(const mover::TableInfo& t, std::string* cols) {
   std::string match;
   for (size_t k = 0; k < t.primary_key.size(); ++k) {
-    match += (k ? " AND " : "") + std::string("t.") + common::quoteIdent(t.primary_key[k]) +
-             " = k.c" + std::to_string(k);
-    *cols += (k ? ", c" : "c") + std::to_string(k);
+    match += (k ? " AND " : "") + std::string("sm_t.") + common::quoteIdent(t.primary_key[k]) +
+             " = sm_k.sm_c" + std::to_string(k);
+    *cols += (k ? ", sm_c" : "sm_c") + std::to_string(k);
   }
   return match;
 }
 
-// Rows of `table` for the given PK tuples, as (pk text, row text), ordered by PK.
-Result<std::vector<std::pair<std::string, std::string>>> fetchRows(PgConnection& c,
-                                                                  const mover::TableInfo& t,
-                                                                  const KeyList& keys,
-                                                                  const std::string& tenant) {
-  std::string unnest, cols, pk_text;
-  std::vector<PgParam> arrays = keyArrays(t, keys, &unnest);
-  const std::string match = keyMatch(t, &cols);
-  for (size_t k = 0; k < t.primary_key.size(); ++k) {
-    pk_text += (k ? " || ',' || " : "") + std::string("coalesce(t.") +
-               common::quoteIdent(t.primary_key[k]) + "::text, 'NULL')";
-  }
-  arrays.push_back(tenant);
-  std::string sql = "SELECT " + pk_text + ", t::text FROM " + t.quoted() +
-                    " t JOIN unnest(" + unnest + ") AS k(" + cols + ") ON " + match + " WHERE t." +
-                    common::quoteIdent(t.tenant_column) + " = $" + std::to_string(arrays.size());
-  SM_ASSIGN_OR_RETURN(auto res, c.query(sql, arrays));
-  std::vector<std::pair<std::string, std::string>> out;
-  for (int r = 0; r < common::rowCount(res); ++r) {
-    out.emplace_back(common::cell(res, r, 0), common::cell(res, r, 1));
-  }
-  std::sort(out.begin(), out.end());  // bytewise, as the merge below compares
-  return out;
-}
-
-// Rows of `table` for keys[i], as (i, row text), ordered by i; keys without a row are absent.
-// Both sides are asked with the same arrays, so i names the same key on both, whatever the
-// text form of its values.
-Result<std::vector<std::pair<int64_t, std::string>>> fetchByOrdinal(PgConnection& c,
-                                                                   const mover::TableInfo& t,
-                                                                   const KeyList& keys,
-                                                                   const std::string& tenant) {
+// Rows of `table` for keys[i], as (i, canonical line), ordered by i; keys without a row are
+// absent. Both sides are asked with the same arrays, so i names the same key on both, whatever
+// the text form of its values. One statement per call, whatever the number of keys.
+Result<std::vector<std::pair<int64_t, std::string>>> fetchByOrdinal(
+    PgConnection& c, const mover::TableInfo& t, const verify::PreparedTable& enc,
+    const KeyList& keys, const std::string& tenant) {
   std::string unnest, cols;
   std::vector<PgParam> arrays = keyArrays(t, keys, &unnest);
   const std::string match = keyMatch(t, &cols);
   arrays.push_back(tenant);
-  std::string sql = "SELECT k.n - 1, t::text FROM " + t.quoted() + " t JOIN unnest(" + unnest +
-                    ") WITH ORDINALITY AS k(" + cols + ", n) ON " + match + " WHERE t." +
-                    common::quoteIdent(t.tenant_column) + " = $" + std::to_string(arrays.size()) +
-                    " ORDER BY 1";
+  const std::string sql = "SELECT sm_k.sm_n - 1, " + verify::canonicalSelectList(enc, "sm_t") +
+                          " FROM " + t.quoted() + " AS sm_t JOIN unnest(" + unnest +
+                          ") WITH ORDINALITY AS sm_k(" + cols + ", sm_n) ON " + match +
+                          " WHERE sm_t." + common::quoteIdent(t.tenant_column) + " = $" +
+                          std::to_string(arrays.size()) + " ORDER BY 1";
   SM_ASSIGN_OR_RETURN(auto res, c.query(sql, arrays));
+  const int ncols = static_cast<int>(enc.columns.size());
+  if (PQnfields(res.get()) != ncols + 1) {
+    return Status::internal(c.label() + ": unexpected re-check row shape for " + t.key());
+  }
   std::vector<std::pair<int64_t, std::string>> out;
   out.reserve(static_cast<size_t>(common::rowCount(res)));
   for (int r = 0; r < common::rowCount(res); ++r) {
-    out.emplace_back(std::stoll(common::cell(res, r, 0)), common::cell(res, r, 1));
+    out.emplace_back(std::stoll(common::cell(res, r, 0)),
+                     verify::canonicalLine(res.get(), r, 1, ncols));
   }
   return out;
 }
 
 enum class Difference { kMissing, kExtra, kDifferent };  // on the destination
 
-// Walks source rows `a` and destination rows `b`, both (key, row text) ordered by key, and calls
-// `on(key, difference)` for each key one side lacks or whose rows differ, while it returns true.
+// Walks source rows `a` and destination rows `b`, both (key, canonical line) ordered by key, and
+// calls `on(key, difference)` for each key one side lacks or whose rows differ, while it returns
+// true.
 template <typename Key, typename On>
 void forEachDifference(const std::vector<std::pair<Key, std::string>>& a,
                        const std::vector<std::pair<Key, std::string>>& b, On&& on) {
@@ -136,15 +123,16 @@ void forEachDifference(const std::vector<std::pair<Key, std::string>>& a,
   }
 }
 
-Result<std::vector<std::string>> tableDigest(PgConnection& c, const mover::TableInfo& t,
-                                            const std::string& tenant) {
-  std::string order;
-  for (const auto& k : t.primary_key) order += (order.empty() ? "" : ", ") + common::quoteIdent(k);
-  SM_ASSIGN_OR_RETURN(auto v, c.queryValue("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY " +
-                                               order + ")), '') FROM " + t.quoted() + " t WHERE " +
-                                               common::quoteIdent(t.tenant_column) + " = $1",
-                                           {tenant}));
-  return std::vector<std::string>{v.value_or("")};
+// "v1,v2" of a primary key, NULL for NULL, for difference descriptions.
+std::string keyText(const std::vector<PgParam>& pk) {
+  std::string out;
+  for (size_t i = 0; i < pk.size(); ++i) out += (i ? "," : "") + pk[i].value_or("NULL");
+  return out;
+}
+
+Status pinEncoding(PgConnection& src, PgConnection& dst) {
+  SM_RETURN_IF_ERROR(src.exec(common::pinnedSettingsSql()));
+  return dst.exec(common::pinnedSettingsSql());
 }
 
 }  // namespace
@@ -155,15 +143,25 @@ Result<std::vector<std::string>> recheckTouchedRows(PgConnection& src, PgConnect
                                                     const std::string& tenant,
                                                     uint64_t* rows_checked) {
   std::vector<std::string> diffs;
-  SM_RETURN_IF_ERROR(src.exec(kPinnedSettings));
-  SM_RETURN_IF_ERROR(dst.exec(kPinnedSettings));
-  for (const auto& t : tables) {
+  SM_RETURN_IF_ERROR(pinEncoding(src, dst));
+  SM_ASSIGN_OR_RETURN(auto encodings, rowEncodingsFor(src, tables));
+  std::optional<verify::RowHasher> hasher;  // whole-table comparisons only
+  for (size_t ti = 0; ti < tables.size(); ++ti) {
+    const mover::TableInfo& t = tables[ti];
+    const verify::PreparedTable& enc = encodings[ti];
     const bool whole = touched.overflowed || touched.whole_table.count(t.key()) > 0;
     if (whole) {
-      SM_ASSIGN_OR_RETURN(auto a, tableDigest(src, t, tenant));
-      SM_ASSIGN_OR_RETURN(auto b, tableDigest(dst, t, tenant));
-      *rows_checked += std::stoull(a[0].substr(0, a[0].find(':')));
-      if (a != b) diffs.push_back(t.key() + ": tenant rows differ (" + a[0] + " vs " + b[0] + ")");
+      if (!hasher) {
+        SM_ASSIGN_OR_RETURN(std::string salt, verify::randomSalt());
+        SM_ASSIGN_OR_RETURN(hasher, verify::RowHasher::create(salt));
+      }
+      SM_ASSIGN_OR_RETURN(auto a, verify::digestTenantRows(src, enc, tenant, *hasher));
+      SM_ASSIGN_OR_RETURN(auto b, verify::digestTenantRows(dst, enc, tenant, *hasher));
+      *rows_checked += a.rows;
+      if (!(a == b)) {
+        diffs.push_back(t.key() + ": tenant rows differ (" + std::to_string(a.rows) +
+                        " rows on the source, " + std::to_string(b.rows) + " on the destination)");
+      }
       continue;
     }
     auto it = touched.keys.find(t.key());
@@ -172,17 +170,18 @@ Result<std::vector<std::string>> recheckTouchedRows(PgConnection& src, PgConnect
     keys.reserve(it->second.size());
     for (const auto& [encoded, pk] : it->second) keys.push_back(&pk);
     auto t0 = Clock::now();
-    SM_ASSIGN_OR_RETURN(auto a, fetchRows(src, t, keys, tenant));
+    SM_ASSIGN_OR_RETURN(auto a, fetchByOrdinal(src, t, enc, keys, tenant));
     auto t1 = Clock::now();
-    SM_ASSIGN_OR_RETURN(auto b, fetchRows(dst, t, keys, tenant));
+    SM_ASSIGN_OR_RETURN(auto b, fetchByOrdinal(dst, t, enc, keys, tenant));
     spdlog::debug("re-check {}: {} keys, source {:.1f} ms, destination {:.1f} ms", t.key(),
                   keys.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
                   msSince(t1));
     *rows_checked += keys.size();
     static const char* const kWhat[] = {"missing on the destination", "extra on the destination",
-                                         "different"};
-    forEachDifference(a, b, [&](const std::string& pk, Difference d) {
-      diffs.push_back(t.key() + " (" + pk + "): " + kWhat[static_cast<int>(d)]);
+                                        "different"};
+    forEachDifference(a, b, [&](int64_t ord, Difference d) {
+      diffs.push_back(t.key() + " (" + keyText(*keys[static_cast<size_t>(ord)]) +
+                      "): " + kWhat[static_cast<int>(d)]);
       return diffs.size() <= 20;
     });
     if (diffs.size() > 20) return diffs;
@@ -199,8 +198,8 @@ Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
   kept.whole_table = touched.whole_table;
   kept.overflowed = touched.overflowed;
   if (touched.overflowed) return kept;  // no keys held: the window compares whole tables
-  SM_RETURN_IF_ERROR(src.exec(kPinnedSettings));
-  SM_RETURN_IF_ERROR(dst.exec(kPinnedSettings));
+  SM_RETURN_IF_ERROR(pinEncoding(src, dst));
+  SM_ASSIGN_OR_RETURN(auto encodings, rowEncodingsFor(src, tables));
   for (const auto& [table, entries] : touched.keys) {
     if (entries.empty() || touched.whole_table.count(table) > 0) continue;  // whole table anyway
     auto t = std::find_if(tables.begin(), tables.end(),
@@ -209,6 +208,7 @@ Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
       kept.keys[table] = entries;  // not a table we can compare here: keep every key
       continue;
     }
+    const verify::PreparedTable& enc = encodings[static_cast<size_t>(t - tables.begin())];
     std::vector<const std::pair<const std::string, std::vector<PgParam>>*> all;
     all.reserve(entries.size());
     for (const auto& e : entries) all.push_back(&e);
@@ -217,8 +217,8 @@ Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
       KeyList keys;
       keys.reserve(n);
       for (size_t i = 0; i < n; ++i) keys.push_back(&all[from + i]->second);
-      SM_ASSIGN_OR_RETURN(auto a, fetchByOrdinal(src, *t, keys, tenant));
-      SM_ASSIGN_OR_RETURN(auto b, fetchByOrdinal(dst, *t, keys, tenant));
+      SM_ASSIGN_OR_RETURN(auto a, fetchByOrdinal(src, *t, enc, keys, tenant));
+      SM_ASSIGN_OR_RETURN(auto b, fetchByOrdinal(dst, *t, enc, keys, tenant));
       forEachDifference(a, b, [&](int64_t ord, Difference) {
         const auto* e = all[from + static_cast<size_t>(ord)];
         kept.keys[table].emplace(e->first, e->second);

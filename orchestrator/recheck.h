@@ -1,6 +1,9 @@
 // Re-check by primary key of the rows the applier changed: the cutover's final verification
 // inside the window and the pruning pass outside it. Both sides are read with the same key
-// arrays, session settings pinned, so a key names the same row on both.
+// arrays, so a key names the same row on both, and rows are compared with the verifier's row
+// equality (verify/row_equality.h): canonical values, columns by name. One statement per table
+// and side, whatever the number of keys (plus, once per call, a catalog query when a column has
+// a user-defined type whose domain must be resolved).
 #pragma once
 
 #include <cstdint>
@@ -14,14 +17,14 @@
 
 namespace stampmover::orch {
 
-// Compares the rows whose keys the applier touched, on both sides, by primary key (session
-// settings pinned so text forms are comparable). Returns descriptions of differences.
-common::Result<std::vector<std::string>> recheckTouchedRows(common::PgConnection& source,
-                                                            common::PgConnection& destination,
-                                                            const std::vector<mover::TableInfo>& tables,
-                                                            const mover::TouchedKeys& touched,
-                                                            const std::string& tenant,
-                                                            uint64_t* rows_checked);
+// Compares the rows whose keys the applier touched, on both sides, by primary key; a table
+// flagged whole (a TRUNCATE) or an overflowed set compares the tenant's whole table by digest.
+// Pins the encoding settings on both connections. Returns descriptions of differences (at
+// most ~20). Errors: the servers' (class kept).
+common::Result<std::vector<std::string>> recheckTouchedRows(
+    common::PgConnection& source, common::PgConnection& destination,
+    const std::vector<mover::TableInfo>& tables, const mover::TouchedKeys& touched,
+    const std::string& tenant, uint64_t* rows_checked);
 
 struct PruneStats {
   uint64_t checked = 0;  // keys compared

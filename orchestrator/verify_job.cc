@@ -18,6 +18,7 @@
 #include "mover/progress.h"
 #include "mover/source_setup.h"
 #include "verify/canonical.h"
+#include "verify/row_equality.h"
 
 namespace stampmover::orch {
 
@@ -108,8 +109,12 @@ class ProgressObserver : public verify::VerifyObserver {
   void tableDone(size_t t, const verify::TableVerifyResult& r) override {
     p_.item(t).state.store(2);
     if (r.differences() > 0 || r.unsettled > 0) {
-      spdlog::warn("verify {}: {} missing, {} extra, {} different, {} foreign, {} unsettled",
-                   r.table, r.missing, r.extra, r.different, r.foreign, r.unsettled);
+      spdlog::warn("verify {}: {} missing, {} extra, {} different, {} unsettled", r.table,
+                   r.missing, r.extra, r.different, r.unsettled);
+    }
+    if (r.other_tenant_rows > 0) {
+      spdlog::info("verify {}: {} rows of other tenants present on both stamps", r.table,
+                   r.other_tenant_rows);
     }
   }
 
@@ -147,17 +152,28 @@ std::string fingerprint(const VerifyJobOptions& o, const std::vector<verify::Ver
   return nlohmann::json{{"tenant", o.tenant},
                         {"chunk_rows", o.verify.chunk_rows},
                         {"live", o.verify.live},
+                        {"other_tenants", o.verify.other_tenants_check},
                         {"tables", t}}
       .dump();
 }
 
-std::string keyText(const verify::RowDiff& d) {
+std::string keyText(const std::vector<std::pair<std::string, std::optional<std::string>>>& key) {
   std::string out = "(";
-  for (size_t i = 0; i < d.key.size(); ++i) {
-    out += (i ? ", " : "") + d.key[i].first + "=" + verify::displayValue(d.key[i].second);
+  for (size_t i = 0; i < key.size(); ++i) {
+    out += (i ? ", " : "") + key[i].first + "=" + verify::displayValue(key[i].second);
   }
   return out + ")";
 }
+
+nlohmann::ordered_json keyJson(
+    const std::vector<std::pair<std::string, std::optional<std::string>>>& key) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const auto& [c, v] : key) out[c] = v ? nlohmann::ordered_json(*v) : nullptr;
+  return out;
+}
+
+constexpr const char* kOtherTenantsWhat =
+    "rows of other tenants present on both stamps (an earlier move not purged, or a leak)";
 
 }  // namespace
 
@@ -173,14 +189,7 @@ Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& o, const std::atomi
   std::vector<verify::VerifyTable> tables;
   for (auto& ti : infos) {
     mover::estimateTenantSize(src, ti, o.tenant).ignore();  // only feeds the ETA
-    verify::VerifyTable vt;
-    vt.schema = ti.schema;
-    vt.name = ti.name;
-    vt.tenant_column = ti.tenant_column;
-    vt.primary_key = ti.primary_key;
-    vt.est_rows = static_cast<uint64_t>(ti.est_tenant_rows);
-    for (const auto& c : ti.columns) vt.columns.push_back({c.name, c.type});
-    tables.push_back(std::move(vt));
+    tables.push_back(verifyTableFor(ti));
   }
 
   // A tenant with no row on either side is most likely a typo (or the wrong tenant column):
@@ -304,7 +313,6 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
       part(t.missing, "missing");
       part(t.extra, "extra");
       part(t.different, "different");
-      part(t.foreign, "foreign");
       part(t.unsettled, "unsettled");
     }
     std::string chunks = std::to_string(t.chunks);
@@ -332,7 +340,7 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
       for (const auto& d : t.listed) {
         std::string what = "  " + std::string(verify::diffKindName(d.kind));
         what.resize(std::max<size_t>(what.size(), 12), ' ');
-        what += " " + t.table + " " + keyText(d);
+        what += " " + t.table + " " + keyText(d.key);
         switch (d.kind) {
           case verify::DiffKind::kMissing:
             what += ": on the source, not on the destination";
@@ -345,15 +353,32 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
             for (size_t i = 0; i < d.columns.size(); ++i) what += (i ? ", " : "") + d.columns[i];
             break;
           }
-          case verify::DiffKind::kForeign:
-            what +=
-                ": a row of tenant " + d.tenant + " (a tenant of the source) on the destination";
-            break;
           case verify::DiffKind::kUnsettled:
             what += ": kept changing on the source; not settled";
             break;
         }
         out += what + "\n";
+      }
+    }
+  }
+  const uint64_t others = r.otherTenantRows();
+  if (r.other_tenants_checked) {
+    // Apart from the tenant's differences, and never counted with them: the verifier cannot
+    // tell a leftover of an earlier move from a leak.
+    out += "other tenants: " + mover::withCommas(others) + " " + kOtherTenantsWhat +
+           "; not differences of tenant " + o.tenant + "\n";
+    for (const auto& t : r.tables) {
+      if (t.other_tenant_rows == 0) continue;
+      out += "  " + t.table + ": " + mover::withCommas(t.other_tenant_rows) + " row(s)\n";
+      // A few keys show which tenants; a whole earlier move would drown the tenant's report.
+      constexpr size_t kShown = 10;
+      for (size_t i = 0; i < t.other_tenants_listed.size() && i < kShown; ++i) {
+        const auto& row = t.other_tenants_listed[i];
+        out += "    tenant " + row.tenant + " " + t.table + " " + keyText(row.key) + "\n";
+      }
+      if (t.other_tenant_rows > kShown) {
+        out += "    ... " + mover::withCommas(t.other_tenant_rows - kShown) + " more" +
+               (o.report_path.empty() ? "" : " (see the JSON report)") + "\n";
       }
     }
   }
@@ -370,7 +395,16 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
     out += "result: IDENTICAL: the destination holds exactly the source's rows of tenant " +
            o.tenant + "\n";
   }
+  if (o.fail_on_other_tenants && others > 0) {
+    out += "other-tenants check: FAILED: " + mover::withCommas(others) + " " + kOtherTenantsWhat +
+           " (--other-tenants fail)\n";
+  }
   return out;
+}
+
+bool verifyFailed(const VerifyJobResult& res, const VerifyJobOptions& o) {
+  return res.report.differences() > 0 ||
+         (o.fail_on_other_tenants && res.report.otherTenantRows() > 0);
 }
 
 std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions& o) {
@@ -384,11 +418,14 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
   j["identical"] = r.differences() == 0 && r.unsettled() == 0;
   j["differences"] = r.differences();
   j["unsettled"] = r.unsettled();
+  j["other_tenants_checked"] = r.other_tenants_checked;
+  j["other_tenant_rows"] = r.otherTenantRows();
   j["source_rows"] = r.sourceRows();
   j["seconds"] = r.seconds;
   j["resumed"] = res.resumed;
   ojson tables = ojson::array();
   ojson rows = ojson::array();
+  ojson other_rows = ojson::array();
   for (const auto& t : r.tables) {
     tables.push_back({{"table", t.table},
                       {"source_rows", t.source_rows},
@@ -398,22 +435,54 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
                       {"missing", t.missing},
                       {"extra", t.extra},
                       {"different", t.different},
-                      {"foreign", t.foreign},
                       {"unsettled", t.unsettled},
+                      {"other_tenant_rows", t.other_tenant_rows},
                       {"listed", t.listed.size()},
                       {"resumed", t.resumed}});
     for (const auto& d : t.listed) {
-      ojson key = ojson::object();
-      for (const auto& [c, v] : d.key) key[c] = v ? ojson(*v) : ojson(nullptr);
-      ojson row = {{"table", t.table}, {"kind", verify::diffKindName(d.kind)}, {"key", key}};
+      ojson row = {
+          {"table", t.table}, {"kind", verify::diffKindName(d.kind)}, {"key", keyJson(d.key)}};
       if (d.kind == verify::DiffKind::kDifferent) row["columns"] = d.columns;
-      if (d.kind == verify::DiffKind::kForeign) row["tenant"] = d.tenant;
       rows.push_back(std::move(row));
+    }
+    for (const auto& other : t.other_tenants_listed) {
+      other_rows.push_back(
+          {{"table", t.table}, {"tenant", other.tenant}, {"key", keyJson(other.key)}});
     }
   }
   j["tables"] = std::move(tables);
   j["rows"] = std::move(rows);
+  j["other_tenants"] = std::move(other_rows);
   return j.dump(2) + "\n";
+}
+
+verify::VerifyTable verifyTableFor(const mover::TableInfo& ti) {
+  verify::VerifyTable vt;
+  vt.schema = ti.schema;
+  vt.name = ti.name;
+  vt.tenant_column = ti.tenant_column;
+  vt.primary_key = ti.primary_key;
+  vt.est_rows = static_cast<uint64_t>(ti.est_tenant_rows);
+  for (const auto& c : ti.columns) vt.columns.push_back({c.name, c.type});
+  return vt;
+}
+
+Result<std::vector<verify::PreparedTable>> rowEncodingsFor(
+    PgConnection& conn, const std::vector<mover::TableInfo>& tables) {
+  std::vector<uint32_t> oids;
+  for (const auto& t : tables) {
+    for (const auto& c : t.columns) oids.push_back(c.type_oid);
+  }
+  SM_ASSIGN_OR_RETURN(auto base, verify::baseTypes(conn, oids));
+  std::vector<verify::PreparedTable> out;
+  out.reserve(tables.size());
+  for (const auto& t : tables) {
+    std::vector<uint32_t> types;
+    for (const auto& c : t.columns) types.push_back(base[c.type_oid]);
+    SM_ASSIGN_OR_RETURN(auto p, verify::prepareTable(verifyTableFor(t), types));
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 Status writeReportFile(const std::string& path, const std::string& text) {

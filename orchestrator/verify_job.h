@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "mover/catalog.h"
 #include "orchestrator/copy_job.h"
+#include "verify/table_plan.h"
 #include "verify/verifier.h"
 
 namespace stampmover::orch {
@@ -24,6 +25,9 @@ struct VerifyJobOptions {
   std::string report_path;                   // Default: "" = no JSON report file
   bool progress_terminal = false;            // Default: false (log lines instead of bars)
   bool restart = false;                      // Default: false (resume an interrupted verify)
+  // With verify.other_tenants_check: rows of other tenants on both stamps make the verdict a
+  // failure (verifyFailed()). Default: false (they are reported, never judged).
+  bool fail_on_other_tenants = false;
 };
 
 struct VerifyJobResult {
@@ -39,12 +43,29 @@ struct VerifyJobResult {
 common::Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& options,
                                              const std::atomic<bool>* cancel);
 
+// True when the result is a failure: differences of the tenant, or, with
+// fail_on_other_tenants, rows of other tenants present on both stamps.
+bool verifyFailed(const VerifyJobResult& result, const VerifyJobOptions& options);
+
 // Human-readable report: one line per table, then every listed difference, then the verdict.
 std::string formatVerifyReport(const VerifyJobResult& result, const VerifyJobOptions& options);
 
-// The JSON report (--report): tenant, endpoints (labels, no secrets), per-table counts, and
-// every listed row with table, kind, key (column -> value, null for NULL), columns, tenant.
+// The JSON report (--report): tenant, endpoints (labels, no secrets), per-table counts, every
+// listed row of the tenant with table, kind, key (column -> value, null for NULL), columns, and
+// (other-tenants check) the other tenants' rows apart, with table, tenant and key.
 std::string verifyReportJson(const VerifyJobResult& result, const VerifyJobOptions& options);
+
+// The verifier's description of a table found by the mover's catalog discovery: every column
+// (generated ones too) in attnum order, its tenant column and primary key.
+verify::VerifyTable verifyTableFor(const mover::TableInfo& table);
+
+// The canonical row encoding (verify/row_equality.h) of `tables`, for comparing rows by key
+// (the cutover's re-check) or by whole tenant (purge) with the verifier's definition of equal.
+// Types come from the catalog description; domains are resolved on `conn` in one query, asked
+// only when some column has a user-defined type. Errors: kRefused (a table without primary
+// key), the server's (class kept).
+common::Result<std::vector<verify::PreparedTable>> rowEncodingsFor(
+    common::PgConnection& conn, const std::vector<mover::TableInfo>& tables);
 
 // Writes `text` to `path` atomically (temporary file + rename). Errors: kRefused naming the path.
 common::Status writeReportFile(const std::string& path, const std::string& text);

@@ -1,4 +1,4 @@
-// Narrowing of differing chunks to rows, live re-reads, and the foreign-row check: see narrow.h.
+// Narrowing of differing chunks to rows, live re-reads, and the other-tenants check: see narrow.h.
 #include "verify/narrow.h"
 
 #include <spdlog/spdlog.h>
@@ -500,10 +500,10 @@ Result<Lsn> appliedPosition(PgConnection& source, PgConnection& dest, const std:
   return best;
 }
 
-Result<ForeignRows> findForeignRows(PgConnection& source, PgConnection& dest,
-                                    const PreparedTable& t, const std::string& tenant,
-                                    uint32_t max_listed) {
-  ForeignRows out;
+Result<OtherTenantRows> findOtherTenantRows(PgConnection& source, PgConnection& dest,
+                                            const PreparedTable& t, const std::string& tenant,
+                                            uint32_t max_listed) {
+  OtherTenantRows out;
   const PreparedColumn& tc = t.columns[t.tenant_position];
   SM_ASSIGN_OR_RETURN(
       auto indexed,

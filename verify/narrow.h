@@ -2,7 +2,7 @@
 // chunk_rows source rows (keyset pagination), and compared row by row: missing, extra, or
 // different (which columns). Live mode re-reads a differing page after the destination has
 // applied past the source position the page was read at, and reports only rows whose
-// difference persists while the source row stays unchanged. Also the foreign-row check. The
+// difference persists while the source row stays unchanged. Also the other-tenants check. The
 // comparison rules are pure (compareRows, LiveWindow), unit-tested without a server.
 #pragma once
 
@@ -125,16 +125,17 @@ common::Result<common::Lsn> appliedPosition(common::PgConnection& source,
                                             common::PgConnection& dest,
                                             const std::string& origin_name);
 
-// Other tenants' rows on the destination: tenants that the destination holds in this table
-// and that the source holds too (rows that look copied from the source although they are not
-// the tenant's). Returns those rows (at most `max_listed`, key order) and their total count.
-struct ForeignRows {
+// The other-tenants check: rows on the destination of tenants other than `tenant` that the
+// source holds too in this table (a leftover of an earlier move, or a leak; see verifier.h).
+// Returns those rows (at most `max_listed`, key order) and their total count.
+struct OtherTenantRows {
   // (the other tenant, its row's PK values in PK order), key order, at most max_listed.
   std::vector<std::pair<std::string, std::vector<std::optional<std::string>>>> rows;
   uint64_t count = 0;
 };
-common::Result<ForeignRows> findForeignRows(common::PgConnection& source,
-                                            common::PgConnection& dest, const PreparedTable& table,
-                                            const std::string& tenant, uint32_t max_listed);
+common::Result<OtherTenantRows> findOtherTenantRows(common::PgConnection& source,
+                                                    common::PgConnection& dest,
+                                                    const PreparedTable& table,
+                                                    const std::string& tenant, uint32_t max_listed);
 
 }  // namespace stampmover::verify

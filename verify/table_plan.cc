@@ -146,9 +146,15 @@ Result<PreparedTable> describeTable(PgConnection& conn, const VerifyTable& spec)
     // Keep the server's full type for the shape check; `type` from the caller is informational.
     t.spec.columns[t.columns.size() - 1].type = it->second.full_type;
   }
+  SM_RETURN_IF_ERROR(locateKeyColumns(&t));
+  return t;
+}
+
+Status locateKeyColumns(PreparedTable* t) {
+  const VerifyTable& spec = t->spec;
   auto pos = [&](const std::string& name) -> std::optional<size_t> {
-    for (size_t i = 0; i < t.columns.size(); ++i) {
-      if (t.columns[i].name == name) return i;
+    for (size_t i = 0; i < t->columns.size(); ++i) {
+      if (t->columns[i].name == name) return i;
     }
     return std::nullopt;
   };
@@ -157,21 +163,23 @@ Result<PreparedTable> describeTable(PgConnection& conn, const VerifyTable& spec)
     return Status::refused("table " + spec.key() + ": tenant column \"" + spec.tenant_column +
                            "\" is not among its compared columns");
   }
-  t.tenant_position = *tc;
+  t->tenant_position = *tc;
   if (spec.primary_key.empty()) {
     return Status::refused("table " + spec.key() +
                            " has no primary key: rows cannot be matched by key; add one and rerun");
   }
+  t->pk_positions.clear();
+  t->key_positions.clear();
   for (const auto& k : spec.primary_key) {
     auto p = pos(k);
     if (!p) {
       return Status::refused("table " + spec.key() + ": primary key column \"" + k +
                              "\" is not among its compared columns");
     }
-    t.pk_positions.push_back(*p);
-    if (k != spec.tenant_column) t.key_positions.push_back(*p);
+    t->pk_positions.push_back(*p);
+    if (k != spec.tenant_column) t->key_positions.push_back(*p);
   }
-  return t;
+  return Status::ok();
 }
 
 Status checkSameShape(const PreparedTable& s, const PreparedTable& d, const std::string& sl,
@@ -295,10 +303,12 @@ Result<ChunkPlan> planChunks(PgConnection& src, PgConnection& dst, const Prepare
   return plan;
 }
 
-std::string canonicalSelectList(const PreparedTable& t) {
+std::string canonicalSelectList(const PreparedTable& t, const std::string& alias) {
+  const std::string prefix = alias.empty() ? "" : alias + ".";
   std::string out;
   for (size_t i = 0; i < t.columns.size(); ++i) {
-    out += (i ? ", " : "") + canonicalExpr(t.columns[i].quoted, t.columns[i].normalization);
+    out +=
+        (i ? ", " : "") + canonicalExpr(prefix + t.columns[i].quoted, t.columns[i].normalization);
   }
   return out;
 }

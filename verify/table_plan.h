@@ -66,6 +66,11 @@ std::string sqlLiteral(std::string_view value);
 // kRefused naming the table/column and the difference; kRetryable on connection loss.
 common::Result<PreparedTable> describeTable(common::PgConnection& conn, const VerifyTable& spec);
 
+// Fills t->tenant_position, pk_positions and key_positions from t->spec and t->columns.
+// Errors: kRefused when the tenant column or a key column is not among the columns, or the
+// table has no primary key.
+common::Status locateKeyColumns(PreparedTable* t);
+
 // Checks that two descriptions (source, destination) agree on columns and types. Errors:
 // kRefused naming the first difference and the fix.
 common::Status checkSameShape(const PreparedTable& source, const PreparedTable& destination,
@@ -80,8 +85,10 @@ common::Result<ChunkPlan> planChunks(common::PgConnection& source, common::PgCon
                                      const PreparedTable& table, const std::string& tenant,
                                      uint64_t chunk_rows, uint64_t rows_per_piece);
 
-// SELECT-list of the canonical row: every compared column, canonically printed.
-std::string canonicalSelectList(const PreparedTable& table);
+// SELECT-list of the canonical row: every compared column, canonically printed, by name (so
+// the other side's column order does not matter), qualified by `alias` when given. The row
+// equality of the whole project (row_equality.h) is built on this list.
+std::string canonicalSelectList(const PreparedTable& table, const std::string& alias = "");
 
 // The chunk-number expression (width_bucket over the plan's bounds; "0" without key columns).
 std::string bucketExpr(const PreparedTable& table, const ChunkPlan& plan);

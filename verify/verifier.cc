@@ -1,5 +1,5 @@
-// The verify engine: per-server worker pools running the bulk pass, narrowing and the foreign
-// check, with per-table bookkeeping, resumable state and the report. See verifier.h.
+// The verify engine: per-server worker pools running the bulk pass, narrowing and the
+// other-tenants check, with per-table bookkeeping, resumable state and the report. See verifier.h.
 #include "verify/verifier.h"
 
 #include <spdlog/spdlog.h>
@@ -33,8 +33,6 @@ const char* diffKindName(DiffKind k) {
       return "extra";
     case DiffKind::kDifferent:
       return "different";
-    case DiffKind::kForeign:
-      return "foreign";
     case DiffKind::kUnsettled:
       return "unsettled";
   }
@@ -44,6 +42,11 @@ const char* diffKindName(DiffKind k) {
 uint64_t VerifyReport::differences() const {
   uint64_t n = 0;
   for (const auto& t : tables) n += t.differences();
+  return n;
+}
+uint64_t VerifyReport::otherTenantRows() const {
+  uint64_t n = 0;
+  for (const auto& t : tables) n += t.other_tenant_rows;
   return n;
 }
 uint64_t VerifyReport::unsettled() const {
@@ -90,18 +93,33 @@ std::optional<ChunkPlan> planFromJson(const std::string& text) {
   }
 }
 
-json diffToJson(const RowDiff& d) {
+using KeyValues = std::vector<std::pair<std::string, std::optional<std::string>>>;
+
+json keyToJson(const KeyValues& k) {
   json key = json::array();
-  for (const auto& [c, v] : d.key) key.push_back({c, v ? json(*v) : json(nullptr)});
-  json j = {{"kind", diffKindName(d.kind)}, {"key", key}};
+  for (const auto& [c, v] : k) key.push_back({c, v ? json(*v) : json(nullptr)});
+  return key;
+}
+
+KeyValues keyFromJson(const json& j) {
+  KeyValues out;
+  for (const auto& kv : j) {
+    out.emplace_back(kv.at(0).get<std::string>(),
+                     kv.at(1).is_null() ? std::nullopt
+                                        : std::optional<std::string>(kv.at(1).get<std::string>()));
+  }
+  return out;
+}
+
+json diffToJson(const RowDiff& d) {
+  json j = {{"kind", diffKindName(d.kind)}, {"key", keyToJson(d.key)}};
   if (!d.columns.empty()) j["columns"] = d.columns;
-  if (!d.tenant.empty()) j["tenant"] = d.tenant;
   return j;
 }
 
 std::optional<DiffKind> kindFromName(const std::string& n) {
-  for (DiffKind k : {DiffKind::kMissing, DiffKind::kExtra, DiffKind::kDifferent, DiffKind::kForeign,
-                     DiffKind::kUnsettled}) {
+  for (DiffKind k :
+       {DiffKind::kMissing, DiffKind::kExtra, DiffKind::kDifferent, DiffKind::kUnsettled}) {
     if (n == diffKindName(k)) return k;
   }
   return std::nullopt;
@@ -110,6 +128,9 @@ std::optional<DiffKind> kindFromName(const std::string& n) {
 json resultToJson(const TableVerifyResult& r) {
   json listed = json::array();
   for (const auto& d : r.listed) listed.push_back(diffToJson(d));
+  json others = json::array();
+  for (const auto& o : r.other_tenants_listed)
+    others.push_back({{"tenant", o.tenant}, {"key", keyToJson(o.key)}});
   return {{"table", r.table},
           {"source_rows", r.source_rows},
           {"dest_rows", r.dest_rows},
@@ -118,10 +139,11 @@ json resultToJson(const TableVerifyResult& r) {
           {"missing", r.missing},
           {"extra", r.extra},
           {"different", r.different},
-          {"foreign", r.foreign},
           {"unsettled", r.unsettled},
+          {"other_tenant_rows", r.other_tenant_rows},
           {"seconds", r.seconds},
-          {"listed", listed}};
+          {"listed", listed},
+          {"other_tenants_listed", others}};
 }
 
 std::optional<TableVerifyResult> resultFromJson(const std::string& text) {
@@ -136,23 +158,21 @@ std::optional<TableVerifyResult> resultFromJson(const std::string& text) {
     r.missing = j.at("missing").get<uint64_t>();
     r.extra = j.at("extra").get<uint64_t>();
     r.different = j.at("different").get<uint64_t>();
-    r.foreign = j.at("foreign").get<uint64_t>();
     r.unsettled = j.at("unsettled").get<uint64_t>();
+    r.other_tenant_rows = j.at("other_tenant_rows").get<uint64_t>();
     r.seconds = j.at("seconds").get<double>();
     for (const auto& jd : j.at("listed")) {
       RowDiff d;
       auto k = kindFromName(jd.at("kind").get<std::string>());
       if (!k) return std::nullopt;
       d.kind = *k;
-      for (const auto& kv : jd.at("key")) {
-        d.key.emplace_back(kv.at(0).get<std::string>(),
-                           kv.at(1).is_null()
-                               ? std::nullopt
-                               : std::optional<std::string>(kv.at(1).get<std::string>()));
-      }
+      d.key = keyFromJson(jd.at("key"));
       if (jd.contains("columns")) d.columns = jd.at("columns").get<std::vector<std::string>>();
-      if (jd.contains("tenant")) d.tenant = jd.at("tenant").get<std::string>();
       r.listed.push_back(std::move(d));
+    }
+    for (const auto& jo : j.at("other_tenants_listed")) {
+      r.other_tenants_listed.push_back(
+          {jo.at("tenant").get<std::string>(), keyFromJson(jo.at("key"))});
     }
     return r;
   } catch (const json::exception&) {
@@ -195,18 +215,18 @@ struct TableState {
   std::vector<MultisetDigest> acc[2];
   uint64_t bytes[2] = {0, 0};
   uint32_t scans_pending = 0;
-  uint32_t others_pending = 0;  // narrowing and foreign tasks
+  uint32_t others_pending = 0;  // narrowing and other-tenants tasks
   bool started = false;
   bool done = false;
   std::vector<KeyedDelta> deltas;  // for listing and cross-chunk reconciliation
   uint64_t counts[5] = {0, 0, 0, 0, 0};
-  ForeignRows foreign;
+  OtherTenantRows other_tenants;
   TableVerifyResult result;
   std::chrono::steady_clock::time_point t0;
 };
 
 struct Task {
-  enum class Kind { kScan, kNarrow, kForeign } kind = Kind::kScan;
+  enum class Kind { kScan, kNarrow, kOtherTenants } kind = Kind::kScan;
   TableState* table = nullptr;
   int side = 0;
   uint32_t piece = 0;
@@ -332,8 +352,8 @@ class Engine {
         case Task::Kind::kNarrow:
           st = runNarrow(task, conns[0], conns[1]);
           break;
-        case Task::Kind::kForeign:
-          st = runForeign(task, conns[0], conns[1]);
+        case Task::Kind::kOtherTenants:
+          st = runOtherTenants(task, conns[0], conns[1]);
           break;
       }
       if (!st.isOk()) {
@@ -424,9 +444,9 @@ class Engine {
       other_q_.push_front(t);
     }
     ts->others_pending = static_cast<uint32_t>(differing.size());
-    if (o_.foreign_check) {
+    if (o_.other_tenants_check) {
       Task t;
-      t.kind = Task::Kind::kForeign;
+      t.kind = Task::Kind::kOtherTenants;
       t.table = ts;
       other_q_.push_back(t);
       ts->others_pending++;
@@ -457,12 +477,12 @@ class Engine {
     return Status::ok();
   }
 
-  Status runForeign(const Task& task, PgConnection& src, PgConnection& dst) {
+  Status runOtherTenants(const Task& task, PgConnection& src, PgConnection& dst) {
     TableState* ts = task.table;
-    SM_ASSIGN_OR_RETURN(ForeignRows fr,
-                        findForeignRows(src, dst, ts->table, o_.tenant, o_.max_listed));
+    SM_ASSIGN_OR_RETURN(OtherTenantRows fr,
+                        findOtherTenantRows(src, dst, ts->table, o_.tenant, o_.max_listed));
     std::lock_guard lock(mu_);
-    ts->foreign = std::move(fr);
+    ts->other_tenants = std::move(fr);
     if (--ts->others_pending == 0) finish(ts);
     return Status::ok();
   }
@@ -491,7 +511,7 @@ class Engine {
     r.extra = ts->counts[static_cast<size_t>(DiffKind::kExtra)];
     r.different = ts->counts[static_cast<size_t>(DiffKind::kDifferent)];
     r.unsettled = ts->counts[static_cast<size_t>(DiffKind::kUnsettled)];
-    r.foreign = ts->foreign.count;
+    r.other_tenant_rows = ts->other_tenants.count;
     const PreparedTable& t = ts->table;
     for (size_t i = 0; i < ts->deltas.size() && r.listed.size() < o_.max_listed; ++i) {
       if (drop[i]) continue;
@@ -505,15 +525,14 @@ class Engine {
       for (size_t c : d.columns) rd.columns.push_back(t.columns[c].name);
       r.listed.push_back(std::move(rd));
     }
-    for (const auto& [tenant, values] : ts->foreign.rows) {
-      if (r.listed.size() >= o_.max_listed) break;
-      RowDiff rd;
-      rd.kind = DiffKind::kForeign;
-      rd.tenant = tenant;
+    for (const auto& [tenant, values] : ts->other_tenants.rows) {
+      if (r.other_tenants_listed.size() >= o_.max_listed) break;
+      OtherTenantRow row;
+      row.tenant = tenant;
       for (size_t k = 0; k < t.pk_positions.size() && k < values.size(); ++k) {
-        rd.key.emplace_back(t.columns[t.pk_positions[k]].name, values[k]);
+        row.key.emplace_back(t.columns[t.pk_positions[k]].name, values[k]);
       }
-      r.listed.push_back(std::move(rd));
+      r.other_tenants_listed.push_back(std::move(row));
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts->t0).count();
     spdlog::debug("verify {}: done in {:.3f} s ({} rows, {} chunks differed)", r.table, r.seconds,
@@ -706,6 +725,7 @@ Result<VerifyReport> runVerify(const VerifyEndpoint& source, const VerifyEndpoin
 
   VerifyReport report;
   report.live = o.live;
+  report.other_tenants_checked = o.other_tenants_check;
   for (auto& ts : states) report.tables.push_back(std::move(ts->result));
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
