@@ -63,7 +63,8 @@ struct VerifyArgs {
   bool live = false;               // Default: false
   double live_wait_s = 60;         // Default: 60 s for the applier to pass a position
   uint32_t live_rounds = 6;        // Default: 6 re-reads of a differing page
-  bool no_foreign = false;         // Default: false (look for other tenants' rows)
+  bool no_foreign = false;         // Default: false; deprecated, no effect
+  std::string other_tenants = "ignore";  // Default: ignore (judge this tenant only)
   bool restart = false;            // Default: false (resume an interrupted verify)
   std::string progress = "auto";   // Default: auto (bars on a terminal)
 };

@@ -16,13 +16,6 @@ namespace {
 using stampmover::common::ErrorClass;
 using stampmover::common::Status;
 
-// --other-tenants: ignore (default), report, fail. Kept here because VerifyArgs
-// (app/commands.h) has no field for it yet; one verify command line is parsed per process.
-std::string& otherTenantsMode() {
-  static std::string mode = "ignore";
-  return mode;
-}
-
 int verifyExitFor(const Status& st) {
   std::fprintf(stderr, "stampmover: verify: %s\n", st.message().c_str());
   switch (st.errorClass()) {
@@ -59,7 +52,7 @@ void addVerifyOptions(CLI::App* cmd, VerifyArgs& a) {
   cmd->add_option("--live-rounds", a.live_rounds, "Live: re-reads of a differing chunk page")
       ->capture_default_str()
       ->check(CLI::Range(2u, 100u));
-  cmd->add_option("--other-tenants", otherTenantsMode(),
+  cmd->add_option("--other-tenants", a.other_tenants,
                   "Rows of other tenants present on both stamps (an earlier move not purged, or "
                   "a leak): ignore them (only this tenant is judged), report them apart from "
                   "this tenant's differences, or fail (exit 1) when there are any")
@@ -91,8 +84,8 @@ int runVerifyCommand(const VerifyArgs& a, const stampmover::orch::CopyJobOptions
   o.verify.live = a.live;
   o.verify.live_wait = std::chrono::milliseconds(static_cast<int64_t>(a.live_wait_s * 1000));
   o.verify.live_rounds = a.live_rounds;
-  o.verify.other_tenants_check = otherTenantsMode() != "ignore";
-  o.fail_on_other_tenants = otherTenantsMode() == "fail";
+  o.verify.other_tenants_check = a.other_tenants != "ignore";
+  o.fail_on_other_tenants = a.other_tenants == "fail";
   auto r = orch::runVerifyJob(o, &cancel);
   if (!r) return verifyExitFor(r.status());
   std::fputs(orch::formatVerifyReport(*r, o).c_str(), stdout);

@@ -177,10 +177,18 @@ constexpr const char* kOtherTenantsWhat =
 
 }  // namespace
 
-Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& o, const std::atomic<bool>* cancel) {
+Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& typed, const std::atomic<bool>* cancel) {
   VerifyJobResult result;
-  SM_ASSIGN_OR_RETURN(PgConnection src, PgConnection::connect(o.source.dsn, o.source.label));
-  SM_ASSIGN_OR_RETURN(auto infos, mover::discoverTenantTables(src, o.tenant_columns));
+  SM_ASSIGN_OR_RETURN(PgConnection src, PgConnection::connect(typed.source.dsn, typed.source.label));
+  SM_ASSIGN_OR_RETURN(auto infos, mover::discoverTenantTables(src, typed.tenant_columns));
+  // The tenant key as the source canonicalizes it (`042` -> `42`): the origin, state and
+  // report names are those the migration used.
+  VerifyJobOptions o = typed;
+  if (!infos.empty()) {
+    SM_ASSIGN_OR_RETURN(auto canon, mover::canonicalTenantKey(src, infos, typed.tenant));
+    o.tenant = canon.key.text();
+  }
+  result.tenant = o.tenant;
   if (infos.empty()) {
     return Status::refused("no table on " + o.source.label + " has the tenant column \"" +
                            o.tenant_columns.default_column +
@@ -295,7 +303,8 @@ Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& o, const std::atomi
 
 std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOptions& o) {
   const auto& r = res.report;
-  std::string out = "verify report: tenant " + o.tenant + ", " + o.source.label + " -> " +
+  const std::string& tenant = res.tenant.empty() ? o.tenant : res.tenant;
+  std::string out = "verify report: tenant " + tenant + ", " + o.source.label + " -> " +
                     o.destination.label + (r.live ? " (live)" : "") +
                     (res.resumed ? " (resumed)" : "") + "\n";
   char line[512];
@@ -366,7 +375,7 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
     // Apart from the tenant's differences, and never counted with them: the verifier cannot
     // tell a leftover of an earlier move from a leak.
     out += "other tenants: " + mover::withCommas(others) + " " + kOtherTenantsWhat +
-           "; not differences of tenant " + o.tenant + "\n";
+           "; not differences of tenant " + tenant + "\n";
     for (const auto& t : r.tables) {
       if (t.other_tenant_rows == 0) continue;
       out += "  " + t.table + ": " + mover::withCommas(t.other_tenant_rows) + " row(s)\n";
@@ -385,7 +394,7 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
   const uint64_t diffs = r.differences();
   if (diffs > 0) {
     out +=
-        "result: DIFFERENT: " + mover::withCommas(diffs) + " row(s) differ for tenant " + o.tenant;
+        "result: DIFFERENT: " + mover::withCommas(diffs) + " row(s) differ for tenant " + tenant;
     if (r.unsettled()) out += ", " + mover::withCommas(r.unsettled()) + " unsettled";
     out += "\n";
   } else if (r.unsettled() > 0) {
@@ -393,7 +402,7 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
            " row(s) kept changing while being verified; rerun (or verify in the final pass)\n";
   } else {
     out += "result: IDENTICAL: the destination holds exactly the source's rows of tenant " +
-           o.tenant + "\n";
+           tenant + "\n";
   }
   if (o.fail_on_other_tenants && others > 0) {
     out += "other-tenants check: FAILED: " + mover::withCommas(others) + " " + kOtherTenantsWhat +
@@ -411,7 +420,7 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
   using ojson = nlohmann::ordered_json;
   const auto& r = res.report;
   ojson j;
-  j["tenant"] = o.tenant;
+  j["tenant"] = res.tenant.empty() ? o.tenant : res.tenant;
   j["source"] = o.source.label;
   j["destination"] = o.destination.label;
   j["live"] = r.live;

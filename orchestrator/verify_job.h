@@ -34,6 +34,7 @@ struct VerifyJobResult {
   verify::VerifyReport report;
   bool resumed = false;    // some tables' results came from an interrupted earlier run
   std::string state_path;  // where resume state lives ("" without a state dir)
+  std::string tenant;      // the tenant key as the source canonicalized it (reports use it)
 };
 
 // Runs the verification. Differences are in the result, not an error. Errors keep their class:

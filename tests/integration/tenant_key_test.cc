@@ -93,6 +93,13 @@ void migrateAndCheckNames(Env& e, const std::string& typed, const std::string& c
   ProcessResult status = runStampmover({"status", "--tenant", typed, "--state-dir", e.state.path()});
   EXPECT_EQ(status.exit_code, 0) << status.err;
   EXPECT_NE(status.out.find("migration " + canonical + "@"), std::string::npos) << status.out;
+  // verify reads the key as the source does and reports the canonical form.
+  ProcessResult verify = runStampmover({"verify", "--tenant", typed, "--source-dsn",
+                                        sourceCluster().dsn(e.db), "--dest-dsn",
+                                        destCluster().dsn(e.db), "--progress", "log"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  EXPECT_NE(verify.out.find("verify report: tenant " + canonical + ","), std::string::npos)
+      << verify.out;
 }
 
 }  // namespace
