@@ -17,6 +17,7 @@
 #include "orchestrator/control_plane.h"
 #include "orchestrator/purge.h"
 #include "orchestrator/verify_job.h"
+#include "routing/routing_client.h"
 #include "mover/source_setup.h"
 #include "common/failpoint.h"
 #include "common/log.h"
@@ -589,9 +590,20 @@ Status dropOrigin(PgConnection& c, const std::string& name) {
   }
 }
 
+// Routers cache a resolved entry for up to routing::RoutingClientOptions::cache_ttl: one that
+// resolved the tenant just before a flip keeps sending its writes to the old primary until
+// then, and only the old primary's fence turns them away (and makes the router resolve
+// again). So the old primary is unfenced no sooner than that after the flip, with a margin.
+using SteadyTime = std::chrono::steady_clock::time_point;
+SteadyTime routerCachesExpiredAfter(SteadyTime flip) {
+  return flip + routing::RoutingClientOptions{}.cache_ttl + std::chrono::milliseconds(250);
+}
+
 // Finalize: the reverse stream is stopped; drop slots, publications, origins and fences on
-// both sides, and make the destination the tenant's only stamp.
-Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs) {
+// both sides, and make the destination the tenant's only stamp. The tenant is unfenced no
+// sooner than `unfence_after` (see routerCachesExpiredAfter).
+Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs,
+                         SteadyTime unfence_after) {
   const std::string rname = reverseName(rec.slot_name);
   SM_RETURN_IF_ERROR(common::failpoint("teardown.begin"));
   SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(cs.dst, rname, rname));
@@ -600,6 +612,12 @@ Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& 
   SM_RETURN_IF_ERROR(dropOrigin(cs.dst, rec.slot_name));
   SM_RETURN_IF_ERROR(dropOrigin(cs.src, rname));
   SM_RETURN_IF_ERROR(common::failpoint("teardown.after_origins"));
+  if (const auto now = std::chrono::steady_clock::now(); now < unfence_after) {
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(unfence_after - now);
+    spdlog::info("keeping the old primary fenced {} ms more, until routers' cached routes to it "
+                 "have expired", wait.count());
+    std::this_thread::sleep_for(wait);
+  }
   SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.src, rec.tenant));
   SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.dst, rec.tenant));
   SM_RETURN_IF_ERROR(common::failpoint("teardown.after_unfence"));
@@ -621,7 +639,8 @@ Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& 
 // Rollback before the flip: drop what the migration created and the partial copy; the
 // tenant stays where it was.
 Status abortMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs) {
-  SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));  // slots, publications, origins, fences
+  // Slots, publications, origins, fences; no flip happened, so no router cache to wait out.
+  SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, SteadyTime{}));
   SM_RETURN_IF_ERROR(cs.dst.exec("BEGIN; SET LOCAL session_replication_role = replica"));
   for (auto it = cs.dst_tables.rbegin(); it != cs.dst_tables.rend(); ++it) {
     SM_RETURN_IF_ERROR(cs.dst.query("DELETE FROM " + it->quoted() + " WHERE " +
@@ -685,6 +704,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   bool abort_requested = false;
   bool cutover_requested = false;
   bool freeze_ready = false;  // fence acquired and reverse slot created (prepareFreeze)
+  // When this process saw the flips (the old primary stays fenced a while after them); a run
+  // that resumes after a flip does not know when it happened and counts from its start.
+  SteadyTime flipped_at = std::chrono::steady_clock::now();
+  SteadyTime reverse_flipped_at = flipped_at;
   PreCutoverVerify pre_verify;
 
   StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
@@ -743,6 +766,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
       SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
       spdlog::info("{}", formatCutoverReport(rep));
       report.cutovers.push_back(rep);
+      if (rep.flipped) flipped_at = std::chrono::steady_clock::now();
       recordWindow(rep, rep.flipped ? "dual_write" : "catching_up");
       return rep.flipped;
     };
@@ -765,7 +789,8 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                    rollback ? "rollback" : "finalize");
       report.flipped = true;
       SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, rollback ? "rolling_back" : "finalizing"));
-      SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
+      // When the flip happened is not known here (it may be a moment ago): wait routers out.
+      SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(std::chrono::steady_clock::now())));
       SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, rollback ? "rolled_back" : "finalized"));
       report.rolled_back = rollback;
       report.finalized = !rollback;
@@ -859,7 +884,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     spdlog::info("rollback {}", formatCutoverReport(rep));
     report.rollbacks.push_back(rep);
     recordWindow(rep, rep.flipped ? "rolled_back" : "dual_write");
-    if (rep.flipped) report.rolled_back = true;
+    if (rep.flipped) {
+      report.rolled_back = true;
+      reverse_flipped_at = std::chrono::steady_clock::now();
+    }
     return rep.flipped || report.rollbacks.size() >= o.cutover_attempts;
   };
   st = reverse.run();
@@ -869,14 +897,14 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     // Back on the source: drop everything the migration created; the source is unfenced.
     // Recorded first, so a rerun finishes this teardown (see prior_phase above).
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolling_back"));
-    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
+    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(reverse_flipped_at)));
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back"));
     if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "rolled_back").ignore();
     return report;
   }
   if (o.finalize || o.cutover_manual) {
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalizing"));
-    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs));
+    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(flipped_at)));
     SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalized"));
     report.finalized = true;
     if (purge) {
