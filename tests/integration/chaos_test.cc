@@ -440,3 +440,68 @@ TEST(Chaos, TwoConcurrentMigrationsFromOneSource) {
   expectNothingLeft(e->src, "source", e->db, "2");
   expectNothingLeft(e->dst, "destination", e->db, "2");
 }
+
+namespace {
+
+// Polls the routing entry and the old primary's fence row of tenant 42 until `done`: returns
+// the milliseconds from the first sight of the flip (the entry on `new_stamp` in `state`) to
+// the first sight of the old primary without the tenant's fence row; -1 if either never came.
+// A rollback's flip is the entry going from dual_write back to active on the source.
+double flipToUnfenceMs(Env& e, PgConnection& old_primary, const std::string& new_stamp,
+                       const std::string& state, const std::atomic<bool>& done) {
+  std::optional<Clock::time_point> flipped, unfenced;
+  bool seen_dual_write = false;
+  while (!done.load() && !unfenced) {
+    const std::string now = scalar(e.cp, "SELECT stamp || ',' || state FROM stampmover_routing.routes "
+                                          "WHERE tenant = '42'");
+    const bool reverse = state == "active";
+    if (!flipped && (!reverse || seen_dual_write) && now == new_stamp + "," + state) {
+      flipped = Clock::now();
+    }
+    seen_dual_write = seen_dual_write || now.find(",dual_write") != std::string::npos;
+    if (flipped && (scalar(old_primary, "SELECT to_regclass('stampmover.fence') IS NULL") == "t" ||
+                    scalar(old_primary, "SELECT count(*) FROM stampmover.fence WHERE tenant = '42'") == "0")) {
+      unfenced = Clock::now();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  if (!flipped || !unfenced) return -1;
+  return std::chrono::duration<double, std::milli>(*unfenced - *flipped).count();
+}
+
+void expectOldPrimaryFencedForRouterCaches(bool rollback, const char* soak) {
+  auto e = setUp();
+  TempDir state;
+  auto old_primary = connectOrDie(rollback ? e->dst_dsn : e->src_dsn);
+  const std::string log = state.path() + "/migrate.log";
+  std::atomic<bool> done{false};
+  ChildProcess child(spawnStampmover(migrateArgs(*e, state.path(), rollback, "42", soak), log));
+  std::thread waiter([&] {
+    child.wait();
+    done = true;
+  });
+  const double ms = flipToUnfenceMs(*e, old_primary, rollback ? e->src_name : e->dst_name,
+                                    rollback ? "active" : "dual_write", done);
+  waiter.join();
+  ASSERT_GE(ms, 0) << "flip or unfence not seen:\n" << tail(readFile(log));
+  // routing::RoutingClientOptions::cache_ttl (1 s): a router that resolved the tenant just
+  // before the flip writes to the old primary until then; only its fence turns them away.
+  EXPECT_GE(ms, 1000) << "the old primary was unfenced " << ms << " ms after the "
+                      << (rollback ? "reverse " : "") << "flip, while routers may still send writes there";
+}
+
+}  // namespace
+
+// After the reverse flip of a rollback, the destination (the old primary) keeps its fence as
+// long as a router's cached route may still point at it; so does the source after the flip
+// when the soak is shorter than that.
+TEST(Chaos, OldPrimaryStaysFencedWhileRouterCachesPointAtIt) {
+  {
+    SCOPED_TRACE("rollback after a 1 s soak");
+    expectOldPrimaryFencedForRouterCaches(true, "1");
+  }
+  {
+    SCOPED_TRACE("finalize with no soak");
+    expectOldPrimaryFencedForRouterCaches(false, "0");
+  }
+}
