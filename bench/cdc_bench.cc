@@ -639,7 +639,8 @@ Status disableNative(Bench& b);
 // Moves the database's (inactive) logical slot to the current end of WAL, untimed: it then
 // never decodes the other database's backlog (each side reads only its own, as in production
 // a slot reads its own database's tenants). Safe for ours: nothing of its database was written
-// since its run ended, and it resumes from its origin, which a slot never goes behind.
+// since its run ended; its destination's origin is advanced with it (stampmover refuses an
+// origin behind the slot's confirmed position).
 Status skipOtherWal(Pair& p, const std::string& like) {
   const std::string sel = "FROM pg_replication_slots WHERE database = current_database() AND "
                           "slot_type = 'logical' AND slot_name LIKE '" + like + "'";
@@ -655,6 +656,17 @@ Status skipOtherWal(Pair& p, const std::string& like) {
         p.src.exec("SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn()) " + sel)
             .withContext("advance the slot past the other database's backlog"));
     if (i < 2) SM_RETURN_IF_ERROR(p.src.exec("CHECKPOINT"));
+  }
+  // Our destination's origin must follow: stampmover refuses a slot confirmed past the origin
+  // (that is what a destination restored from a backup looks like). The native subscriber's
+  // origin is its own business.
+  SM_ASSIGN_OR_RETURN(auto moved, p.src.query("SELECT slot_name::text, confirmed_flush_lsn::text " + sel));
+  for (int i = 0; i < stampmover::common::rowCount(moved); ++i) {
+    SM_RETURN_IF_ERROR(p.dst.query("SELECT pg_replication_origin_advance(roname, $2::pg_lsn) FROM "
+                                   "pg_replication_origin WHERE roname = $1",
+                                   {stampmover::common::cell(moved, i, 0), stampmover::common::cell(moved, i, 1)})
+                           .status()
+                           .withContext("advance the destination's origin with the slot"));
   }
   SM_ASSIGN_OR_RETURN(auto gap, p.src.queryValue("SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), "
                                                  "restart_lsn))::bigint " + sel));
