@@ -53,6 +53,23 @@ struct Env {
   PgConnection src;
   PgConnection dst;
   PgConnection cp;
+
+  // The databases go with the test: dozens of them left to the clusters' shutdown made it take
+  // longer than all the tests together.
+  ~Env() {
+    src = PgConnection();
+    dst = PgConnection();
+    cp = PgConnection();
+    for (auto* c : {&sourceCluster(), &destCluster()}) {
+      auto admin = PgConnection::connect(c->dsn(), "test cleanup", {},
+                                         stampmover::common::SessionSettings::kServerDefaults);
+      if (!admin) continue;
+      for (const auto* name : {&db, &cp_db}) {
+        admin->exec("DROP DATABASE IF EXISTS " + stampmover::common::quoteIdent(*name) + " WITH (FORCE)")
+            .ignore();  // best effort: the cluster's teardown removes what is left
+      }
+    }
+  }
 };
 
 std::unique_ptr<Env> setUp() {
