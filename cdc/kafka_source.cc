@@ -1,0 +1,344 @@
+// KafkaDebeziumSource over librdkafka's consumer API with explicit assignment: one record at a
+// time is decoded into events; offsets advance only as those events are handed out.
+#include "cdc/kafka_source.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <thread>
+
+namespace stampmover::cdc {
+
+using common::ChangeEvent;
+using common::Result;
+using common::Status;
+
+namespace {
+
+void onError(rd_kafka_t* /*rk*/, int err, const char* reason, void* opaque) {
+  auto* health = static_cast<KafkaHealth*>(opaque);
+  if (health == nullptr) return;
+  health->errors++;
+  health->last_error = std::string(rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err))) +
+                       ": " + (reason ? reason : "");
+  if (!health->failing) {
+    health->failing = true;
+    health->failing_since = std::chrono::steady_clock::now();
+  }
+  spdlog::warn("kafka: {}", health->last_error);
+}
+
+// Builds a consumer configuration: ours first, then the caller's (never overriding the ones
+// that keep offsets out of Kafka).
+Result<common::KafkaConf> makeConf(const std::map<std::string, std::string>& mine,
+                                   const std::map<std::string, std::string>& theirs) {
+  static const std::set<std::string> kLocked = {"enable.auto.commit", "enable.auto.offset.store",
+                                                "auto.offset.reset"};
+  common::KafkaConf conf(rd_kafka_conf_new());
+  char err[512];
+  auto set = [&](const std::string& k, const std::string& v) -> Status {
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+      return Status::refused("kafka property " + k + ": " + err);
+    return Status::ok();
+  };
+  for (const auto& [k, v] : mine) SM_RETURN_IF_ERROR(set(k, v));
+  for (const auto& [k, v] : theirs) {
+    if (kLocked.count(k) != 0) {
+      if (mine.count(k) && mine.at(k) == v) continue;
+      return Status::refused("kafka property " + k + " is managed by stampmover (offsets live at "
+                             "the destination); remove it from the Kafka configuration");
+    }
+    SM_RETURN_IF_ERROR(set(k, v));
+  }
+  return conf;
+}
+
+}  // namespace
+
+KafkaDebeziumSource::KafkaDebeziumSource(KafkaSourceOptions options, DebeziumDecoder decoder)
+    : options_(std::move(options)), decoder_(std::move(decoder)) {}
+
+KafkaDebeziumSource::~KafkaDebeziumSource() {
+  if (rk_) {
+    // Best effort: with manual assignment there is nothing to commit or hand back.
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk_.get());
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) spdlog::debug("kafka close: {}", rd_kafka_err2str(err));
+  }
+}
+
+Result<std::unique_ptr<KafkaDebeziumSource>> KafkaDebeziumSource::open(KafkaSourceOptions options,
+                                                                        DebeziumDecoder decoder) {
+  if (options.kafka.count("bootstrap.servers") == 0)
+    return Status::refused("kafka configuration lacks bootstrap.servers");
+  if (options.start.empty()) return Status::refused("kafka source: no partitions to read");
+  if (options.on_bad_event == BadEventPolicy::kDeadLetter && options.dead_letter_path.empty())
+    return Status::refused("--on-bad-event dead-letter needs a file");
+  std::unique_ptr<KafkaDebeziumSource> src(new KafkaDebeziumSource(std::move(options), std::move(decoder)));
+  auto& o = src->options_;
+  src->next_position_ = std::max<uint64_t>(o.first_position, 1);
+  if (o.on_bad_event == BadEventPolicy::kDeadLetter) {
+    src->dead_letter_.open(o.dead_letter_path, std::ios::app);
+    if (!src->dead_letter_) return Status::refused("cannot open dead-letter file " + o.dead_letter_path);
+  }
+  const size_t per_partition_kb =
+      std::max<size_t>(1, o.max_buffered_bytes / 1024 / std::max<size_t>(1, o.start.size()));
+  std::map<std::string, std::string> mine = {
+      // A group id is needed for the consumer API but no group is joined: assign() only.
+      {"group.id", "stampmover"},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      // A start offset that retention removed is data loss, never a silent jump.
+      {"auto.offset.reset", "error"},
+      {"enable.partition.eof", "true"},
+      {"queued.max.messages.kbytes", std::to_string(per_partition_kb)},
+      {"queued.min.messages", "1000"},
+      {"fetch.message.max.bytes", std::to_string(std::min<size_t>(per_partition_kb * 1024, 1u << 20))},
+      {"reconnect.backoff.ms", std::to_string(o.reconnect_backoff.count())},
+      {"reconnect.backoff.max.ms", std::to_string(o.reconnect_backoff_max.count())},
+  };
+  SM_ASSIGN_OR_RETURN(common::KafkaConf conf, makeConf(mine, o.kafka));
+  rd_kafka_conf_set_error_cb(conf.get(), onError);
+  rd_kafka_conf_set_opaque(conf.get(), &src->health_);
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
+  if (rk == nullptr) return Status::refused(std::string("kafka consumer: ") + err);
+  conf.release();  // owned by rk now
+  src->rk_.reset(rk);
+  rd_kafka_poll_set_consumer(rk);
+  common::KafkaTopicPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(o.start.size())));
+  for (const auto& p : o.start) {
+    rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset = p.offset;
+    src->committed_[{p.topic, p.partition}] = p.offset;
+    src->durable_[{p.topic, p.partition}] = p.offset;
+  }
+  rd_kafka_resp_err_t aerr = rd_kafka_assign(rk, list.get());
+  if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return Status::internal(std::string("kafka assign: ") + rd_kafka_err2str(aerr));
+  return src;
+}
+
+void KafkaDebeziumSource::noteError(const std::string& what) {
+  onError(nullptr, RD_KAFKA_RESP_ERR__FAIL, what.c_str(), &health_);
+}
+
+Result<std::optional<ChangeEvent>> KafkaDebeziumSource::next(std::chrono::milliseconds timeout) {
+  if (!fatal_.isOk()) return fatal_;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pending_.empty()) {
+    auto now = std::chrono::steady_clock::now();
+    if (health_.failing && now - health_.failing_since >= options_.give_up_after) {
+      return Status::retryable("kafka brokers failing for " +
+                               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                  now - health_.failing_since).count()) +
+                               " s: " + health_.last_error);
+    }
+    if (now >= deadline) return std::optional<ChangeEvent>();
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    common::KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), static_cast<int>(left.count())));
+    char errstr[512];
+    if (rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      fatal_ = Status::internal(std::string("kafka fatal error: ") + errstr);
+      return fatal_;
+    }
+    if (!msg) continue;
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      health_.failing = false;
+      at_eof_.insert({msg->rkt ? rd_kafka_topic_name(msg->rkt) : "", msg->partition});
+      continue;
+    }
+    if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+        msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      fatal_ = Status::dataLoss(
+          "kafka topic " + std::string(msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?") +
+          " partition " + std::to_string(msg->partition) +
+          ": the stored offset is no longer retained (" + rd_kafka_message_errstr(msg.get()) +
+          "); changes were lost: start the migration over with a new snapshot");
+      return fatal_;
+    }
+    if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+        msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+      fatal_ = Status::refused("kafka: " + std::string(rd_kafka_message_errstr(msg.get())) +
+                               " (topic " +
+                               std::string(msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?") +
+                               "): check --topic-prefix and the connector");
+      return fatal_;
+    }
+    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // Transient (transport, leader change, broker down): librdkafka retries by itself.
+      noteError(rd_kafka_message_errstr(msg.get()));
+      continue;
+    }
+    health_.failing = false;
+    SM_RETURN_IF_ERROR(handleMessage(msg.get()));
+  }
+  ChangeEvent ev = std::move(pending_.front());
+  pending_.pop_front();
+  if (pending_.empty() && pending_offset_) {
+    // The record's last event (its Commit) is handed out: its offset may now be committed.
+    committed_[pending_offset_->first] = pending_offset_->second;
+    unacked_.push_back({next_position_ - 1, *pending_offset_});
+    pending_offset_.reset();
+  }
+  return std::optional<ChangeEvent>(std::move(ev));
+}
+
+Status KafkaDebeziumSource::handleMessage(const rd_kafka_message_t* msg) {
+  const std::string topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "";
+  PartKey pk{topic, msg->partition};
+  at_eof_.erase(pk);
+  stats_.messages++;
+  stats_.bytes += msg->len;
+  RecordHeaders headers;
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != nullptr) {
+    const void* v = nullptr;
+    size_t n = 0;
+    headers.newkey = rd_kafka_header_get_last(hdrs, "__debezium.newkey", &v, &n) ==
+                     RD_KAFKA_RESP_ERR_NO_ERROR;
+    headers.oldkey = rd_kafka_header_get_last(hdrs, "__debezium.oldkey", &v, &n) ==
+                     RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  std::string_view value(static_cast<const char*>(msg->payload), msg->payload ? msg->len : 0);
+  auto decoded = decoder_.decode(value, headers);
+  auto skip = [&]() {
+    // Nothing to apply: the offset is committable at once, durable with the next position.
+    committed_[pk] = msg->offset + 1;
+    unacked_.push_back({next_position_, {pk, msg->offset + 1}});
+    return Status::ok();
+  };
+  if (!decoded) {
+    std::string where = "kafka topic " + topic + " partition " + std::to_string(msg->partition) +
+                        " offset " + std::to_string(msg->offset);
+    if (options_.on_bad_event == BadEventPolicy::kStop)
+      return decoded.status().withContext(where + ": bad event");
+    SM_RETURN_IF_ERROR(deadLetter(msg, decoded.status().message()));
+    stats_.bad_events++;
+    spdlog::warn("{}: bad event dead-lettered to {}: {}", where, options_.dead_letter_path,
+                 decoded.status().message());
+    return skip();
+  }
+  DebeziumRecord& rec = *decoded;
+  switch (rec.kind) {
+    case DebeziumRecord::Kind::kTombstone:
+      stats_.tombstones++;
+      return skip();
+    case DebeziumRecord::Kind::kSkipped:
+      stats_.skipped++;
+      return skip();
+    case DebeziumRecord::Kind::kChange:
+    case DebeziumRecord::Kind::kMessage:
+      break;
+  }
+  const uint64_t pos = next_position_++;
+  common::Lsn lsn(pos);
+  auto relation = [&](const std::shared_ptr<const common::Relation>& rel) {
+    if (rel && relations_sent_.insert(rel->id).second) {
+      ChangeEvent r;
+      r.kind = ChangeEvent::Kind::kRelation;
+      r.relation = rel;
+      pending_.push_back(std::move(r));
+    }
+  };
+  relation(rec.relation);
+  for (const auto& t : rec.change.truncated) relation(t);
+  ChangeEvent begin;
+  begin.kind = ChangeEvent::Kind::kBegin;
+  begin.txn.xid = static_cast<uint32_t>(rec.txid.value_or(0));
+  begin.txn.final_lsn = lsn;
+  // Debezium's ts_ms is Unix milliseconds; the event wants µs since 2000-01-01.
+  begin.txn.commit_time_us = (rec.ts_ms - 946'684'800'000LL) * 1000;
+  begin.wal_start = lsn;
+  ChangeEvent commit = begin;
+  commit.kind = ChangeEvent::Kind::kCommit;
+  commit.txn.commit_lsn = lsn;
+  commit.txn.end_lsn = lsn;
+  pending_.push_back(std::move(begin));
+  ChangeEvent body;
+  body.wal_start = lsn;
+  if (rec.kind == DebeziumRecord::Kind::kMessage) {
+    body.kind = ChangeEvent::Kind::kMessage;
+    body.message = std::move(rec.message);
+    body.message.lsn = lsn;
+  } else {
+    body.kind = ChangeEvent::Kind::kChange;
+    body.change = std::move(rec.change);
+    stats_.changes++;
+  }
+  pending_.push_back(std::move(body));
+  pending_.push_back(std::move(commit));
+  pending_offset_ = {pk, msg->offset + 1};
+  return Status::ok();
+}
+
+Status KafkaDebeziumSource::deadLetter(const rd_kafka_message_t* msg, const std::string& reason) {
+  nlohmann::json line = {
+      {"topic", msg->rkt ? rd_kafka_topic_name(msg->rkt) : ""},
+      {"partition", msg->partition},
+      {"offset", msg->offset},
+      {"reason", reason},
+      {"value", std::string(static_cast<const char*>(msg->payload), msg->payload ? msg->len : 0)}};
+  dead_letter_ << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  dead_letter_.flush();
+  if (!dead_letter_) return Status::internal("cannot write dead-letter file " + options_.dead_letter_path);
+  return Status::ok();
+}
+
+Status KafkaDebeziumSource::acknowledge(common::Lsn flushed) {
+  while (!unacked_.empty() && unacked_.front().first <= flushed.value()) {
+    durable_[unacked_.front().second.first] = unacked_.front().second.second;
+    unacked_.pop_front();
+  }
+  return Status::ok();
+}
+
+std::vector<PartitionOffset> KafkaDebeziumSource::committedOffsets() const {
+  std::vector<PartitionOffset> out;
+  for (const auto& [k, off] : committed_) out.push_back({k.first, k.second, off});
+  return out;
+}
+
+std::vector<PartitionOffset> KafkaDebeziumSource::durableOffsets() const {
+  std::vector<PartitionOffset> out;
+  for (const auto& [k, off] : durable_) out.push_back({k.first, k.second, off});
+  return out;
+}
+
+bool KafkaDebeziumSource::caughtUp() const {
+  return pending_.empty() && at_eof_.size() == committed_.size();
+}
+
+Result<std::vector<PartitionOffset>> KafkaDebeziumSource::partitionsOf(
+    const std::map<std::string, std::string>& kafka, const std::vector<std::string>& topics,
+    std::chrono::milliseconds timeout) {
+  SM_ASSIGN_OR_RETURN(common::KafkaConf conf, makeConf({}, kafka));
+  char err[512];
+  common::KafkaHandle rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err));
+  if (!rk) return Status::refused(std::string("kafka client: ") + err);
+  conf.release();
+  const rd_kafka_metadata_t* md = nullptr;
+  rd_kafka_resp_err_t merr =
+      rd_kafka_metadata(rk.get(), 1, nullptr, &md, static_cast<int>(timeout.count()));
+  if (merr != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return Status::retryable(std::string("kafka metadata: ") + rd_kafka_err2str(merr));
+  std::unique_ptr<const rd_kafka_metadata_t, void (*)(const rd_kafka_metadata_t*)> guard(
+      md, rd_kafka_metadata_destroy);
+  std::vector<PartitionOffset> out;
+  for (const auto& t : topics) {
+    bool found = false;
+    for (int i = 0; i < md->topic_cnt; ++i) {
+      const auto& mt = md->topics[i];
+      if (t != mt.topic || mt.err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+      found = true;
+      for (int j = 0; j < mt.partition_cnt; ++j) out.push_back({t, mt.partitions[j].id, kOffsetBeginning});
+    }
+    if (!found) return Status::refused("kafka topic " + t + " does not exist: check --topic-prefix");
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.topic, a.partition) < std::tie(b.topic, b.partition);
+  });
+  return out;
+}
+
+}  // namespace stampmover::cdc

@@ -1,0 +1,163 @@
+// KafkaDebeziumSource: a change source over Debezium's change topics. Partitions are assigned
+// explicitly (rd_kafka_assign: no consumer group, no rebalancing, nothing committed to Kafka);
+// the caller gives the start offsets (from the destination's offsets table) and stores each
+// partition's next offset in the same destination transaction as the rows (committedOffsets()).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cdc/change_source.h"
+#include "cdc/debezium_envelope.h"
+#include "common/kafka.h"
+
+namespace stampmover::cdc {
+
+// One partition of one topic and an offset in it.
+struct PartitionOffset {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;  // the next offset to read (Kafka's convention for committed offsets)
+  bool operator==(const PartitionOffset&) const = default;
+};
+
+// Read from the partition's first retained offset (a partition with no stored offset).
+inline constexpr int64_t kOffsetBeginning = -2;  // RD_KAFKA_OFFSET_BEGINNING
+
+enum class BadEventPolicy : uint8_t {
+  kStop,        // next() fails naming topic, partition, offset and reason
+  kDeadLetter,  // the event is appended to dead_letter_path (JSON line) and skipped
+};
+
+struct KafkaSourceOptions {
+  // librdkafka properties (bootstrap.servers, security.protocol, sasl.*, ssl.*): passed as
+  // they are, after the ones this source sets itself (a caller may not re-enable auto commit).
+  std::map<std::string, std::string> kafka;  // Default: empty (bootstrap.servers required)
+  // Partitions to read and where to start; every partition of every change topic must be
+  // listed (partitionsOf() lists them). Default: none (required).
+  std::vector<PartitionOffset> start;
+  // Bytes librdkafka may prefetch over all partitions (queued.max.messages.kbytes is split
+  // evenly); the source itself holds at most one message's events. Default: 64 MiB.
+  size_t max_buffered_bytes = 64u << 20;
+  // Synthetic position of the first event handed out (see "Positions" below): give a value
+  // above the destination origin's progress so positions never go backwards. Default: 1.
+  uint64_t first_position = 1;
+  BadEventPolicy on_bad_event = BadEventPolicy::kStop;  // Default: stop
+  std::string dead_letter_path;                         // Default: none (kDeadLetter needs it)
+  // Brokers unreachable (no message, only transport errors) this long: next() returns
+  // kRetryable. librdkafka reconnects with its own jittered backoff meanwhile.
+  std::chrono::milliseconds give_up_after{60'000};      // Default: 60 s
+  std::chrono::milliseconds reconnect_backoff{100};     // Default: 100 ms (reconnect.backoff.ms)
+  std::chrono::milliseconds reconnect_backoff_max{5'000};  // Default: 5 s
+};
+
+// What status shows about the brokers: the last error and since when they fail.
+struct KafkaHealth {
+  uint64_t errors = 0;                // broker/transport errors seen since start
+  std::string last_error;             // "" when none yet
+  bool failing = false;               // the last thing heard was an error, not a message
+  std::chrono::steady_clock::time_point failing_since{};
+};
+
+struct KafkaSourceStats {
+  uint64_t messages = 0;    // records consumed
+  uint64_t changes = 0;     // row changes and truncates handed out
+  uint64_t skipped = 0;     // other tenants' rows, tables not moved
+  uint64_t tombstones = 0;
+  uint64_t bad_events = 0;  // dead-lettered
+  uint64_t bytes = 0;       // record value bytes consumed
+};
+
+// Positions. Kafka has offsets per partition, not one ordered log, and source.lsn is not
+// monotonic across partitions, so the ChangeEvent positions this source hands out are
+// synthetic: every record that yields events is one source "transaction" (Begin, [Relation],
+// Change or Message, Commit) whose final/commit/end LSN is a counter starting at
+// options.first_position and rising by one per record. The applier records that counter in its
+// replication origin like an LSN; what restarts the stream are the offsets: committedOffsets()
+// (stored in the same destination transaction) and, after acknowledge(p), durableOffsets()
+// (the offsets as of position p, for the local checkpoint). acknowledge() commits nothing to
+// Kafka. Per-key order holds within a partition; records of different partitions interleave in
+// arrival order, which is safe because apply is idempotent per key and a key lives in one
+// partition (a primary-key change is a delete of the old key and a create of the new one).
+//
+// Memory: librdkafka's prefetch queue (bounded by max_buffered_bytes) plus one record's events;
+// the position->offsets map kept until acknowledge() grows with unacknowledged records.
+//
+// Not thread-safe: one thread calls next(), the applier (whose commit callback reads
+// committedOffsets()) and acknowledge().
+class KafkaDebeziumSource final : public ChangeSource {
+ public:
+  // Creates the consumer and assigns options.start. Errors: kRefused (bad property, no
+  // bootstrap.servers, no partitions, dead-letter mode without a path), kInternal otherwise.
+  // The decoder is owned by the source.
+  static common::Result<std::unique_ptr<KafkaDebeziumSource>> open(KafkaSourceOptions options,
+                                                                   DebeziumDecoder decoder);
+  ~KafkaDebeziumSource() override;
+
+  // Next event, or nullopt when none arrived within `timeout` (broker errors in the meantime
+  // are recorded in health(), and retried by librdkafka). Errors: kDataLoss when a start offset
+  // is no longer retained (auto.offset.reset=error); kRetryable when brokers have been
+  // unreachable for give_up_after; a bad event under kStop: the decoder's class, the message
+  // naming topic, partition, offset and reason; kInternal for a failed dead-letter write.
+  common::Result<std::optional<common::ChangeEvent>> next(std::chrono::milliseconds timeout) override;
+
+  // Records that every event up to position `flushed` is durable at the destination
+  // (durableOffsets() moves there). Nothing is sent to Kafka.
+  common::Status acknowledge(common::Lsn flushed) override;
+
+  // Next offset of every assigned partition, counting every record whose events were all handed
+  // out (and every record skipped): exactly what a destination transaction committed now, inside
+  // the applier's commit callback, contains. Partitions not read yet keep their start offset.
+  std::vector<PartitionOffset> committedOffsets() const;
+  // The offsets as of the last acknowledged position.
+  std::vector<PartitionOffset> durableOffsets() const;
+  // Position of the last event handed out (the applier's committed position is at most this).
+  common::Lsn position() const { return common::Lsn(next_position_ - 1); }
+  // True when every assigned partition has reported end-of-partition since its last record and
+  // no event is pending: the stream is caught up with what the brokers hold.
+  bool caughtUp() const;
+
+  const KafkaHealth& health() const { return health_; }
+  const KafkaSourceStats& stats() const { return stats_; }
+
+  // Partitions of `topics` as the brokers describe them (metadata request, up to `timeout`),
+  // with offset kOffsetBeginning. Errors: kRetryable (brokers unreachable), kRefused (a topic
+  // does not exist).
+  static common::Result<std::vector<PartitionOffset>> partitionsOf(
+      const std::map<std::string, std::string>& kafka, const std::vector<std::string>& topics,
+      std::chrono::milliseconds timeout);
+
+ private:
+  KafkaDebeziumSource(KafkaSourceOptions options, DebeziumDecoder decoder);
+  common::Status handleMessage(const rd_kafka_message_t* msg);
+  common::Status deadLetter(const rd_kafka_message_t* msg, const std::string& reason);
+  void noteError(const std::string& what);
+  using PartKey = std::pair<std::string, int32_t>;
+
+  KafkaSourceOptions options_;
+  DebeziumDecoder decoder_;
+  common::KafkaHandle rk_;
+  std::deque<common::ChangeEvent> pending_;
+  // Offset to commit once pending_ is empty (the record whose events are queued).
+  std::optional<std::pair<PartKey, int64_t>> pending_offset_;
+  std::map<PartKey, int64_t> committed_;  // next offsets of records fully handed out
+  std::map<PartKey, int64_t> durable_;    // as of the last acknowledged position
+  std::deque<std::pair<uint64_t, std::pair<PartKey, int64_t>>> unacked_;  // position -> offset
+  std::set<PartKey> at_eof_;
+  std::set<uint32_t> relations_sent_;
+  uint64_t next_position_ = 1;
+  KafkaHealth health_;
+  KafkaSourceStats stats_;
+  std::ofstream dead_letter_;
+  common::Status fatal_;  // a fatal librdkafka error: every later next() returns it
+};
+
+}  // namespace stampmover::cdc
