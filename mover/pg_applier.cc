@@ -1107,6 +1107,9 @@ Status PgApplier::commitBatch(bool wait) {
              {batch_end_lsn_.toString(), std::string(ts)}, {}));
     origin_sent_ = batch_end_lsn_;
   }
+  if (options_.commit_statements) {
+    for (auto& s : options_.commit_statements()) SM_RETURN_IF_ERROR(send(s.sql, s.params, {}));
+  }
   Pending commit{Pending::Kind::kCommit};
   commit.lsn = batch_end_lsn_;
   commit.heartbeat_us = pending_heartbeat_us_;
@@ -1197,6 +1200,12 @@ Status PgApplier::advanceOrigin(Lsn lsn) {
                     "pg_current_xact_id()",
                     {lsn.toString()})
              .status();
+  }
+  if (st.isOk() && options_.commit_statements) {
+    for (auto& s : options_.commit_statements()) {
+      st = dst_.query(s.sql, s.params).status();
+      if (!st.isOk()) break;
+    }
   }
   if (st.isOk()) st = dst_.exec("COMMIT");
   if (!st.isOk()) dst_.exec("ROLLBACK").ignore();  // reporting the first error

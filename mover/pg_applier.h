@@ -27,6 +27,7 @@
 #include "mover/catalog.h"
 #include "mover/change_sink.h"
 #include "mover/touched_keys.h"
+#include "mover/txn_statements.h"
 
 namespace stampmover::mover {
 
@@ -57,6 +58,9 @@ struct ApplierOptions {
   bool plain_inserts = true;        // Default: true
   common::Lsn upsert_through;       // Default: 0/0 (plain inserts from the start)
   size_t touched_cap = 200'000;     // Default: 200000 keys, then only "overflowed"
+  // Sent inside every destination transaction (batches and origin advances) before COMMIT; see
+  // mover/txn_statements.h.
+  TxnStatementsFn commit_statements;  // Default: none
 };
 
 struct ApplierStats {

@@ -309,6 +309,15 @@ class Worker {
         return st;
       }
     }
+    if (options_.commit_statements) {
+      for (auto& s : options_.commit_statements()) {
+        Status st = dst_.query(s.sql, s.params).status();
+        if (!st.isOk()) {
+          dst_.exec("ROLLBACK").ignore();  // reporting the statement's error (e.g. fenced owner)
+          return st;
+        }
+      }
+    }
     // The chunk is durable at the destination once COMMIT returns (synchronous_commit = on);
     // only then is it recorded as done.
     SM_RETURN_IF_ERROR(dst_.exec("COMMIT"));

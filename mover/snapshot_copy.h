@@ -15,6 +15,7 @@
 #include "mover/catalog.h"
 #include "mover/checkpoint_store.h"
 #include "mover/progress.h"
+#include "mover/txn_statements.h"
 
 namespace stampmover::mover {
 
@@ -23,6 +24,9 @@ struct CopyOptions {
   uint64_t chunk_bytes = 128ull << 20;      // Default: 128 MiB of heap per chunk
   bool allow_binary = true;                 // Default: true (binary COPY for built-in types)
   double max_bytes_per_sec = 0;             // Default: 0 = unlimited (all jobs together)
+  // Sent inside every chunk's destination transaction before COMMIT (see
+  // mover/txn_statements.h); called from the copy's workers concurrently.
+  TxnStatementsFn commit_statements;        // Default: none
 };
 
 struct CopyEndpoints {

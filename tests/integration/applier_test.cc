@@ -446,6 +446,78 @@ ALTER TABLE churn ENABLE ALWAYS TRIGGER boom;
   EXPECT_EQ(scalar(e->dst, "SELECT string_agg(id::text, ',' ORDER BY id) FROM churn"), "1");
 }
 
+// Statements carried by every apply transaction (a queued move's owner check): while they pass they
+// commit with the rows; once one fails (another worker took the move) nothing of that
+// transaction lands, and the origin does not move either.
+Status streamInto(Env& e, const mover::TxnStatementsFn& stmts, uint32_t max_batch_changes) {
+  mover::ApplierOptions ao;
+  ao.dest_dsn = destCluster().dsn(e.db);
+  ao.source_dsn = sourceCluster().dsn(e.db);
+  ao.origin_name = e.name;
+  ao.tenant = "42";
+  ao.max_batch_changes = max_batch_changes;
+  ao.commit_statements = stmts;
+  SM_ASSIGN_OR_RETURN(auto applier, mover::PgApplier::open(ao));
+  cdc::PgoutputSourceOptions so;
+  so.dsn = sourceCluster().dsn(e.db);
+  so.slot = e.name;
+  so.publication = e.name;
+  SM_ASSIGN_OR_RETURN(Lsn from, applier->durableLsn());
+  so.start = from;
+  SM_ASSIGN_OR_RETURN(auto source, cdc::PgoutputSource::start(so));
+  Status st;
+  for (int idle = 0; st.isOk() && idle < 40;) {
+    SM_ASSIGN_OR_RETURN(auto ev, source->next(std::chrono::milliseconds(20)));
+    if (ev) {
+      st = applier->apply(*ev);
+    } else {
+      st = applier->commitPending();
+      idle++;
+    }
+  }
+  return st;
+}
+
+TEST(ApplierCommitStatements, RideEveryBatchAndAFailingOneRollsItBack) {
+  auto e = setUp();
+  execOrDie(e->dst, R"SQL(
+CREATE TABLE owner_row (epoch bigint NOT NULL, commits bigint NOT NULL DEFAULT 0);
+INSERT INTO owner_row VALUES (1);
+CREATE FUNCTION check_owner(e bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE owner_row SET commits = commits + 1 WHERE epoch = e;
+  IF NOT FOUND THEN RAISE EXCEPTION 'move owned by another epoch' USING ERRCODE = '55P05'; END IF;
+END $$;
+)SQL");
+  for (int i = 1; i <= 30; ++i) {
+    execOrDie(e->src, "INSERT INTO churn VALUES (42, " + std::to_string(i) + ", 'first')");
+  }
+  mover::TxnStatementsFn ours = [] {
+    return std::vector<mover::TxnStatement>{{"SELECT check_owner($1::bigint)", {stampmover::common::PgParam("1")}}};
+  };
+  Status st = streamInto(*e, ours, 10);
+  ASSERT_TRUE(st.isOk()) << st.message();
+  EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM churn WHERE tenant_id = 42"), "30");
+  EXPECT_NE(scalar(e->dst, "SELECT commits FROM owner_row"), "0")
+      << "the statements were not sent inside the apply transactions";
+  std::string origin_before = scalar(
+      e->dst, "SELECT remote_lsn::text FROM pg_replication_origin_status s JOIN "
+              "pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = '" + e->name + "'");
+
+  execOrDie(e->dst, "UPDATE owner_row SET epoch = 2");  // another worker took the move
+  for (int i = 31; i <= 40; ++i) {
+    execOrDie(e->src, "INSERT INTO churn VALUES (42, " + std::to_string(i) + ", 'stale')");
+  }
+  st = streamInto(*e, ours, 10);
+  ASSERT_FALSE(st.isOk()) << "a stale owner's batch committed";
+  EXPECT_EQ(st.sqlState(), "55P05") << st.message();
+  EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM churn WHERE tenant_id = 42"), "30");
+  EXPECT_EQ(scalar(e->dst, "SELECT remote_lsn::text FROM pg_replication_origin_status s JOIN "
+                           "pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = '" +
+                               e->name + "'"),
+            origin_before);
+}
+
 INSTANTIATE_TEST_SUITE_P(GroupRows, ApplierTest, ::testing::Values(1000u, 3u, 1u),
                          [](const ::testing::TestParamInfo<uint32_t>& i) {
                            return i.param == 1 ? std::string("RowByRow")
