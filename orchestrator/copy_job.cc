@@ -4,8 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "common/log.h"
 #include "common/pg.h"
@@ -194,6 +197,52 @@ Result<std::string> tenantTextForCleanup(PgConnection& src, const CopyJobOptions
   return o.tenant;
 }
 
+// Reports the copy's progress from the store's completed chunks (the store is thread-safe; the
+// copy's own Progress object is not safe to read while the copy adds to it) every interval,
+// and once more when stopped. Does nothing without a callback.
+class CopyProgressPoller {
+ public:
+  CopyProgressPoller(const CopyJobOptions& o, mover::CheckpointStore& store, std::string id,
+                     uint64_t est_rows, uint64_t est_bytes) {
+    if (!o.on_copy_progress) return;
+    auto fn = o.on_copy_progress;
+    auto interval = std::max(o.progress_interval, std::chrono::milliseconds(50));
+    thread_ = std::thread([this, fn, interval, &store, id = std::move(id), est_rows, est_bytes] {
+      auto report = [&] {
+        auto chunks = store.loadChunksDone(id);
+        if (!chunks) return;  // informational: the next tick retries
+        uint64_t rows = 0, bytes = 0;
+        for (const auto& ch : *chunks) {
+          rows += ch.rows;
+          bytes += ch.bytes;
+        }
+        fn(rows, bytes, est_rows, est_bytes);
+      };
+      std::unique_lock lock(mu_);
+      while (!stop_) {
+        cv_.wait_for(lock, interval, [this] { return stop_; });
+        lock.unlock();
+        report();
+        lock.lock();
+      }
+    });
+  }
+  ~CopyProgressPoller() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 bool recordNamesTenant(const MigrationRecord& rec, const std::string& raw) {
@@ -324,6 +373,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     rec.upsert_through = std::max(rec.upsert_through, *through);
     SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseCopying));
     spdlog::info("migration {}: resuming the copy under a fresh snapshot", id);
+    CopyProgressPoller poller(o, *store, id, result.preflight.est_rows, result.preflight.est_bytes);
     SM_ASSIGN_OR_RETURN(result.copy, mover::copySnapshot(ep, result.preflight.tables, rec,
                                                          tenant.text(), *snap, true, *store, o.copy, &progress,
                                                          cancel));
@@ -362,6 +412,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseCopying));
     spdlog::info("slot {} created at {}; copying {} chunks under snapshot {}", rec.slot_name,
                  rec.consistent_point.toString(), rec.plan.size(), slot->snapshot_name);
+    CopyProgressPoller poller(o, *store, id, result.preflight.est_rows, result.preflight.est_bytes);
     SM_ASSIGN_OR_RETURN(result.copy,
                         mover::copySnapshot(ep, result.preflight.tables, rec, tenant.text(),
                                             slot->snapshot_name, false, *store, o.copy, &progress,
@@ -385,7 +436,6 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
   SM_ASSIGN_OR_RETURN(const std::string tenant, tenantTextForCleanup(src, o));
   out.tenant = tenant;
   const std::string name = mover::replicationNameForTenant(tenant, src.database());
-  const std::string rname = name + "_r";  // the reverse stream's slot, publication and origin
   // Where the tenant is served decides what may be torn down: the stamp that serves it keeps
   // its rows, and a stamp that does not serve it keeps its fence (stale routers).
   std::optional<routing::RouteEntry> entry;

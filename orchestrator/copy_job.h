@@ -4,6 +4,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
 #include <string>
 
 #include "common/status.h"
@@ -31,6 +34,11 @@ struct CopyJobOptions {
   std::string state_dir;                  // Default: none (required)
   mover::CopyOptions copy;
   bool progress_terminal = false;         // Default: false (log lines instead of bars)
+  // Called every progress_interval while chunks are copied (from a thread of the job's own)
+  // with the rows and bytes of completed chunks and preflight's estimates.
+  std::function<void(uint64_t rows, uint64_t bytes, uint64_t est_rows, uint64_t est_bytes)>
+      on_copy_progress;                                    // Default: none
+  std::chrono::milliseconds progress_interval{5000};     // Default: 5 s
 };
 
 struct CopyJobResult {

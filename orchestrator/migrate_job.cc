@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -42,6 +43,24 @@ void sleepFor(std::chrono::milliseconds d, const std::atomic<bool>* cancel) {
   }
 }
 
+// Keeps the latest MigrateProgress and hands it to MigrateOptions::on_progress, one call at a
+// time (the copy's progress thread and the migrate thread both report).
+class ProgressSink {
+ public:
+  explicit ProgressSink(const std::function<void(const MigrateProgress&)>& fn) : fn_(fn) {}
+  void update(const std::function<void(MigrateProgress&)>& edit) {
+    if (!fn_) return;
+    std::lock_guard lock(mu_);
+    edit(p_);
+    fn_(p_);
+  }
+
+ private:
+  const std::function<void(const MigrateProgress&)>& fn_;
+  std::mutex mu_;
+  MigrateProgress p_;
+};
+
 // One direction of replication: a slot on `from`, applied to `to`.
 struct StreamSpec {
   std::string name;  // "forward" or "reverse": checkpoint and status names
@@ -53,6 +72,8 @@ struct StreamSpec {
   std::string skip_origin;  // transactions carrying it are not applied (no echo)
   Lsn initial;              // where to start when `to` has no recorded progress (0 = slot's)
   bool track_touched = false;
+  // Sent inside every transaction the applier commits at `to` (see MigrateOptions).
+  mover::TxnStatementsFn commit_statements{};
 };
 
 // Called after each caught-up heartbeat; returns true to end the session.
@@ -84,6 +105,10 @@ struct Streamer {
   size_t prune_floor = 0;  // keys still different after the last prune
   mover::ApplierStats totals{};
   Lsn upsert_through{};  // plain inserts only after this source position (see ApplierOptions)
+  ProgressSink* progress = nullptr;
+  uint64_t changes_before = 0;  // applied by earlier streams of this run (progress only)
+  uint64_t prev_lag_bytes = 0;  // for the catch-up ETA
+  std::chrono::steady_clock::time_point prev_lag_at{};
 
   // Emits the next heartbeat; returns its sequence number.
   Result<uint64_t> heartbeat() {
@@ -180,6 +205,27 @@ struct Streamer {
     mover::CheckpointBatch b;
     b.putNote(rec.id, spec.name == "forward" ? "status" : "status_reverse", j.dump());
     store.write(b).ignore();  // status is informational; the next write retries
+    if (progress != nullptr) {
+      // ETA from how fast the lag shrinks between ticks; unknown while it grows.
+      double eta = -1;
+      if (lag_bytes == 0) {
+        eta = 0;
+      } else if (prev_lag_at != std::chrono::steady_clock::time_point{} &&
+                 prev_lag_bytes > lag_bytes) {
+        const double secs = std::chrono::duration<double>(now - prev_lag_at).count();
+        const double per_sec = static_cast<double>(prev_lag_bytes - lag_bytes) / std::max(secs, 1e-3);
+        eta = static_cast<double>(lag_bytes) / per_sec;
+      }
+      prev_lag_bytes = lag_bytes;
+      prev_lag_at = now;
+      const uint64_t applied_changes = changes_before + totals.changes + changes;
+      progress->update([&](MigrateProgress& p) {
+        p.apply_lag_bytes = lag_bytes;
+        p.apply_lag_seconds = lag_s;
+        p.changes_applied = applied_changes;
+        p.eta_seconds = eta;
+      });
+    }
   }
 
   // Applies events until `done()` or the deadline; commits when the stream is idle.
@@ -310,6 +356,7 @@ struct Streamer {
       ao.track_touched = spec.track_touched;
       ao.heartbeat_identity = hb_identity;
       ao.upsert_through = upsert_through;
+      ao.commit_statements = spec.commit_statements;
       Status st;
       auto applier = mover::PgApplier::open(ao);
       if (!applier) {
@@ -334,6 +381,9 @@ struct Streamer {
                               " s of retries");
       }
       report.reconnects++;
+      if (progress != nullptr) {
+        progress->update([&](MigrateProgress& p) { p.last_error = st.message(); });
+      }
       auto wait = (backoff + std::chrono::milliseconds(rng() % (static_cast<uint64_t>(backoff.count()) + 1))) / 2;
       spdlog::warn("{} stream: {}; reconnecting in {} ms", spec.name, st.message(), wait.count());
       sleepFor(wait, cancel);
@@ -418,7 +468,7 @@ struct Streamer {
 };
 
 Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationRecord& rec,
-                       const std::string& phase) {
+                       const std::string& phase, ProgressSink* progress = nullptr) {
   mover::MigrationRecord r = rec;
   r.phase = phase;
   r.updated_unix_ms = common::nowUnixMs();
@@ -426,6 +476,12 @@ Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationReco
   b.putMigration(r);
   SM_RETURN_IF_ERROR(store.write(b));
   spdlog::info("migration {}: phase {}", rec.id, phase);
+  if (progress != nullptr) {
+    progress->update([&](MigrateProgress& p) {
+      p.phase = phase;
+      p.eta_seconds = -1;  // the next tick estimates the new phase
+    });
+  }
   return Status::ok();
 }
 
@@ -655,7 +711,33 @@ Status abortMigration(const MigrateOptions& o, const mover::MigrationRecord& rec
 
 Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool>* cancel) {
   MigrateReport report;
-  SM_ASSIGN_OR_RETURN(report.copy, runCopyJob(o.copy, cancel));
+  ProgressSink sink(o.on_progress);
+  CopyJobOptions copy_options = o.copy;
+  if (o.commit_statements) copy_options.copy.commit_statements = o.commit_statements;
+  if (o.on_progress) {
+    copy_options.progress_interval = o.status_interval;
+    const auto copy_t0 = std::chrono::steady_clock::now();
+    copy_options.on_copy_progress = [&sink, copy_t0](uint64_t rows, uint64_t bytes,
+                                                     uint64_t est_rows, uint64_t) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - copy_t0).count();
+      const double rate = secs > 0 ? static_cast<double>(rows) / secs : 0;
+      sink.update([&](MigrateProgress& p) {
+        p.phase = "copying";
+        p.rows_copied = rows;
+        p.bytes_copied = bytes;
+        p.rows_estimated = est_rows;
+        p.eta_seconds = rate > 0 && est_rows > rows ? static_cast<double>(est_rows - rows) / rate
+                        : est_rows > 0 && rows >= est_rows ? 0 : -1;
+      });
+    };
+  }
+  SM_ASSIGN_OR_RETURN(report.copy, runCopyJob(copy_options, cancel));
+  sink.update([&](MigrateProgress& p) {
+    p.rows_copied = report.copy.copy.rows;
+    p.bytes_copied = report.copy.copy.bytes;
+    p.rows_estimated = report.copy.preflight.est_rows;
+  });
   const mover::MigrationRecord rec = report.copy.record;
   SM_ASSIGN_OR_RETURN(auto store, mover::openRocksDbCheckpointStore({o.copy.state_dir, true}));
   // Where the previous run stopped: a record past the flip never goes back to catching_up (the
@@ -673,7 +755,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     report.rolled_back = prior_phase == "rolled_back";
     return report;
   }
-  if (!past_flip) SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "catching_up"));
+  if (!past_flip) SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "catching_up", &sink));
   auto t0 = std::chrono::steady_clock::now();
 
   CutoverSetup cs;
@@ -711,8 +793,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   PreCutoverVerify pre_verify;
 
   StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
-                 rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, cutover};
+                 rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, cutover,
+                 o.commit_statements};
   Streamer forward{o, fwd, rec, *store, cancel, report};
+  forward.progress = &sink;
   forward.upsert_through = rec.upsert_through;
   auto pruner = [&](PgConnection& from, PgConnection& to,
                     const std::vector<mover::TableInfo>& tables, const char* stream) {
@@ -821,14 +905,14 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   if (!cutover) return report;
   if (abort_requested) {
     SM_RETURN_IF_ERROR(abortMigration(o, rec, cs));
-    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back"));
+    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back", &sink));
     if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "rolled_back").ignore();
     report.aborted = true;
     return report;
   }
   report.flipped = true;
   SM_RETURN_IF_ERROR(common::failpoint("migrate.before_dual_write_record"));
-  SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "dual_write"));
+  SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "dual_write", &sink));
   if (already_flipped) {
     // Resuming the soak: the reverse slot must still be there. Recreating it would start the
     // reverse stream after the destination writes made since, and a later rollback would flip
@@ -853,8 +937,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   // Dual-write soak: the destination serves; the reverse stream keeps the source exact.
   StreamSpec rev{"reverse", o.copy.destination, o.copy.source, reverseName(rec.slot_name),
                  reverseName(rec.slot_name), reverseName(rec.slot_name), rec.slot_name,
-                 reverse_start, true};
+                 reverse_start, true, o.reverse_commit_statements};
   Streamer reverse{o, rev, rec, *store, cancel, report};
+  reverse.progress = &sink;
+  reverse.changes_before = report.changes;
   reverse.prune_touched = pruner(cs.dst, cs.src, cs.dst_tables, "reverse");
   const auto soak_end = std::chrono::steady_clock::now() + o.soak;
   bool purge = o.purge_source;

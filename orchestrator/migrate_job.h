@@ -7,14 +7,30 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "common/status.h"
 #include "mover/pg_applier.h"
+#include "mover/txn_statements.h"
 #include "orchestrator/copy_job.h"
 #include "orchestrator/cutover.h"
 
 namespace stampmover::orch {
+
+// A snapshot of a running migration for whoever embeds runMigrate (the service exports it as
+// metrics and in `move show`). Counters are this run's; estimates come from preflight.
+struct MigrateProgress {
+  std::string phase;              // the persisted phase name ("copying", "catching_up", ...)
+  uint64_t rows_copied = 0;       // snapshot copy: rows in completed chunks
+  uint64_t rows_estimated = 0;    // preflight's estimate of the tenant's rows (0 unknown)
+  uint64_t bytes_copied = 0;      // snapshot copy: bytes in completed chunks
+  uint64_t apply_lag_bytes = 0;   // source WAL not yet applied by the stream being followed
+  double apply_lag_seconds = -1;  // last heartbeat's round trip (-1 unknown)
+  uint64_t changes_applied = 0;   // forward + reverse changes applied in this run
+  double eta_seconds = -1;        // to the end of the copy, or of the catch-up (-1 unknown)
+  std::string last_error;         // last retried error (reconnects), "" when none
+};
 
 struct MigrateOptions {
   CopyJobOptions copy;                                   // tenant, endpoints, state, copy tuning
@@ -44,6 +60,19 @@ struct MigrateOptions {
   bool finalize = true;                                  // Default: true after the soak
   bool purge_source = false;                             // Default: false; delete the source's
                                                          // rows after finalize (small batches)
+  // Statements sent inside every destination transaction that writes the tenant's rows: each
+  // copy chunk and each forward applier transaction (see mover/txn_statements.h); e.g. the
+  // queue's owner check, which lives at the destination. When set it replaces
+  // copy.copy.commit_statements. Called from the copy's workers concurrently: thread-safe.
+  mover::TxnStatementsFn commit_statements;              // Default: none
+  // The same for the reverse stream's applier, which writes the SOURCE during the dual-write
+  // soak. Kept apart on purpose: statements written for the destination (a table that exists
+  // only there) would fail every reverse transaction at the source.
+  mover::TxnStatementsFn reverse_commit_statements;      // Default: none
+  // Called with the migration's progress at every status tick (status_interval; during the
+  // copy, the same interval) and at every phase change. Called from the migrate thread or the
+  // copy's progress thread, never two at once; must not block for long.
+  std::function<void(const MigrateProgress&)> on_progress;  // Default: none
 };
 
 struct MigrateReport {
