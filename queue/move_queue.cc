@@ -470,7 +470,8 @@ Result<Move> MoveQueue::request(int64_t id, Action action) {
         }
         if (flipped) return illegal("cutover of a move already flipped");
         if (m.state != MoveState::kRunning || m.progress.phase.empty() ||
-            m.progress.phase == "copy" || m.progress.phase == "preflight") {
+            m.progress.phase == "starting" || m.progress.phase == "copying" ||
+            m.progress.phase == "copy") {
           return illegal("cutover of a move still copying");
         }
         desired = "cutover";

@@ -92,7 +92,8 @@ struct AttemptError {
 
 // Progress a running move last reported (throttled; see MoveQueue::reportProgress).
 struct MoveProgress {
-  std::string phase;              // migrate phase: "copy", "catchup", "verify", "cutover", "soak"...
+  std::string phase;              // runMigrate's phase: "starting", "copying", "catching_up",
+                                  // "dual_write", "finalizing", "rolling_back"...
   uint64_t rows_copied = 0;
   uint64_t rows_estimated = 0;
   uint64_t bytes_copied = 0;

@@ -1,22 +1,466 @@
-// Stub of the WorkerPool (worker_pool.h) so the API can compile against the header; the real
-// implementation replaces it.
+// The WorkerPool (worker_pool.h): a claim loop, a lease thread (renewals, operator actions,
+// throttled progress writes) and one thread per held move running orchestrator::runMigrate
+// with the destination owner check in every destination transaction.
 #include "queue/worker_pool.h"
 
+#include <unistd.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+#include "orchestrator/control_plane.h"
+#include "orchestrator/copy_job.h"
 #include "orchestrator/migrate_job.h"
 
 namespace stampmover::queue {
 
+using common::Result;
+using common::Status;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+enum class StopReason : int { kNone = 0, kLeaseLost, kDrain, kPause, kCancel };
+
+struct Running {
+  Lease lease;
+  Move move;
+  std::atomic<bool> cancel{false};
+  std::atomic<int> reason{0};
+  std::atomic<bool> done{false};
+  std::thread thread;
+  Clock::time_point last_renewed = Clock::now();
+  // Set by the move's thread once runMigrate's options are known (relaying actions needs them).
+  std::mutex mu;
+  std::string control_plane_dsn;      // guarded by mu; a secret
+  std::optional<MoveProgress> pending;  // guarded by mu: latest progress not yet written
+  Clock::time_point last_progress_write{};
+
+  void stop(StopReason r) {
+    int none = 0;
+    reason.compare_exchange_strong(none, static_cast<int>(r));
+    cancel = true;
+  }
+  StopReason why() const { return static_cast<StopReason>(reason.load()); }
+};
+
+std::string defaultOwner() {
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = 0;
+  return std::string(host[0] ? host : "worker") + ":" + std::to_string(getpid());
+}
+
+bool flippedPhase(const std::string& phase) {
+  return phase == "dual_write" || phase == "finalizing" || phase == "finalized";
+}
+
+// Wires the pool's hooks into runMigrate's options. A template so that it compiles against
+// MigrateOptions with or without the hooks (commit_statements, on_progress) — they were added
+// in parallel with this file.
+template <class O, class ProgressFn>
+void wireHooks(O& o, int64_t move_id, int64_t epoch, ProgressFn progress) {
+  if constexpr (requires { o.commit_statements; }) {
+    using Stmts = typename decltype(o.commit_statements)::result_type;
+    const std::string id = std::to_string(move_id), ep = std::to_string(epoch);
+    o.commit_statements = [id, ep]() {
+      Stmts out;
+      out.push_back({ownerCheckSql(), {id, ep}});
+      return out;
+    };
+  } else {
+    spdlog::warn("move {}: this build's runMigrate takes no commit statements: the destination "
+                 "owner check is not enforced",
+                 move_id);
+  }
+  if constexpr (requires { o.on_progress; }) {
+    o.on_progress = [progress](const auto& p) {
+      MoveProgress m;
+      m.phase = p.phase;
+      m.rows_copied = p.rows_copied;
+      m.rows_estimated = p.rows_estimated;
+      m.bytes_copied = p.bytes_copied;
+      m.lag_bytes = static_cast<int64_t>(p.apply_lag_bytes);
+      m.lag_seconds = p.apply_lag_seconds;
+      m.eta_seconds = p.eta_seconds;
+      m.flipped = flippedPhase(p.phase);
+      progress(m);
+    };
+  }
+}
+
+}  // namespace
+
 struct WorkerPool::Impl {
   MoveQueue* queue;
   WorkerPoolOptions options;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<int64_t, std::shared_ptr<Running>> running;  // guarded by mu
+  bool started = false;                                 // guarded by mu
+  std::atomic<bool> draining{false};
+  std::atomic<bool> stopping{false};  // the lease thread's end
+  std::thread claimer, leaser;
+  std::atomic<uint64_t> n_started{0}, n_succeeded{0}, n_failed{0}, n_lost{0};
+
+  std::chrono::milliseconds renewInterval() const {
+    if (options.renew_interval.count() > 0) return options.renew_interval;
+    return std::max(std::chrono::milliseconds(50), queue->options().lease_ttl / 3);
+  }
+
+  void reap() {
+    std::vector<std::shared_ptr<Running>> finished;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      for (auto it = running.begin(); it != running.end();) {
+        if (it->second->done) {
+          finished.push_back(it->second);
+          it = running.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& r : finished) {
+      if (r->thread.joinable()) r->thread.join();
+    }
+    if (!finished.empty()) cv.notify_all();
+  }
+
+  void claimLoop() {
+    while (!draining) {
+      reap();
+      size_t n;
+      {
+        std::lock_guard<std::mutex> g(mu);
+        n = running.size();
+      }
+      if (n < options.concurrency) {
+        auto l = queue->claim(options.owner, options.limits);
+        if (!l) {
+          spdlog::warn("worker pool: claim failed: {}", l.status().message());
+        } else if (l->has_value()) {
+          launch(**l);
+          continue;  // claim again at once while there is room
+        }
+      }
+      std::unique_lock<std::mutex> g(mu);
+      cv.wait_for(g, options.poll_interval, [&] { return draining.load(); });
+    }
+  }
+
+  void launch(const Lease& lease) {
+    auto r = std::make_shared<Running>();
+    r->lease = lease;
+    n_started++;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      running[lease.move_id] = r;
+    }
+    r->thread = std::thread([this, r] {
+      runMove(*r);
+      r->done = true;
+      cv.notify_all();
+    });
+  }
+
+  // Renewals, operator actions and progress writes of every held move.
+  void leaseLoop() {
+    while (!stopping) {
+      std::vector<std::shared_ptr<Running>> held;
+      {
+        std::unique_lock<std::mutex> g(mu);
+        cv.wait_for(g, renewInterval(), [&] { return stopping.load(); });
+        if (stopping) return;
+        for (auto& [id, r] : running) {
+          if (!r->done) held.push_back(r);
+        }
+      }
+      for (auto& r : held) tend(*r);
+    }
+  }
+
+  void tend(Running& r) {
+    Lease l;
+    {
+      std::lock_guard<std::mutex> g(r.mu);
+      l = r.lease;
+    }
+    Status st = queue->renew(l);
+    if (st.isOk()) {
+      std::lock_guard<std::mutex> g(r.mu);
+      r.lease.lease_until = l.lease_until;
+      r.last_renewed = Clock::now();
+    } else if (errorCode(st) == ErrorCodes::kLeaseLost) {
+      spdlog::warn("move {}: lease lost (epoch {}): stopping", l.move_id, l.epoch);
+      r.stop(StopReason::kLeaseLost);
+      return;
+    } else {
+      spdlog::warn("move {}: lease renewal failed: {}", l.move_id, st.message());
+      // Unable to renew for a whole TTL: another worker may hold it now; stop writing (the
+      // destination fence would refuse us anyway).
+      if (Clock::now() - r.last_renewed > queue->options().lease_ttl) {
+        r.stop(StopReason::kLeaseLost);
+      }
+      return;
+    }
+    // Progress, throttled.
+    std::optional<MoveProgress> p;
+    {
+      std::lock_guard<std::mutex> g(r.mu);
+      if (r.pending && Clock::now() - r.last_progress_write >= options.progress_interval) {
+        p = std::move(r.pending);
+        r.pending.reset();
+        r.last_progress_write = Clock::now();
+      }
+    }
+    if (p) {
+      Status ps = queue->reportProgress(l, *p);
+      if (!ps.isOk()) spdlog::warn("move {}: progress not recorded: {}", l.move_id, ps.message());
+    }
+    // Operator actions.
+    auto a = queue->takeAction(l);
+    if (!a) {
+      if (errorCode(a.status()) == ErrorCodes::kLeaseLost) r.stop(StopReason::kLeaseLost);
+      return;
+    }
+    if (!a->has_value()) return;
+    act(r, **a);
+  }
+
+  void act(Running& r, Action a) {
+    switch (a) {
+      case Action::kPause: r.stop(StopReason::kPause); return;
+      case Action::kCancel: r.stop(StopReason::kCancel); return;
+      case Action::kResume: return;  // not filed on a held move
+      case Action::kCutover:
+      case Action::kRollback:
+      case Action::kFinalize: break;
+    }
+    // Relayed to the running migrate through the control plane's migrations table, as
+    // `stampmover cutover|rollback|finalize` do.
+    std::string dsn;
+    {
+      std::lock_guard<std::mutex> g(r.mu);
+      dsn = r.control_plane_dsn;
+    }
+    Status st = Status::refused("the move has not reached catch-up");
+    if (!dsn.empty()) {
+      auto board = orch::MigrationBoard::open(dsn);
+      st = board ? board->request(r.move.spec.tenant, actionName(a)) : board.status();
+    }
+    if (!st.isOk()) {
+      if (a == Action::kRollback) {
+        // No migration row yet (still copying): a rollback is a cancel with teardown.
+        r.stop(StopReason::kCancel);
+        return;
+      }
+      spdlog::warn("move {}: {} not relayed: {}", r.lease.move_id, actionName(a), st.message());
+    }
+  }
+
+  void progressFrom(Running& r, const MoveProgress& p) {
+    std::lock_guard<std::mutex> g(r.mu);
+    r.pending = p;
+  }
+
+  // Tears down what a cancelled move created (nothing for a move run by a custom runner).
+  Status teardown(Running& r) {
+    if (options.runner) return Status::ok();
+    SM_ASSIGN_OR_RETURN(auto o, options.migrate_options(r.move));
+    auto c = orch::runCleanup(o.copy, /*purge_destination=*/true, o.control_plane_dsn);
+    return c.status();
+  }
+
+  MoveRunResult runDefault(Running& r) {
+    MoveRunResult out;
+    auto o = options.migrate_options(r.move);
+    if (!o) {
+      out.status = o.status().withClass(common::ErrorClass::kRefused);
+      return out;
+    }
+    orch::MigrateOptions opts = std::move(o).value();
+    out.status = fenceDestination(opts.copy.destination.dsn, r.lease.move_id, r.lease.epoch);
+    if (!out.status.isOk()) return out;
+    {
+      std::lock_guard<std::mutex> g(r.mu);
+      r.control_plane_dsn = opts.control_plane_dsn;
+    }
+    opts.cutover_auto = r.move.spec.cutover == CutoverMode::kAuto;
+    opts.cutover_manual = r.move.spec.cutover == CutoverMode::kManual;
+    wireHooks(opts, r.lease.move_id, r.lease.epoch,
+              [this, &r](const MoveProgress& p) { progressFrom(r, p); });
+    auto rep = orch::runMigrate(opts, &r.cancel);
+    if (!rep) {
+      out.status = rep.status();
+      return out;
+    }
+    out.flipped = rep->flipped;
+    out.rolled_back = rep->rolled_back || rep->aborted;
+    return out;
+  }
+
+  void runMove(Running& r) {
+    const Lease lease = r.lease;
+    auto m = queue->get(lease.move_id);
+    if (!m) {
+      spdlog::warn("move {}: not readable: {}", lease.move_id, m.status().message());
+      queue->release(lease).ignore();  // best effort: otherwise the lease lapses
+      return;
+    }
+    r.move = *m;
+    spdlog::info("move {}: tenant {} {} -> {}, epoch {}, attempt {}", lease.move_id,
+                 r.move.spec.tenant, r.move.spec.from_stamp, r.move.spec.to_stamp, lease.epoch,
+                 r.move.attempts);
+    if (r.move.desired_action == Action::kPause) r.stop(StopReason::kPause);
+    if (r.move.desired_action == Action::kCancel || r.move.desired_action == Action::kRollback) {
+      if (!r.move.progress.flipped) r.stop(StopReason::kCancel);
+    }
+    if (draining) r.stop(StopReason::kDrain);
+
+    MoveRunResult res;
+    if (!r.cancel) {
+      if (options.runner) {
+        res = options.runner(r.move, lease, &r.cancel,
+                             [this, &r](const MoveProgress& p) { progressFrom(r, p); });
+      } else {
+        res = runDefault(r);
+      }
+    } else {
+      res.status = Status::cancelled("stopped before it started");
+    }
+    // Flush the last progress so `move show` has the final phase.
+    {
+      std::optional<MoveProgress> p;
+      {
+        std::lock_guard<std::mutex> g(r.mu);
+        p = std::move(r.pending);
+      }
+      if (p && r.why() != StopReason::kLeaseLost) queue->reportProgress(lease, *p).ignore();
+    }
+    conclude(r, res);
+  }
+
+  void conclude(Running& r, const MoveRunResult& res) {
+    const Lease& lease = r.lease;
+    const bool fenced = res.status.sqlState() == kOwnerFencedSqlState ||
+                        errorCode(res.status) == ErrorCodes::kLeaseLost;
+    if (r.why() == StopReason::kLeaseLost || fenced) {
+      n_lost++;
+      spdlog::warn("move {}: stopped, another worker holds it now (epoch {} lost)", lease.move_id,
+                   lease.epoch);
+      return;
+    }
+    Status st;
+    if (res.status.isOk()) {
+      n_succeeded++;
+      st = queue->finish(lease, MoveState::kSucceeded, res.rolled_back ? "rolled back" : "");
+    } else if (r.why() == StopReason::kDrain) {
+      st = queue->release(lease);
+    } else if (r.why() == StopReason::kPause) {
+      st = queue->finish(lease, MoveState::kPaused);
+    } else if (r.why() == StopReason::kCancel) {
+      Status t = teardown(r);
+      if (t.isOk()) {
+        st = queue->finish(lease, MoveState::kCancelled);
+      } else {
+        n_failed++;
+        st = queue->failAttempt(lease, t.withContext("cancel teardown"), false);
+      }
+    } else {
+      n_failed++;
+      const auto cls = res.status.errorClass();
+      const bool permanent =
+          cls == common::ErrorClass::kRefused || cls == common::ErrorClass::kDataLoss;
+      spdlog::warn("move {}: attempt failed ({}): {}", lease.move_id,
+                   common::errorClassName(cls), res.status.message());
+      st = queue->failAttempt(lease, res.status, permanent);
+    }
+    if (!st.isOk()) {
+      spdlog::warn("move {}: could not record the outcome: {}", lease.move_id, st.message());
+    }
+  }
 };
+
 WorkerPool::WorkerPool(MoveQueue& queue, WorkerPoolOptions options)
-    : impl_(std::make_unique<Impl>(Impl{&queue, std::move(options)})) {}
-WorkerPool::~WorkerPool() = default;
-common::Status WorkerPool::start() {
-  return common::Status::internal("internal: worker pool not implemented yet");
+    : impl_(std::make_unique<Impl>()) {
+  impl_->queue = &queue;
+  impl_->options = std::move(options);
+  if (impl_->options.owner.empty()) impl_->options.owner = defaultOwner();
 }
-common::Status WorkerPool::drain(std::chrono::milliseconds) { return common::Status::ok(); }
-WorkerPoolStats WorkerPool::stats() const { return {}; }
+
+WorkerPool::~WorkerPool() {
+  drain().ignore();  // its outcome is logged; the destructor must not return before the threads
+  std::vector<std::shared_ptr<Running>> left;
+  {
+    std::lock_guard<std::mutex> g(impl_->mu);
+    for (auto& [id, r] : impl_->running) left.push_back(r);
+    impl_->running.clear();
+  }
+  for (auto& r : left) {
+    if (r->thread.joinable()) r->thread.join();
+  }
+  impl_->stopping = true;
+  impl_->cv.notify_all();
+  if (impl_->leaser.joinable()) impl_->leaser.join();
+}
+
+Status WorkerPool::start() {
+  auto& o = impl_->options;
+  if (o.concurrency == 0) return Status::refused("invalid_argument: concurrency must be > 0");
+  if (!o.runner && !o.migrate_options) {
+    return Status::refused("invalid_argument: the worker pool needs migrate_options");
+  }
+  std::lock_guard<std::mutex> g(impl_->mu);
+  if (impl_->started) return Status::ok();
+  impl_->started = true;
+  impl_->claimer = std::thread([this] { impl_->claimLoop(); });
+  impl_->leaser = std::thread([this] { impl_->leaseLoop(); });
+  return Status::ok();
+}
+
+Status WorkerPool::drain(std::chrono::milliseconds timeout) {
+  auto& I = *impl_;
+  I.draining = true;
+  I.cv.notify_all();
+  if (I.claimer.joinable()) I.claimer.join();
+  {
+    std::lock_guard<std::mutex> g(I.mu);
+    for (auto& [id, r] : I.running) r->stop(StopReason::kDrain);
+  }
+  const auto deadline = Clock::now() + timeout;
+  bool all_done = false;
+  while (!all_done) {
+    I.reap();
+    std::unique_lock<std::mutex> g(I.mu);
+    all_done = I.running.empty();
+    if (all_done || Clock::now() >= deadline) break;
+    I.cv.wait_for(g, std::chrono::milliseconds(100));
+  }
+  // The lease thread keeps renewing while moves stop, then ends.
+  if (all_done) {
+    I.stopping = true;
+    I.cv.notify_all();
+    if (I.leaser.joinable()) I.leaser.join();
+    return Status::ok();
+  }
+  return Status::internal("worker pool: moves still running after the drain timeout");
+}
+
+WorkerPoolStats WorkerPool::stats() const {
+  WorkerPoolStats s;
+  {
+    std::lock_guard<std::mutex> g(impl_->mu);
+    s.running = static_cast<uint32_t>(impl_->running.size());
+  }
+  s.started = impl_->n_started;
+  s.succeeded = impl_->n_succeeded;
+  s.failed_attempts = impl_->n_failed;
+  s.leases_lost = impl_->n_lost;
+  s.draining = impl_->draining;
+  return s;
+}
 
 }  // namespace stampmover::queue
