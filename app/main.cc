@@ -10,8 +10,11 @@
 #include <iostream>
 
 #include "app/commands.h"
+#include "app/move_commands.h"
+#include "app/serve_command.h"
 #include "common/log.h"
 #include "common/pg.h"
+#include "metrics/log_context.h"
 #include "orchestrator/config.h"
 #include "orchestrator/copy_job.h"
 #include "orchestrator/migrate_job.h"
@@ -103,7 +106,9 @@ int main(int argc, char** argv) {
       "  stampmover migrate   --tenant 42 --from stamp-a --to stamp-b --config stamps.yaml\n"
       "  stampmover status    --tenant 42          # while migrate runs, from another shell\n"
       "  stampmover cleanup   --tenant 42 --from stamp-a --config stamps.yaml\n"
-      "  stampmover demo      # local throwaway stamps, seeded tenant, full run\n"};
+      "  stampmover demo      # local throwaway stamps, seeded tenant, full run\n"
+      "  stampmover serve --config stampmover.yaml   # API + workers (issue 12)\n"
+      "  stampmover move create --tenant 42 --from stamp-a --to stamp-b --api https://host:8443\n"};
   app.footer(
       "Exit codes: 0 ok, 1 internal error, 2 refused (bad input or preflight: nothing was "
       "changed), 3 retryable failure (rerun resumes), 4 data mismatch, 130 interrupted.\n"
@@ -121,6 +126,11 @@ int main(int argc, char** argv) {
                  "~/.local/state/stampmover");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format,
+                 "text, or json: one JSON object per line with the move id, tenant and phase "
+                 "where known")
+      ->check(CLI::IsMember({"text", "json"}));
 
   EndpointArgs pre_args;
   auto* pre = app.add_subcommand("preflight",
@@ -290,8 +300,18 @@ int main(int argc, char** argv) {
   addEndpointOptions(verify, verify_ep, true);
   addVerifyOptions(verify, verify_args);
 
+  ServeFlags serve_flags;
+  auto* serve = app.add_subcommand(
+      "serve", "Run the service: the HTTP API (TLS, bearer tokens) and a pool of workers that "
+               "claim moves from the control plane's queue. SIGTERM drains and exits 0.");
+  addServeOptions(serve, serve_flags);
+
+  MoveCliArgs move_args;
+  auto* move = addMoveCommands(app, move_args);
+
   CLI11_PARSE(app, argc, argv);
   stampmover::common::setupLogging(log_level);
+  if (log_format == "json") stampmover::metrics::useJsonLogFormat();
 
   struct sigaction sa {};
   sa.sa_handler = onSignal;
@@ -300,6 +320,11 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   if (*demo) return runDemo(demo_args, g_cancel);
+  if (*serve) return runServe(serve_flags, config_path, state_dir, g_cancel);
+  if (*move) {
+    for (auto* sub : move->get_subcommands()) move_args.verb = sub->get_name();
+    return runMoveCommand(move_args);
+  }
   if (*routes) {
     routes_args.config_path = config_path;
     routes_args.state_dir = state_dir.empty() ? orch::defaultStateDir() : state_dir;
