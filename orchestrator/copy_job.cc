@@ -436,6 +436,7 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
   SM_ASSIGN_OR_RETURN(const std::string tenant, tenantTextForCleanup(src, o));
   out.tenant = tenant;
   const std::string name = mover::replicationNameForTenant(tenant, src.database());
+  const std::string rname = name + "_r";  // the reverse stream's slot, publication and origin
   // Where the tenant is served decides what may be torn down: the stamp that serves it keeps
   // its rows, and a stamp that does not serve it keeps its fence (stale routers).
   std::optional<routing::RouteEntry> entry;
