@@ -4,14 +4,18 @@
 // a drain places everything placeable and explains the rest. Balance is recomputed here from the
 // fleet, independently of the planner's own bookkeeping.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <cmath>
 #include <map>
 #include <random>
 #include <set>
 
+#include "planner/inventory.h"
 #include "planner/plan_json.h"
 #include "planner/planner.h"
 
@@ -488,6 +492,73 @@ TEST(PlannerDrain, NoRoomIsExplained) {
   EXPECT_FALSE(p->converged);
   auto unknown = planDrain(f, "zzz", {});
   EXPECT_FALSE(unknown.isOk());
+}
+
+std::string writeTemp(const std::string& text) {
+  char path[] = "/tmp/planner-test-XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd >= 0) close(fd);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(Inventory, PlannerSectionAndFleet) {
+  const std::string path = writeTemp(R"(
+stamps:
+  a: {dsn: "host=127.0.0.1 dbname=x", region: eu, capacity_bytes: 1000}
+  b: {dsn: "host=127.0.0.1 dbname=y", region: eu, capacity_bytes: 2000, capacity_tenants: 5}
+planner:
+  threshold: 0.2
+  max_moves: 7
+  seed: 3
+  tenants:
+    "1": {pinned: true}
+    "2": {allowed_regions: [eu, us], excluded: true}
+)");
+  auto cfg = orch::loadConfig(path);  // the stamps loader accepts the planner section
+  ASSERT_TRUE(cfg.isOk()) << cfg.status().message();
+  auto pc = loadPlannerConfig(path);
+  ASSERT_TRUE(pc.isOk()) << pc.status().message();
+  EXPECT_DOUBLE_EQ(pc->options.threshold, 0.2);
+  EXPECT_EQ(pc->options.max_moves, 7u);
+  EXPECT_EQ(pc->options.seed, 3u);
+  EXPECT_TRUE(pc->tenants.at("1").pinned);
+  EXPECT_TRUE(pc->tenants.at("2").excluded);
+  EXPECT_EQ(pc->tenants.at("2").allowed_regions, (std::vector<std::string>{"eu", "us"}));
+
+  // Tenant 3 has rows on both stamps (a leftover of a finished move) and is routed to b: it
+  // counts on b with b's size. Tenant 4 has no routing entry: it counts where most rows are.
+  std::map<std::string, StampMeasure> m;
+  m["a"].tenants["1"] = {100, 10, 0};
+  m["a"].tenants["3"] = {500, 50, 0};
+  m["b"].tenants["3"] = {450, 45, 0};
+  m["a"].tenants["4"] = {10, 1, 0};
+  m["b"].tenants["4"] = {20, 2, 5};
+  m["b"].tenants["2"] = {30, 3, 0};
+  const Fleet f = buildFleet(*cfg, *pc, m, {{"1", "a"}, {"3", "b"}, {"2", "b"}},
+                             {{"b", "decommission"}}, {{"4", "b", "a"}});
+  ASSERT_EQ(f.stamps.size(), 2u);
+  EXPECT_FALSE(f.stamps[0].draining);
+  EXPECT_TRUE(f.stamps[1].draining);
+  EXPECT_EQ(f.stamps[1].capacity_tenants, 5u);
+  std::map<std::string, Tenant> by;
+  for (const Tenant& t : f.tenants) by[t.key] = t;
+  EXPECT_EQ(by.at("3").stamp, "b");
+  EXPECT_EQ(by.at("3").bytes, 450u);
+  EXPECT_EQ(by.at("4").stamp, "b");
+  EXPECT_EQ(by.at("4").bytes_error, 5u);
+  EXPECT_TRUE(by.at("1").pinned);
+  EXPECT_TRUE(by.at("2").excluded);
+  ASSERT_EQ(f.in_flight.size(), 1u);
+
+  // Bad values are refused naming the file and the key.
+  const std::string bad = writeTemp("stamps:\n  a: {dsn: \"host=x\"}\nplanner:\n  tenants:\n    \"9\": {pinned: maybe}\n");
+  auto r = loadPlannerConfig(bad);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_NE(r.status().message().find("planner.tenants.9.pinned"), std::string::npos)
+      << r.status().message();
+  std::remove(path.c_str());
+  std::remove(bad.c_str());
 }
 
 TEST(PlanJson, RoundTripsAndIdIsStable) {
