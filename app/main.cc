@@ -11,6 +11,7 @@
 
 #include "app/commands.h"
 #include "app/move_commands.h"
+#include "app/rebalance_command.h"
 #include "app/serve_command.h"
 #include "common/log.h"
 #include "common/pg.h"
@@ -108,7 +109,9 @@ int main(int argc, char** argv) {
       "  stampmover cleanup   --tenant 42 --from stamp-a --config stamps.yaml\n"
       "  stampmover demo      # local throwaway stamps, seeded tenant, full run\n"
       "  stampmover serve --config stampmover.yaml   # API + workers (issue 12)\n"
-      "  stampmover move create --tenant 42 --from stamp-a --to stamp-b --api https://host:8443\n"};
+      "  stampmover move create --tenant 42 --from stamp-a --to stamp-b --api https://host:8443\n"
+      "  stampmover rebalance plan --threshold 0.10   # then: rebalance apply PLAN_ID\n"
+      "  stampmover drain stamp-c [--dry-run]        # empty a stamp; stampmover stamps\n"};
   app.footer(
       "Exit codes: 0 ok, 1 internal error, 2 refused (bad input or preflight: nothing was "
       "changed), 3 retryable failure (rerun resumes), 4 data mismatch, 130 interrupted.\n"
@@ -309,6 +312,9 @@ int main(int argc, char** argv) {
   MoveCliArgs move_args;
   auto* move = addMoveCommands(app, move_args);
 
+  PlannerCliArgs planner_args;
+  addPlannerCommands(app, planner_args);
+
   CLI11_PARSE(app, argc, argv);
   stampmover::common::setupLogging(log_level);
   if (log_format == "json") stampmover::metrics::useJsonLogFormat();
@@ -321,6 +327,7 @@ int main(int argc, char** argv) {
 
   if (*demo) return runDemo(demo_args, g_cancel);
   if (*serve) return runServe(serve_flags, config_path, state_dir, g_cancel);
+  if (plannerCommandChosen(planner_args)) return runPlannerCommand(planner_args, config_path, g_cancel);
   if (*move) {
     for (auto* sub : move->get_subcommands()) move_args.verb = sub->get_name();
     return runMoveCommand(move_args);

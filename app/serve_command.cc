@@ -107,6 +107,7 @@ Status applyServeSection(const YAML::Node& s, const std::string& path, ServeFlag
       else if (k == "max_moves") set("--max-moves", f.max_moves);
       else if (k == "max_per_source") set("--max-per-source", f.max_per_source);
       else if (k == "max_per_destination") set("--max-per-destination", f.max_per_destination);
+      else if (k == "max_per_stamp") set("--max-per-stamp", f.max_per_stamp);
       else if (k == "lease_ttl_seconds") set("--lease-ttl", f.lease_ttl_s);
       else if (k == "max_body_bytes") set("--max-body-bytes", f.max_body_bytes);
       else if (k == "max_header_bytes") set("--max-header-bytes", f.max_header_bytes);
@@ -121,7 +122,8 @@ Status applyServeSection(const YAML::Node& s, const std::string& path, ServeFlag
         return Status::refused(path + ": serve." + k +
                                ": unknown key (expected listen, tls_cert, tls_key, tokens_file, "
                                "insecure_plaintext, control_plane, control_plane_dsn, workers, "
-                               "max_moves, max_per_source, max_per_destination, lease_ttl_seconds, "
+                               "max_moves, max_per_source, max_per_destination, max_per_stamp, "
+                               "lease_ttl_seconds, "
                                "max_body_bytes, max_header_bytes, max_connections, "
                                "request_timeout_seconds, api_threads, drain_timeout_seconds, "
                                "soak_seconds, metrics_public, owner)");
@@ -174,6 +176,10 @@ void addServeOptions(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--max-per-source", f.max_per_source, "Running moves out of one stamp")
       ->capture_default_str();
   cmd->add_option("--max-per-destination", f.max_per_destination, "Running moves into one stamp")
+      ->capture_default_str();
+  cmd->add_option("--max-per-stamp", f.max_per_stamp,
+                  "Running moves touching one stamp, as source or destination (a move counts "
+                  "against both; 0: off)")
       ->capture_default_str();
   cmd->add_option("--lease-ttl", f.lease_ttl_s, "Seconds a worker's lease lasts unless renewed")
       ->capture_default_str()
@@ -300,6 +306,7 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
     po.limits.global = f.max_moves;
     po.limits.per_source = f.max_per_source;
     po.limits.per_destination = f.max_per_destination;
+    po.limits.per_stamp = f.max_per_stamp;
     const double soak_s = f.soak_s;
     po.migrate_options = [cfg, state_dir, cp_dsn, soak_s](const q::Move& m) -> Result<orch::MigrateOptions> {
       orch::MigrateOptions o;

@@ -22,6 +22,7 @@ struct ServeFlags {
   uint32_t max_moves = 8;
   uint32_t max_per_source = 2;
   uint32_t max_per_destination = 2;
+  uint32_t max_per_stamp = 0;       // 0: off; a move counts against both of its stamps
   double lease_ttl_s = 15;
   uint64_t max_body_bytes = 64 * 1024;
   uint32_t max_header_bytes = 8 * 1024;

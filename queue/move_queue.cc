@@ -548,11 +548,14 @@ Result<std::optional<Lease>> MoveQueue::claim(const std::string& owner, const Cl
                 "   OR (m.state = 'queued' AND m.next_attempt_at <= now() "
                 "       AND (SELECT count(*) FROM busy) < $1 "
                 "       AND (SELECT count(*) FROM busy b WHERE b.from_stamp = m.from_stamp) < $2 "
-                "       AND (SELECT count(*) FROM busy b WHERE b.to_stamp = m.to_stamp) < $3) "
+                "       AND (SELECT count(*) FROM busy b WHERE b.to_stamp = m.to_stamp) < $3 "
+                "       AND ($4 = 0 OR (SELECT count(*) FROM busy b WHERE b.from_stamp IN "
+                "            (m.from_stamp, m.to_stamp) OR b.to_stamp IN (m.from_stamp, m.to_stamp))"
+                "            < $4)) "
                 "ORDER BY (m.state = 'running') DESC, m.priority DESC, m.id "
                 "LIMIT 1 FOR UPDATE OF m SKIP LOCKED",
                 {std::to_string(lim.global), std::to_string(lim.per_source),
-                 std::to_string(lim.per_destination)}));
+                 std::to_string(lim.per_destination), std::to_string(lim.per_stamp)}));
         if (common::rowCount(pick) == 0) return std::optional<Lease>();
         takeover = common::cell(pick, 0, 1) == "t";
         SM_ASSIGN_OR_RETURN(

@@ -146,6 +146,9 @@ struct ClaimLimits {
   uint32_t global = 8;           // Default: 8 running moves in the whole queue
   uint32_t per_source = 2;       // Default: 2 running moves out of one stamp
   uint32_t per_destination = 2;  // Default: 2 running moves into one stamp
+  // Running moves touching one stamp as source or destination (a move counts against both, as
+  // Citus's rebalancer does); 0 turns it off.
+  uint32_t per_stamp = 0;        // Default: 0 (off)
 };
 
 struct QueueOptions {

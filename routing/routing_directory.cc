@@ -79,6 +79,17 @@ CREATE TABLE stampmover_routing.migrations (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+    {3, "stamps that take no new tenants (draining)",
+     R"sql(
+-- A stamp listed here with draining = true is being emptied (`stampmover drain`): put() refuses
+-- to place a new tenant on it. Moves and rollbacks of existing tenants are not affected.
+CREATE TABLE stampmover_routing.stamps (
+  stamp text PRIMARY KEY,
+  draining boolean NOT NULL DEFAULT false,
+  note text NOT NULL DEFAULT '',
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -328,6 +339,14 @@ Result<RouteEntry> PgRoutingDirectory::put(const std::string& tenant, const std:
   SM_ASSIGN_OR_RETURN(PgConnection * conn, connection());
   auto attempt = [&]() -> Result<RouteEntry> {
     SM_RETURN_IF_ERROR(requireDirectory(*conn));
+    // A directory not yet upgraded to version 3 has no stamps table (and so no draining stamp).
+    SM_ASSIGN_OR_RETURN(auto has_stamps,
+                        conn->queryValue("SELECT to_regclass('stampmover_routing.stamps') IS NOT NULL"));
+    const bool stamps_table = has_stamps && *has_stamps == "t";
+    const std::string draining_guard =
+        stamps_table ? "NOT EXISTS (SELECT 1 FROM stampmover_routing.stamps WHERE stamp = $2::text "
+                       "AND draining)"
+                     : "true";
     // One statement, so the entry and its history row commit together; ON CONFLICT makes a
     // concurrent put of the same tenant wait for the first and then insert nothing.
     SM_ASSIGN_OR_RETURN(
@@ -335,7 +354,8 @@ Result<RouteEntry> PgRoutingDirectory::put(const std::string& tenant, const std:
         conn->query(
             std::string("WITH ins AS ("
                         " INSERT INTO stampmover_routing.routes (tenant, stamp, epoch, state)"
-                        " VALUES ($1::text, $2::text, 1, 'active') ON CONFLICT (tenant) DO NOTHING"
+                        " SELECT $1::text, $2::text, 1, 'active' WHERE " +
+                        draining_guard + " ON CONFLICT (tenant) DO NOTHING"
                         " RETURNING *), "
                         "hist AS ("
                         " INSERT INTO stampmover_routing.route_history"
@@ -350,6 +370,16 @@ Result<RouteEntry> PgRoutingDirectory::put(const std::string& tenant, const std:
         PgResult cur,
         conn->query("SELECT stamp, epoch FROM stampmover_routing.routes WHERE tenant = $1",
                     {tenant}));
+    if (common::rowCount(cur) == 0 && stamps_table) {
+      SM_ASSIGN_OR_RETURN(auto draining,
+                          conn->queryValue("SELECT note FROM stampmover_routing.stamps "
+                                           "WHERE stamp = $1 AND draining",
+                                           {stamp}));
+      if (draining) {
+        return Status::refused("stamp '" + stamp + "' is draining and takes no new tenants (" +
+                               *draining + "): place tenant " + tenant + " on another stamp");
+      }
+    }
     if (common::rowCount(cur) == 0) {
       return Status::internal("put of tenant " + tenant +
                               " inserted nothing, yet no entry exists; retry");
@@ -405,6 +435,38 @@ Result<RouteEntry> PgRoutingDirectory::compareAndSet(const std::string& tenant,
   auto r = attempt();
   if (!r) dropIfBroken(r.status());
   return r;
+}
+
+Status PgRoutingDirectory::setDraining(const std::string& stamp, bool draining,
+                                       const std::string& note) {
+  if (stamp.empty()) return Status::refused("setDraining needs a stamp name");
+  std::lock_guard lock(mu_);
+  SM_ASSIGN_OR_RETURN(PgConnection * conn, connection());
+  auto r = [&]() -> Status {
+    SM_RETURN_IF_ERROR(requireDirectory(*conn));
+    return conn
+        ->query("INSERT INTO stampmover_routing.stamps (stamp, draining, note) VALUES ($1, $2, $3) "
+                "ON CONFLICT (stamp) DO UPDATE SET draining = EXCLUDED.draining, "
+                "note = EXCLUDED.note, updated_at = now()",
+                {stamp, std::string(draining ? "t" : "f"), note})
+        .status();
+  }();
+  if (!r) dropIfBroken(r);
+  return r;
+}
+
+Result<std::map<std::string, std::string>> PgRoutingDirectory::drainingStamps() {
+  std::lock_guard lock(mu_);
+  return readWithReconnect([&](PgConnection& c) -> Result<std::map<std::string, std::string>> {
+    SM_RETURN_IF_ERROR(requireDirectory(c));
+    SM_ASSIGN_OR_RETURN(PgResult r, c.query("SELECT stamp, note FROM stampmover_routing.stamps "
+                                            "WHERE draining ORDER BY stamp"));
+    std::map<std::string, std::string> out;
+    for (int i = 0; i < common::rowCount(r); ++i) {
+      out[common::cell(r, i, 0)] = common::cell(r, i, 1);
+    }
+    return out;
+  });
 }
 
 }  // namespace stampmover::routing

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -112,6 +113,13 @@ class PgRoutingDirectory final : public RoutingDirectory {
   common::Result<RouteEntry> put(const std::string& tenant, const std::string& stamp) override;
   common::Result<RouteEntry> compareAndSet(const std::string& tenant, Epoch expected_epoch,
                                            const RouteChange& change) override;
+
+  // Marks `stamp` draining (put() then refuses new tenants there, naming `note`) or not.
+  // Existing tenants, their moves and rollbacks are unaffected. Idempotent. Errors: kRefused
+  // when the directory does not exist (ensureSchema first); kRetryable when unreachable.
+  common::Status setDraining(const std::string& stamp, bool draining, const std::string& note);
+  // Draining stamps and their notes. Errors as get().
+  common::Result<std::map<std::string, std::string>> drainingStamps();
 
   // The stored schema version: 0 when the directory was never created. Errors: kRetryable
   // when the store is unreachable.

@@ -1,0 +1,601 @@
+// `stampmover rebalance plan|apply`, `drain STAMP`, `stamps`: see rebalance_command.h. The fleet
+// is read fresh on every run (stamps file, each stamp's catalog, routing directory, open moves of
+// the queue); plans are kept in the control plane under their id; moves go to the service's queue
+// (the workers of `stampmover serve` run them under their per-stamp limits).
+#include "app/rebalance_command.h"
+
+#include <CLI/CLI.hpp>
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "common/pg.h"
+#include "mover/catalog.h"
+#include "orchestrator/config.h"
+#include "planner/inventory.h"
+#include "planner/plan_json.h"
+#include "planner/plan_store.h"
+#include "planner/planner.h"
+#include "queue/move_queue.h"
+#include "routing/routing_directory.h"
+
+namespace {
+
+namespace orch = stampmover::orch;
+namespace pl = stampmover::planner;
+namespace q = stampmover::queue;
+using stampmover::common::ErrorClass;
+using stampmover::common::PgConnection;
+using stampmover::common::Result;
+using stampmover::common::Status;
+
+int exitCodeFor(const Status& st) {
+  switch (st.errorClass()) {
+    case ErrorClass::kRefused: return 2;
+    case ErrorClass::kRetryable: return 3;
+    case ErrorClass::kDataLoss: return 4;
+    case ErrorClass::kCancelled: return 130;
+    case ErrorClass::kInternal: return 1;
+  }
+  return 1;
+}
+
+int fail(const Status& st) {
+  std::fprintf(stderr, "stampmover: error: %s\n", st.message().c_str());
+  return exitCodeFor(st);
+}
+
+std::string pct(double u) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", u * 100.0);
+  return buf;
+}
+
+// Everything a command needs to know about the fleet, read once.
+struct World {
+  orch::Config config;
+  pl::PlannerConfig planner;
+  std::string cp_dsn;  // secret
+  std::unique_ptr<stampmover::routing::PgRoutingDirectory> routing;
+  std::unique_ptr<q::MoveQueue> queue;
+  std::map<std::string, pl::StampMeasure> measures;
+  std::map<std::string, std::string> draining;  // stamp -> note
+  std::map<std::string, stampmover::routing::RouteEntry> routes;
+  std::vector<q::Move> open_moves;  // queued, running, paused
+  pl::Fleet fleet;
+};
+
+Result<World> openWorld(const PlannerCliArgs& a, const std::string& config_path) {
+  World w;
+  if (config_path.empty()) {
+    return Status::refused("no stamps file: pass --config stamps.yaml (or set STAMPMOVER_CONFIG)");
+  }
+  SM_ASSIGN_OR_RETURN(w.config, orch::loadConfig(config_path));
+  SM_ASSIGN_OR_RETURN(w.planner, pl::loadPlannerConfig(config_path));
+  if (!a.control_plane.empty() && !a.control_plane_dsn.empty()) {
+    return Status::refused("give either --control-plane or --control-plane-dsn, not both");
+  }
+  if (!a.control_plane.empty()) {
+    if (!w.config.stamps.count(a.control_plane)) {
+      return Status::refused("--control-plane '" + a.control_plane +
+                             "' is not a stamp of " + config_path);
+    }
+    SM_ASSIGN_OR_RETURN(w.cp_dsn, orch::resolveDsn(w.config, a.control_plane));
+  } else {
+    w.cp_dsn = a.control_plane_dsn;
+  }
+  if (w.cp_dsn.empty()) {
+    return Status::refused("no control plane: pass --control-plane-dsn '<libpq dsn>' (or "
+                           "$STAMPMOVER_CONTROL_PLANE_DSN), or --control-plane <stamp>");
+  }
+  return w;
+}
+
+// Reads routing, queue and every stamp's sizes; builds the fleet.
+Status readFleet(World& w) {
+  w.routing = std::make_unique<stampmover::routing::PgRoutingDirectory>(w.cp_dsn);
+  SM_RETURN_IF_ERROR(w.routing->ensureSchema());
+  SM_ASSIGN_OR_RETURN(auto entries, w.routing->list());
+  for (auto& e : entries) w.routes[e.tenant] = e;
+  SM_ASSIGN_OR_RETURN(w.draining, w.routing->drainingStamps());
+  q::QueueOptions qo;
+  for (const auto& [name, _] : w.config.stamps) qo.known_stamps.push_back(name);
+  SM_ASSIGN_OR_RETURN(w.queue, q::MoveQueue::open(w.cp_dsn, qo));
+  for (auto s : {q::MoveState::kQueued, q::MoveState::kRunning, q::MoveState::kPaused}) {
+    q::MoveFilter f;
+    f.state = s;
+    f.limit = 100000;
+    SM_ASSIGN_OR_RETURN(auto moves, w.queue->list(f));
+    for (auto& m : moves) w.open_moves.push_back(std::move(m));
+  }
+  for (const auto& [name, _] : w.config.stamps) {
+    SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, name));
+    SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + name + "'"));
+    auto m = pl::measureStamp(c, w.config.tenant_columns);
+    if (!m) return m.status().withContext("measuring tenants on stamp '" + name + "'");
+    w.measures[name] = std::move(*m);
+  }
+  pl::Placement placement;
+  for (const auto& [t, e] : w.routes) placement[t] = e.stamp;
+  std::vector<pl::MoveInFlight> flight;
+  for (const auto& m : w.open_moves) {
+    flight.push_back({m.spec.tenant, m.spec.from_stamp, m.spec.to_stamp});
+  }
+  w.fleet = pl::buildFleet(w.config, w.planner, w.measures, placement, w.draining, flight);
+  return Status::ok();
+}
+
+pl::PlannerOptions optionsFrom(const PlannerCliArgs& a, const World& w) {
+  pl::PlannerOptions o = w.planner.options;
+  if (a.threshold >= 0) o.threshold = a.threshold;
+  if (a.max_moves >= 0) o.max_moves = static_cast<uint32_t>(a.max_moves);
+  if (a.seed >= 0) o.seed = static_cast<uint64_t>(a.seed);
+  return o;
+}
+
+void printStampTable(const pl::Plan& p) {
+  std::printf("%-14s %-12s %10s %10s %8s %4s   %10s %8s %4s\n", "stamp", "region", "capacity",
+              "before", "util", "ten.", "after", "util", "ten.");
+  for (const auto& s : p.stamps) {
+    std::printf("%-14s %-12s %10s %10s %8s %4u   %10s %8s %4u%s\n", s.name.c_str(),
+                s.region.empty() ? "-" : s.region.c_str(),
+                s.capacity_bytes ? pl::formatBytes(s.capacity_bytes).c_str() : "unlimited",
+                pl::formatBytes(s.bytes_before).c_str(), pct(s.util_before).c_str(),
+                s.tenants_before, pl::formatBytes(s.bytes_after).c_str(), pct(s.util_after).c_str(),
+                s.tenants_after, s.draining ? "  (draining)" : "");
+  }
+}
+
+void printPlan(const pl::Plan& p) {
+  std::printf("plan %s (%s%s): %zu move(s); %s\n", p.id.c_str(), pl::planKindName(p.kind),
+              p.kind == pl::PlanKind::kDrain ? (" of " + p.drain_stamp).c_str() : "",
+              p.moves.size(), p.stop_reason.c_str());
+  std::printf("threshold ±%s of the mean, max %u moves, seed %llu; largest deviation %s -> %s\n",
+              pct(p.options.threshold).c_str(), p.options.max_moves,
+              static_cast<unsigned long long>(p.options.seed),
+              pct(p.max_deviation_before).c_str(), pct(p.max_deviation_after).c_str());
+  printStampTable(p);
+  if (!p.moves.empty()) std::printf("moves:\n");
+  for (const auto& m : p.moves) {
+    std::printf("  %3u. tenant %s: %s -> %s (%s)\n       %s\n", m.seq, m.tenant.c_str(),
+                m.from.c_str(), m.to.c_str(), pl::formatBytes(m.bytes).c_str(), m.reason.c_str());
+  }
+  if (!p.unplaced.empty()) std::printf("cannot be placed:\n");
+  for (const auto& u : p.unplaced) {
+    std::printf("  tenant %s (%s on %s): %s\n", u.tenant.c_str(), pl::formatBytes(u.bytes).c_str(),
+                u.stamp.c_str(), u.reason.c_str());
+  }
+}
+
+const q::Move* openMoveOf(const World& w, const std::string& tenant) {
+  for (const auto& m : w.open_moves) {
+    if (m.spec.tenant == tenant) return &m;
+  }
+  return nullptr;
+}
+
+// Enqueues the moves of `plan` that still make sense; prints one line per move.
+Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
+  // Utilization as it is now, updated as moves are enqueued (a queued move counts at its
+  // destination, as the planner counts moves in flight).
+  std::map<std::string, double> bytes, cap;
+  for (const auto& s : w.fleet.stamps) cap[s.name] = static_cast<double>(s.capacity_bytes);
+  for (const auto& t : w.fleet.tenants) bytes[t.stamp] += static_cast<double>(t.bytes);
+  for (const auto& m : w.fleet.in_flight) {
+    for (const auto& t : w.fleet.tenants) {
+      if (t.key == m.tenant) {
+        bytes[m.from] -= static_cast<double>(t.bytes);
+        bytes[m.to] += static_cast<double>(t.bytes);
+      }
+    }
+  }
+  uint32_t queued = 0;
+  for (const auto& m : plan.moves) {
+    std::string skip;
+    auto r = w.routes.find(m.tenant);
+    const std::string now_on = r != w.routes.end() ? r->second.stamp : "";
+    if (!w.config.stamps.count(m.from) || !w.config.stamps.count(m.to)) {
+      skip = "a stamp of the move is no longer in the stamps file";
+    } else if (const q::Move* open = openMoveOf(w, m.tenant)) {
+      skip = "move " + std::to_string(open->id) + " of this tenant is already " +
+             q::moveStateName(open->state);
+    } else if (!now_on.empty() && now_on != m.from) {
+      skip = "the tenant is now served by " + now_on + ", not " + m.from;
+    } else if (w.draining.count(m.to)) {
+      skip = m.to + " is draining";
+    } else if (plan.kind == pl::PlanKind::kRebalance && cap[m.from] > 0 && cap[m.to] > 0) {
+      const double x = static_cast<double>(m.bytes);
+      const double us = bytes[m.from] / cap[m.from], ut = bytes[m.to] / cap[m.to];
+      const double gain = (us - ut) - std::fabs((us - x / cap[m.from]) - (ut + x / cap[m.to]));
+      const double need = plan.options.improvement_fraction * (x / cap[m.from] + x / cap[m.to]);
+      if (gain + 1e-12 < need) {
+        skip = "no longer improves balance enough: " + m.from + " at " + pct(us) + ", " + m.to +
+               " at " + pct(ut) + ", gain " + pct(gain) + " < " + pct(need);
+      }
+    }
+    if (!skip.empty()) {
+      std::printf("  %3u. tenant %s: skipped: %s\n", m.seq, m.tenant.c_str(), skip.c_str());
+      continue;
+    }
+    q::MoveSpec spec;
+    spec.tenant = m.tenant;
+    spec.from_stamp = m.from;
+    spec.to_stamp = m.to;
+    spec.plan_id = plan.id;
+    auto created = w.queue->create(spec);
+    if (!created) {
+      if (q::errorCode(created.status()) == q::ErrorCodes::kTenantBusy) {
+        std::printf("  %3u. tenant %s: skipped: %s\n", m.seq, m.tenant.c_str(),
+                    q::errorText(created.status()).c_str());
+        continue;
+      }
+      return created.status().withContext("enqueueing move " + std::to_string(m.seq) +
+                                           " (tenant " + m.tenant + ")");
+    }
+    w.open_moves.push_back(*created);
+    bytes[m.from] -= static_cast<double>(m.bytes);
+    bytes[m.to] += static_cast<double>(m.bytes);
+    ++queued;
+    std::printf("  %3u. tenant %s: %s -> %s queued as move %lld\n", m.seq, m.tenant.c_str(),
+                m.from.c_str(), m.to.c_str(), static_cast<long long>(created->id));
+  }
+  return queued;
+}
+
+int runPlan(const PlannerCliArgs& a, World& w) {
+  if (Status st = readFleet(w); !st) return fail(st);
+  auto plan = pl::planRebalance(w.fleet, optionsFrom(a, w));
+  if (!plan) return fail(plan.status());
+  auto store = pl::PlanStore::open(w.cp_dsn);
+  if (!store) return fail(store.status());
+  if (Status st = store->save(*plan); !st) return fail(st);
+  if (a.json) {
+    std::printf("%s\n", pl::planToJson(*plan).dump(2).c_str());
+    return 0;
+  }
+  printPlan(*plan);
+  if (!plan->moves.empty()) {
+    std::printf("nothing was moved; enqueue with: stampmover rebalance apply %s\n",
+                plan->id.c_str());
+  }
+  return 0;
+}
+
+int runApply(const PlannerCliArgs& a, World& w) {
+  auto store = pl::PlanStore::open(w.cp_dsn);
+  if (!store) return fail(store.status());
+  auto sp = store->load(a.plan_id);
+  if (!sp) return fail(sp.status());
+  if (!*sp) {
+    return fail(Status::refused("unknown plan '" + a.plan_id +
+                                "': make one with `stampmover rebalance plan` (or `drain "
+                                "--dry-run`) and pass the id it prints; nothing was enqueued"));
+  }
+  if (Status st = readFleet(w); !st) return fail(st);
+  const pl::Plan& plan = (*sp)->plan;
+  std::printf("applying plan %s (%s, %zu move(s), made %s%s):\n", plan.id.c_str(),
+              pl::planKindName(plan.kind), plan.moves.size(), (*sp)->created_at.c_str(),
+              (*sp)->applied_at.empty() ? "" : (", applied before " + (*sp)->applied_at).c_str());
+  auto n = enqueuePlan(w, plan);
+  if (!n) return fail(n.status());
+  if (Status st = store->markApplied(plan.id); !st) return fail(st);
+  std::printf("%u move(s) queued; `stampmover serve` workers run them within their per-stamp "
+              "limits; follow with `stampmover stamps` or `stampmover move list`\n",
+              *n);
+  return 0;
+}
+
+// Deletes the rows of tenants that have left `stamp` for good: routing entry active on another
+// stamp, no open move, and that stamp holds rows of the tenant. Children first, batches of 1000,
+// as the replication role (the old stamp's fence triggers would refuse the deletes).
+Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print) {
+  SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, stamp));
+  SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + stamp + "'"));
+  SM_ASSIGN_OR_RETURN(auto tables, stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
+  uint64_t purged_tenants = 0;
+  for (const auto& [tenant, size] : w.measures[stamp].tenants) {
+    auto r = w.routes.find(tenant);
+    if (r == w.routes.end() || r->second.stamp == stamp ||
+        r->second.state != stampmover::routing::RouteState::kActive || openMoveOf(w, tenant)) {
+      continue;
+    }
+    const std::string serving = r->second.stamp;
+    auto serving_measure = w.measures.find(serving);
+    if (serving_measure == w.measures.end() || !serving_measure->second.tenants.count(tenant)) {
+      spdlog::warn("drain {}: tenant {} is routed to {} which holds none of its rows; not purging",
+                   stamp, tenant, serving);
+      continue;
+    }
+    SM_RETURN_IF_ERROR(c.exec("SET session_replication_role = replica"));
+    uint64_t rows = 0;
+    for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
+      for (;;) {
+        SM_ASSIGN_OR_RETURN(
+            auto d, c.query("DELETE FROM " + it->quoted() + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " +
+                                it->quoted() + " WHERE " +
+                                stampmover::common::quoteIdent(it->tenant_column) +
+                                " = $1 LIMIT 1000))",
+                            {tenant}));
+        const uint64_t n = std::stoull(PQcmdTuples(d.get()));
+        rows += n;
+        if (n < 1000) break;
+      }
+    }
+    SM_RETURN_IF_ERROR(c.exec("RESET session_replication_role"));
+    ++purged_tenants;
+    if (print) {
+      std::printf("  tenant %s: served by %s; %llu old row(s) purged from %s\n", tenant.c_str(),
+                  serving.c_str(), static_cast<unsigned long long>(rows), stamp.c_str());
+    }
+  }
+  return purged_tenants;
+}
+
+// Rows of any tenant left on `stamp` (tenant column not null), per table.
+Result<std::map<std::string, uint64_t>> tenantRowsOn(World& w, const std::string& stamp) {
+  SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, stamp));
+  SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + stamp + "'"));
+  SM_ASSIGN_OR_RETURN(auto tables, stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
+  std::map<std::string, uint64_t> out;
+  for (const auto& t : tables) {
+    SM_ASSIGN_OR_RETURN(auto v, c.queryValue("SELECT count(*) FROM " + t.quoted() + " WHERE " +
+                                             stampmover::common::quoteIdent(t.tenant_column) +
+                                             " IS NOT NULL"));
+    const uint64_t n = v ? std::stoull(*v) : 0;
+    if (n > 0) out[t.key()] = n;
+  }
+  return out;
+}
+
+int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel) {
+  if (!w.config.stamps.count(a.stamp)) {
+    std::string known;
+    for (const auto& [n, _] : w.config.stamps) known += (known.empty() ? "" : ", ") + n;
+    return fail(Status::refused("unknown stamp '" + a.stamp + "' (stamps of " + w.config.path +
+                                ": " + known + "); nothing was changed"));
+  }
+  if (Status st = readFleet(w); !st) return fail(st);
+  if (!a.dry_run && !w.draining.count(a.stamp)) {
+    const std::string note = "drained by stampmover drain";
+    if (Status st = w.routing->setDraining(a.stamp, true, note); !st) return fail(st);
+    w.draining[a.stamp] = note;
+    std::printf("stamp %s marked draining: the routing directory refuses new tenants there\n",
+                a.stamp.c_str());
+  }
+  const auto started = std::chrono::steady_clock::now();
+  std::set<int64_t> ours;
+  for (int round = 0;; ++round) {
+    if (!a.dry_run) {
+      auto purged = purgeDeparted(w, a.stamp, true);
+      if (!purged) return fail(purged.status());
+      if (*purged > 0) {
+        // Re-read: the purged tenants' rows are gone from the measure.
+        w = World{std::move(w.config), std::move(w.planner), std::move(w.cp_dsn)};
+        if (Status st = readFleet(w); !st) return fail(st);
+      }
+    }
+    auto plan = pl::planDrain(w.fleet, a.stamp, optionsFrom(a, w));
+    if (!plan) return fail(plan.status());
+    if (round == 0) {
+      auto store = pl::PlanStore::open(w.cp_dsn);
+      if (!store) return fail(store.status());
+      if (Status st = store->save(*plan); !st) return fail(st);
+      if (a.json) {
+        std::printf("%s\n", pl::planToJson(*plan).dump(2).c_str());
+      } else {
+        printPlan(*plan);
+      }
+      if (a.dry_run) {
+        std::printf("dry run: nothing was marked or moved\n");
+        return 0;
+      }
+    }
+    if (!plan->moves.empty()) {
+      std::printf("enqueueing %zu move(s) of plan %s:\n", plan->moves.size(), plan->id.c_str());
+      auto n = enqueuePlan(w, *plan);
+      if (!n) return fail(n.status());
+    }
+    for (const auto& m : w.open_moves) {
+      if (m.spec.from_stamp == a.stamp) ours.insert(m.id);
+    }
+    // Progress: tenants still served by the stamp, moves out of it by state.
+    size_t left = 0;
+    for (const auto& t : w.fleet.tenants) left += t.stamp == a.stamp ? 1 : 0;
+    size_t running = 0, queued = 0;
+    for (const auto& m : w.open_moves) {
+      if (m.spec.from_stamp != a.stamp) continue;
+      (m.state == q::MoveState::kRunning ? running : queued) += 1;
+    }
+    auto rows = tenantRowsOn(w, a.stamp);
+    if (!rows) return fail(rows.status());
+    uint64_t total_rows = 0;
+    for (const auto& [_, n] : *rows) total_rows += n;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const size_t done = ours.size() >= running + queued ? ours.size() - running - queued : 0;
+    std::string eta = "unknown";
+    if (done > 0 && running + queued > 0) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.0f s", elapsed / static_cast<double>(done) *
+                                                   static_cast<double>(running + queued));
+      eta = buf;
+    }
+    std::printf("drain %s: %zu tenant(s) still routed there, %llu tenant row(s) left, moves "
+                "%zu running, %zu queued, %zu done; ETA %s\n",
+                a.stamp.c_str(), left, static_cast<unsigned long long>(total_rows), running, queued,
+                done, eta.c_str());
+    std::fflush(stdout);
+    if (total_rows == 0 && left == 0 && running + queued == 0) {
+      std::printf("stamp %s holds no tenant rows: drained\n", a.stamp.c_str());
+      return 0;
+    }
+    if (running + queued == 0 && plan->moves.empty() && !plan->unplaced.empty()) {
+      std::printf("stamp %s cannot be emptied: %zu tenant(s) cannot be placed (see above)\n",
+                  a.stamp.c_str(), plan->unplaced.size());
+      return 2;
+    }
+    if (elapsed >= a.wait_s) {
+      if (a.wait_s > 0) {
+        std::printf("stamp %s is not empty yet after %.0f s; rerun `stampmover drain %s` to "
+                    "follow up (it resumes)\n", a.stamp.c_str(), elapsed, a.stamp.c_str());
+        return 3;
+      }
+      return 0;  // enqueued; rerun to follow up and purge
+    }
+    for (auto until = std::chrono::steady_clock::now() +
+                      std::chrono::milliseconds(static_cast<int64_t>(a.poll_s * 1000));
+         std::chrono::steady_clock::now() < until;) {
+      if (cancel.load()) {
+        std::printf("interrupted: moves already queued keep running; rerun to follow up\n");
+        return 130;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    w = World{std::move(w.config), std::move(w.planner), std::move(w.cp_dsn)};
+    if (Status st = readFleet(w); !st) return fail(st);
+  }
+}
+
+int runStamps(const PlannerCliArgs& a, World& w) {
+  if (Status st = readFleet(w); !st) return fail(st);
+  std::map<std::string, uint64_t> bytes;
+  std::map<std::string, uint32_t> tenants;
+  for (const auto& t : w.fleet.tenants) {
+    bytes[t.stamp] += t.bytes;
+    tenants[t.stamp] += 1;
+  }
+  std::map<std::string, uint32_t> out, in;
+  for (const auto& m : w.open_moves) {
+    out[m.spec.from_stamp] += 1;
+    in[m.spec.to_stamp] += 1;
+  }
+  if (a.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& s : w.fleet.stamps) {
+      j.push_back({{"stamp", s.name},
+                   {"region", s.region},
+                   {"capacity_bytes", s.capacity_bytes},
+                   {"capacity_tenants", s.capacity_tenants},
+                   {"bytes", bytes[s.name]},
+                   {"utilization", s.capacity_bytes ? static_cast<double>(bytes[s.name]) /
+                                                          static_cast<double>(s.capacity_bytes)
+                                                    : 0.0},
+                   {"tenants", tenants[s.name]},
+                   {"draining", s.draining},
+                   {"moves_out", out[s.name]},
+                   {"moves_in", in[s.name]}});
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-14s %-12s %10s %10s %8s %7s %9s %10s\n", "stamp", "region", "capacity", "used",
+              "util", "tenants", "draining", "moves o/i");
+  for (const auto& s : w.fleet.stamps) {
+    const double u = s.capacity_bytes ? static_cast<double>(bytes[s.name]) /
+                                            static_cast<double>(s.capacity_bytes)
+                                      : 0.0;
+    const std::string moves = std::to_string(out[s.name]) + "/" + std::to_string(in[s.name]);
+    std::printf("%-14s %-12s %10s %10s %8s %7u %9s %10s\n", s.name.c_str(),
+                s.region.empty() ? "-" : s.region.c_str(),
+                s.capacity_bytes ? pl::formatBytes(s.capacity_bytes).c_str() : "unlimited",
+                pl::formatBytes(bytes[s.name]).c_str(), s.capacity_bytes ? pct(u).c_str() : "-",
+                tenants[s.name], s.draining ? "yes" : "no", moves.c_str());
+  }
+  for (const auto& m : w.open_moves) {
+    std::printf("  move %lld: tenant %s %s -> %s, %s%s%s\n", static_cast<long long>(m.id),
+                m.spec.tenant.c_str(), m.spec.from_stamp.c_str(), m.spec.to_stamp.c_str(),
+                q::moveStateName(m.state),
+                m.progress.phase.empty() ? "" : (" (" + m.progress.phase + ")").c_str(),
+                m.last_error.empty() ? "" : ("; last error: " + m.last_error).c_str());
+  }
+  return 0;
+}
+
+void addControlPlaneOptions(CLI::App* cmd, PlannerCliArgs& a) {
+  cmd->add_option("--control-plane-dsn", a.control_plane_dsn,
+                  "Control-plane PostgreSQL (routing directory, move queue, plans)")
+      ->envname("STAMPMOVER_CONTROL_PLANE_DSN");
+  cmd->add_option("--control-plane", a.control_plane,
+                  "Control-plane stamp name from the stamps file, instead of the DSN");
+  cmd->add_flag("--json", a.json, "JSON instead of tables");
+}
+
+void addPlanOptions(CLI::App* cmd, PlannerCliArgs& a) {
+  cmd->add_option("--threshold", a.threshold,
+                  "Balanced when every stamp is within ±this fraction of its region's mean "
+                  "utilization (default: planner.threshold of the config, else 0.10)")
+      ->check(CLI::Range(0.0001, 10.0));
+  cmd->add_option("--max-moves", a.max_moves,
+                  "At most this many moves (default: planner.max_moves, else 20)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", a.seed,
+                  "Seed of the random choice among near-equal targets (default: planner.seed, "
+                  "else 0); the same fleet and seed give the same plan and id")
+      ->check(CLI::NonNegativeNumber);
+}
+
+}  // namespace
+
+void addPlannerCommands(CLI::App& app, PlannerCliArgs& a) {
+  auto* rebalance = app.add_subcommand(
+      "rebalance",
+      "Even out stamps' utilization: `plan` shows the moves and why (nothing moves), `apply "
+      "PLAN_ID` queues them for `stampmover serve`");
+  rebalance->require_subcommand(1);
+  a.plan = rebalance->add_subcommand(
+      "plan",
+      "Measure every stamp, plan moves from the most to the least utilized stamp of each region "
+      "until all are within ±threshold of the mean; print each move with its reason and the "
+      "plan id. Moves nothing (the plan is stored in the control plane under its id).");
+  addControlPlaneOptions(a.plan, a);
+  addPlanOptions(a.plan, a);
+  a.apply = rebalance->add_subcommand(
+      "apply",
+      "Queue the moves of a stored plan. Moves whose tenant moved meanwhile, already has a move, "
+      "or that no longer improve balance enough are skipped with the reason.");
+  a.apply->add_option("PLAN_ID", a.plan_id, "Id printed by `rebalance plan` (plan-...)")->required();
+  addControlPlaneOptions(a.apply, a);
+  a.drain = app.add_subcommand(
+      "drain",
+      "Empty a stamp before decommissioning it: mark it draining (routing refuses new tenants "
+      "there), plan every tenant away within capacity and constraints, queue the moves, purge "
+      "the rows of tenants that have left, and check by SQL that no tenant row remains. "
+      "Rerunnable: each run follows up where the last stopped.");
+  a.drain->add_option("STAMP", a.stamp, "Stamp of the stamps file to drain")->required();
+  a.drain->add_flag("--dry-run", a.dry_run, "Print the plan only: mark nothing, move nothing");
+  a.drain->add_option("--wait", a.wait_s,
+                      "Follow the drain for up to this many seconds (progress, ETA, purge as "
+                      "tenants leave); 0 queues and returns")
+      ->check(CLI::NonNegativeNumber);
+  a.drain->add_option("--poll", a.poll_s, "Seconds between progress lines with --wait")
+      ->check(CLI::PositiveNumber);
+  addControlPlaneOptions(a.drain, a);
+  addPlanOptions(a.drain, a);
+  a.stamps = app.add_subcommand(
+      "stamps",
+      "Each stamp's capacity, bytes used (measured from its tables), utilization, tenants, "
+      "whether it is draining, and the moves in flight out of and into it. Read-only.");
+  addControlPlaneOptions(a.stamps, a);
+}
+
+bool plannerCommandChosen(const PlannerCliArgs& a) {
+  return (a.plan && *a.plan) || (a.apply && *a.apply) || (a.drain && *a.drain) ||
+         (a.stamps && *a.stamps);
+}
+
+int runPlannerCommand(const PlannerCliArgs& a, const std::string& config_path,
+                      const std::atomic<bool>& cancel) {
+  auto w = openWorld(a, config_path);
+  if (!w) return fail(w.status());
+  if (a.plan && *a.plan) return runPlan(a, *w);
+  if (a.apply && *a.apply) return runApply(a, *w);
+  if (a.drain && *a.drain) return runDrain(a, *w, cancel);
+  if (a.stamps && *a.stamps) return runStamps(a, *w);
+  return fail(Status::internal("no planner command chosen"));
+}

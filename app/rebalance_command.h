@@ -1,0 +1,47 @@
+// `stampmover rebalance plan|apply`, `stampmover drain STAMP` and `stampmover stamps` (issue 13):
+// the fleet read from the stamps file, the stamps' catalogs and the control plane (routing
+// directory, move queue), planned by planner/, enqueued into the service's move queue.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+struct PlannerCliArgs {
+  std::string control_plane_dsn;  // Default: "" ($STAMPMOVER_CONTROL_PLANE_DSN); a secret
+  std::string control_plane;      // Default: "" (a stamp of the stamps file instead of the DSN)
+  bool json = false;              // Default: false (tables for people)
+  // rebalance plan
+  double threshold = -1;          // Default: -1 (the config's planner.threshold, else 0.10)
+  int64_t max_moves = -1;         // Default: -1 (the config's planner.max_moves, else 20)
+  int64_t seed = -1;              // Default: -1 (the config's planner.seed, else 0)
+  // rebalance apply
+  std::string plan_id;
+  // drain
+  std::string stamp;
+  bool dry_run = false;           // Default: false
+  double wait_s = 0;              // Default: 0 (enqueue and return; rerun to follow up)
+  double poll_s = 2;              // Default: 2 s between progress lines while waiting
+  // set by addPlannerCommands
+  CLI::App* plan = nullptr;
+  CLI::App* apply = nullptr;
+  CLI::App* drain = nullptr;
+  CLI::App* stamps = nullptr;
+};
+
+// Adds `rebalance` (with `plan` and `apply`), `drain` and `stamps` to `app`.
+void addPlannerCommands(CLI::App& app, PlannerCliArgs& args);
+
+// True when one of the commands above was chosen.
+bool plannerCommandChosen(const PlannerCliArgs& args);
+
+// Runs the chosen command with the stamps file `config_path`. Returns the exit code: 0 ok,
+// 1 internal, 2 refused (bad input: unknown stamp or plan, no config; nothing was changed),
+// 3 retryable (a server unreachable; or a drain that has not emptied its stamp by --wait),
+// 130 interrupted.
+int runPlannerCommand(const PlannerCliArgs& args, const std::string& config_path,
+                      const std::atomic<bool>& cancel);
