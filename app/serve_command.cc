@@ -118,6 +118,10 @@ Status applyServeSection(const YAML::Node& s, const std::string& path, ServeFlag
       else if (k == "soak_seconds") set("--soak", f.soak_s);
       else if (k == "metrics_public") set("--metrics-public", f.metrics_public);
       else if (k == "owner") set("--owner", f.owner);
+      else if (k == "throttle_source_lag_bytes") set("--throttle-source-lag-bytes", f.throttle_source_lag_bytes);
+      else if (k == "throttle_load_query") set("--throttle-load-query", f.throttle_load_query);
+      else if (k == "throttle_load_threshold") set("--throttle-load-threshold", f.throttle_load_threshold);
+      else if (k == "throttle_delay_ms") set("--throttle-delay-ms", f.throttle_delay_ms);
       else {
         return Status::refused(path + ": serve." + k +
                                ": unknown key (expected listen, tls_cert, tls_key, tokens_file, "
@@ -126,7 +130,8 @@ Status applyServeSection(const YAML::Node& s, const std::string& path, ServeFlag
                                "lease_ttl_seconds, "
                                "max_body_bytes, max_header_bytes, max_connections, "
                                "request_timeout_seconds, api_threads, drain_timeout_seconds, "
-                               "soak_seconds, metrics_public, owner)");
+                               "soak_seconds, metrics_public, owner, throttle_source_lag_bytes, "
+                               "throttle_load_query, throttle_load_threshold, throttle_delay_ms)");
       }
     }
   } catch (const YAML::Exception& e) {
@@ -201,6 +206,20 @@ void addServeOptions(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--soak", f.soak_s, "Seconds of dual-write soak after each flip")->capture_default_str();
   cmd->add_flag("--metrics-public", f.metrics_public, "Serve /metrics without a token");
   cmd->add_option("--owner", f.owner, "Worker identity in leases (default host:pid)");
+  cmd->add_option("--throttle-source-lag-bytes", f.throttle_source_lag_bytes,
+                  "Slow a move's copy and apply while the source's physical standbys lag more "
+                  "than this many bytes of WAL (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--throttle-load-query", f.throttle_load_query,
+                  "SQL run on the source every 2 s returning one number, the load signal "
+                  "(e.g. \"SELECT count(*) FROM pg_stat_activity WHERE state = 'active'\")");
+  cmd->add_option("--throttle-load-threshold", f.throttle_load_threshold,
+                  "Throttle while the load signal is above this")
+      ->capture_default_str();
+  cmd->add_option("--throttle-delay-ms", f.throttle_delay_ms,
+                  "Wait before each destination transaction of a throttled move (at most 1000)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1000.0));
 }
 
 int runServe(const ServeFlags& flags_in, const std::string& config_path, const std::string& state_dir_in,
@@ -307,11 +326,18 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
     po.limits.per_source = f.max_per_source;
     po.limits.per_destination = f.max_per_destination;
     po.limits.per_stamp = f.max_per_stamp;
+    po.throttle_source_lag_bytes = f.throttle_source_lag_bytes;
+    po.throttle_load_query = f.throttle_load_query;
+    po.throttle_load_threshold = f.throttle_load_threshold;
+    po.throttle_delay = std::chrono::milliseconds(static_cast<int64_t>(f.throttle_delay_ms));
     const double soak_s = f.soak_s;
     po.migrate_options = [cfg, state_dir, cp_dsn, soak_s](const q::Move& m) -> Result<orch::MigrateOptions> {
       orch::MigrateOptions o;
       o.copy.tenant = m.spec.tenant;
-      o.copy.state_dir = state_dir;
+      // One directory per move: serve processes sharing a state volume (one host, or a
+      // ReadWriteMany volume) open only the stores of the moves they hold, so a move taken over
+      // after its owner died resumes from that owner's checkpoints.
+      o.copy.state_dir = state_dir + "/moves/" + std::to_string(m.id);
       o.copy.tenant_columns = cfg.tenant_columns;
       SM_ASSIGN_OR_RETURN(std::string src, orch::resolveDsn(cfg, m.spec.from_stamp));
       SM_ASSIGN_OR_RETURN(std::string dst, orch::resolveDsn(cfg, m.spec.to_stamp));

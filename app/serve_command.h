@@ -33,6 +33,10 @@ struct ServeFlags {
   double soak_s = 10;
   bool metrics_public = false;
   std::string owner;
+  uint64_t throttle_source_lag_bytes = 0;  // 0: off
+  std::string throttle_load_query;         // "": off
+  double throttle_load_threshold = 0;
+  double throttle_delay_ms = 200;
   CLI::App* cmd = nullptr;          // to tell given flags from defaults
 };
 

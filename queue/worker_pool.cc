@@ -3,14 +3,21 @@
 // with the destination owner check in every destination transaction.
 #include "queue/worker_pool.h"
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "common/log.h"
+#include "common/pg.h"
 #include "orchestrator/control_plane.h"
 #include "orchestrator/copy_job.h"
 #include "orchestrator/migrate_job.h"
@@ -37,7 +44,17 @@ struct Running {
   std::mutex mu;
   std::string control_plane_dsn;      // guarded by mu; a secret
   std::optional<MoveProgress> pending;  // guarded by mu: latest progress not yet written
+  std::optional<MoveProgress> last;     // guarded by mu: latest progress (throttle changes
+                                        // re-send it with the new throttle fields)
   Clock::time_point last_progress_write{};
+  // Throttle: the source to sample, the state the sampler found, and the wait it asks of every
+  // destination transaction (read by commit_statements on the copy's and applier's threads).
+  std::string source_dsn;               // guarded by mu; a secret
+  bool throttled = false;               // guarded by mu
+  std::string throttle_reason;          // guarded by mu: "since <time>: <why>"
+  std::string throttle_since;           // guarded by mu: UTC time the throttle began
+  std::shared_ptr<std::atomic<int64_t>> delay_ms = std::make_shared<std::atomic<int64_t>>(0);
+  std::optional<common::PgConnection> probe;  // the sampler thread's connection to the source
 
   void stop(StopReason r) {
     int none = 0;
@@ -61,11 +78,15 @@ bool flippedPhase(const std::string& phase) {
 // MigrateOptions with or without the hooks (commit_statements, on_progress) — they were added
 // in parallel with this file.
 template <class O, class ProgressFn>
-void wireHooks(O& o, int64_t move_id, int64_t epoch, ProgressFn progress) {
+void wireHooks(O& o, int64_t move_id, int64_t epoch, std::shared_ptr<std::atomic<int64_t>> delay,
+               ProgressFn progress) {
   if constexpr (requires { o.commit_statements; }) {
     using Stmts = typename decltype(o.commit_statements)::result_type;
     const std::string id = std::to_string(move_id), ep = std::to_string(epoch);
-    o.commit_statements = [id, ep]() {
+    o.commit_statements = [id, ep, delay]() {
+      // The throttle's pace: every destination transaction of the move (copy chunk, apply
+      // batch) waits here while the source is over a threshold.
+      if (int64_t d = delay->load(); d > 0) std::this_thread::sleep_for(std::chrono::milliseconds(d));
       Stmts out;
       out.push_back({ownerCheckSql(), {id, ep}});
       return out;
@@ -91,6 +112,39 @@ void wireHooks(O& o, int64_t move_id, int64_t epoch, ProgressFn progress) {
   }
 }
 
+// The pid of another process that holds the RocksDB lock of state directory `dir`, or 0. Read
+// from /proc/locks (by the LOCK file's device and inode) rather than with fcntl(F_GETLK): opening
+// and closing the LOCK file here would drop this process's own lock on it (POSIX record locks
+// belong to the process and go with any close of the file).
+pid_t stateDirHolder(const std::string& dir) {
+  struct stat st {};
+  if (::stat((dir + "/LOCK").c_str(), &st) != 0) return 0;
+  std::ifstream locks("/proc/locks");
+  std::string line;
+  while (std::getline(locks, line)) {
+    if (line.find("->") != std::string::npos) continue;  // a waiter, not a holder
+    std::istringstream in(line);
+    std::string id, kind, mode, rw, pid, where;
+    if (!(in >> id >> kind >> mode >> rw >> pid >> where)) continue;
+    unsigned maj = 0, min = 0;
+    unsigned long long ino = 0;
+    if (std::sscanf(where.c_str(), "%x:%x:%llu", &maj, &min, &ino) != 3) continue;
+    if (ino != st.st_ino || maj != major(st.st_dev) || min != minor(st.st_dev)) continue;
+    const pid_t holder = static_cast<pid_t>(std::atol(pid.c_str()));
+    if (holder > 0 && holder != ::getpid()) return holder;
+  }
+  return 0;
+}
+
+std::string utcNow() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 }  // namespace
 
 struct WorkerPool::Impl {
@@ -102,7 +156,7 @@ struct WorkerPool::Impl {
   bool started = false;                                 // guarded by mu
   std::atomic<bool> draining{false};
   std::atomic<bool> stopping{false};  // the lease thread's end
-  std::thread claimer, leaser;
+  std::thread claimer, leaser, throttler;
   std::atomic<uint64_t> n_started{0}, n_succeeded{0}, n_failed{0}, n_lost{0};
 
   std::chrono::milliseconds renewInterval() const {
@@ -179,6 +233,114 @@ struct WorkerPool::Impl {
         }
       }
       for (auto& r : held) tend(*r);
+    }
+  }
+
+  bool throttleConfigured() const {
+    return options.throttle_source_lag_bytes > 0 || !options.throttle_load_query.empty();
+  }
+
+  // Samples the source of every held move (see WorkerPoolOptions, throttle).
+  void throttleLoop() {
+    while (!stopping) {
+      std::vector<std::shared_ptr<Running>> held;
+      {
+        std::unique_lock<std::mutex> g(mu);
+        cv.wait_for(g, options.throttle_check_interval, [&] { return stopping.load(); });
+        if (stopping) return;
+        for (auto& [id, r] : running) {
+          if (!r->done) held.push_back(r);
+        }
+      }
+      for (auto& r : held) sampleThrottle(*r);
+    }
+  }
+
+  void sampleThrottle(Running& r) {
+    std::string dsn;
+    {
+      std::lock_guard<std::mutex> g(r.mu);
+      dsn = r.source_dsn;
+    }
+    if (dsn.empty()) return;  // not started yet
+    const std::string label = "source stamp '" + r.move.spec.from_stamp + "' (throttle)";
+    if (!r.probe) {
+      auto c = common::PgConnection::connect(
+          dsn, label, {{"connect_timeout", "5"}, {"application_name", "stampmover-throttle"}});
+      if (!c) {
+        spdlog::warn("move {}: throttle: cannot sample the source: {}", r.lease.move_id,
+                     c.status().message());
+        return;  // the previous decision stands until a sample succeeds
+      }
+      r.probe = std::move(*c);
+      if (Status st = r.probe->exec("SET statement_timeout = '5s'"); !st) {
+        r.probe.reset();
+        return;
+      }
+    }
+    std::vector<std::string> why;
+    if (options.throttle_source_lag_bytes > 0) {
+      // Physical standbys only: the move's own logical walsenders are not the source's health.
+      auto v = r.probe->queryValue(
+          "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)), 0)::bigint "
+          "FROM pg_stat_replication r WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s "
+          "WHERE s.active_pid = r.pid AND s.slot_type = 'logical')");
+      if (!v) {
+        spdlog::warn("move {}: throttle: replication lag not read: {}", r.lease.move_id,
+                     v.status().message());
+        r.probe.reset();
+        return;
+      }
+      const uint64_t lag = *v ? std::strtoull((*v)->c_str(), nullptr, 10) : 0;
+      if (lag > options.throttle_source_lag_bytes) {
+        why.push_back("source replication lag " + std::to_string(lag) + " bytes > " +
+                      std::to_string(options.throttle_source_lag_bytes));
+      }
+    }
+    if (!options.throttle_load_query.empty()) {
+      auto v = r.probe->queryValue(options.throttle_load_query);
+      if (!v) {
+        spdlog::warn("move {}: throttle: load query failed: {}", r.lease.move_id,
+                     v.status().message());
+        r.probe.reset();
+        return;
+      }
+      char* end = nullptr;
+      const std::string text = *v ? **v : "";
+      const double load = std::strtod(text.c_str(), &end);
+      if (text.empty() || end == text.c_str()) {
+        spdlog::warn("move {}: throttle: the load query returned '{}', not a number; ignored",
+                     r.lease.move_id, text);
+      } else if (load > options.throttle_load_threshold) {
+        std::ostringstream m;
+        m << "source load signal " << load << " > " << options.throttle_load_threshold;
+        why.push_back(m.str());
+      }
+    }
+    std::string reason;
+    for (const auto& w : why) reason += (reason.empty() ? "" : "; ") + w;
+    const int64_t delay =
+        std::min<int64_t>(options.throttle_delay.count(), 1000);
+    std::lock_guard<std::mutex> g(r.mu);
+    const bool now = !why.empty();
+    if (now && !r.throttled) {
+      r.throttle_since = utcNow();
+      spdlog::warn("move {}: throttling ({}): each destination transaction waits {} ms",
+                   r.lease.move_id, reason, delay);
+    } else if (!now && r.throttled) {
+      spdlog::info("move {}: throttle lifted (was {})", r.lease.move_id, r.throttle_reason);
+    }
+    const std::string full = now ? "since " + r.throttle_since + ": " + reason : "";
+    const bool changed = now != r.throttled || full != r.throttle_reason;
+    r.throttled = now;
+    r.throttle_reason = full;
+    r.delay_ms->store(now ? delay : 0);
+    if (changed && r.last) {
+      MoveProgress p = *r.last;
+      p.throttled = now;
+      p.throttle_reason = full;
+      r.last = p;
+      r.pending = p;
     }
   }
 
@@ -263,7 +425,11 @@ struct WorkerPool::Impl {
 
   void progressFrom(Running& r, const MoveProgress& p) {
     std::lock_guard<std::mutex> g(r.mu);
-    r.pending = p;
+    MoveProgress q = p;
+    q.throttled = r.throttled;
+    q.throttle_reason = r.throttle_reason;
+    r.last = q;
+    r.pending = std::move(q);
   }
 
   // Tears down what a cancelled move created (nothing for a move run by a custom runner).
@@ -284,13 +450,24 @@ struct WorkerPool::Impl {
     orch::MigrateOptions opts = std::move(o).value();
     out.status = fenceDestination(opts.copy.destination.dsn, r.lease.move_id, r.lease.epoch);
     if (!out.status.isOk()) return out;
+    // Fenced first: a previous owner that is stopped (SIGSTOP, a frozen VM) and still holds
+    // the move's state directory can no longer write once it wakes; until it exits or stops on
+    // its own, the directory is its, and this attempt is retried after a backoff.
+    if (pid_t holder = stateDirHolder(opts.copy.state_dir); holder > 0) {
+      out.status = Status::retryable("state directory " + opts.copy.state_dir +
+                                     " is locked by process " + std::to_string(holder) +
+                                     " (an earlier owner of this move, stopped or still "
+                                     "stopping); the destination is fenced against it, retrying");
+      return out;
+    }
     {
       std::lock_guard<std::mutex> g(r.mu);
       r.control_plane_dsn = opts.control_plane_dsn;
+      r.source_dsn = opts.copy.source.dsn;
     }
     opts.cutover_auto = r.move.spec.cutover == CutoverMode::kAuto;
     opts.cutover_manual = r.move.spec.cutover == CutoverMode::kManual;
-    wireHooks(opts, r.lease.move_id, r.lease.epoch,
+    wireHooks(opts, r.lease.move_id, r.lease.epoch, r.delay_ms,
               [this, &r](const MoveProgress& p) { progressFrom(r, p); });
     auto rep = orch::runMigrate(opts, &r.cancel);
     if (!rep) {
@@ -405,6 +582,7 @@ WorkerPool::~WorkerPool() {
   impl_->stopping = true;
   impl_->cv.notify_all();
   if (impl_->leaser.joinable()) impl_->leaser.join();
+  if (impl_->throttler.joinable()) impl_->throttler.join();
 }
 
 Status WorkerPool::start() {
@@ -418,6 +596,7 @@ Status WorkerPool::start() {
   impl_->started = true;
   impl_->claimer = std::thread([this] { impl_->claimLoop(); });
   impl_->leaser = std::thread([this] { impl_->leaseLoop(); });
+  if (impl_->throttleConfigured()) impl_->throttler = std::thread([this] { impl_->throttleLoop(); });
   return Status::ok();
 }
 
@@ -444,6 +623,7 @@ Status WorkerPool::drain(std::chrono::milliseconds timeout) {
     I.stopping = true;
     I.cv.notify_all();
     if (I.leaser.joinable()) I.leaser.join();
+    if (I.throttler.joinable()) I.throttler.join();
     return Status::ok();
   }
   return Status::internal("worker pool: moves still running after the drain timeout");

@@ -49,10 +49,23 @@ struct WorkerPoolOptions {
   std::chrono::milliseconds poll_interval{1000};      // Default: 1 s between claims when idle
   std::chrono::milliseconds renew_interval{0};        // Default: 0 = lease_ttl / 3
   std::chrono::milliseconds progress_interval{2000};  // Default: 2 s between progress writes
-  // Throttle: while the source's replication lag (bytes of WAL the slot retains beyond what it
-  // confirmed, read from pg_replication_slots) passes this, the pool asks the move to slow down
-  // and says so in its progress. 0 disables.
+  // Throttle. Every throttle_check_interval a thread samples each held move's source stamp;
+  // while a signal passes its threshold, every destination transaction of the move (copy chunk,
+  // apply batch) waits throttle_delay first, and the move's progress says since when and why
+  // (`move show`: "throttled: since ...: source replication lag 1.2 GB > 1 GB").
+  //  - replication lag: bytes of WAL the source's physical standbys have not replayed
+  //    (pg_stat_replication, the move's own logical walsenders excluded): the copy's reads and
+  //    the WAL it makes the standbys apply are what hurts them;
+  //  - load signal: `throttle_load_query`, run on the source, returns one number (e.g. active
+  //    sessions, or a value an operator's monitoring writes into a table).
   uint64_t throttle_source_lag_bytes = 0;             // Default: 0 (off)
+  std::string throttle_load_query;                    // Default: "" (off)
+  double throttle_load_threshold = 0;                 // Default: 0 (throttle above this value)
+  // Wait per destination transaction while throttled. It is spent inside the transaction (just
+  // before its commit, where the owner check runs), so keep it well under the destination fence's
+  // 3 s lock_timeout: a takeover waits for it. Capped at 1 s.
+  std::chrono::milliseconds throttle_delay{200};      // Default: 200 ms
+  std::chrono::milliseconds throttle_check_interval{2000};  // Default: 2 s
   MigrateOptionsFn migrate_options;                   // required unless `runner` is set
   MoveRunnerFn runner;                                // Default: runMigrate
 };
