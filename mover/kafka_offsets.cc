@@ -1,0 +1,78 @@
+// stampmover.kafka_offsets: keyed by (migration, topic, partition); see kafka_offsets.h.
+#include "mover/kafka_offsets.h"
+
+#include <cstdlib>
+
+namespace stampmover::mover {
+
+using common::Result;
+using common::Status;
+
+namespace {
+
+// A PostgreSQL array literal of text elements, every element quoted (any content is safe).
+std::string textArray(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+}  // namespace
+
+Status ensureKafkaOffsetsTable(common::PgConnection& dest) {
+  return dest.exec(
+      "CREATE SCHEMA IF NOT EXISTS stampmover; "
+      "CREATE TABLE IF NOT EXISTS stampmover.kafka_offsets (migration text NOT NULL, "
+      "topic text NOT NULL, partition integer NOT NULL, next_offset bigint NOT NULL, "
+      "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (migration, topic, partition))");
+}
+
+Result<std::vector<KafkaOffset>> loadKafkaOffsets(common::PgConnection& dest,
+                                                  const std::string& migration) {
+  SM_ASSIGN_OR_RETURN(
+      auto res, dest.query("SELECT topic, partition, next_offset FROM stampmover.kafka_offsets "
+                           "WHERE migration = $1 ORDER BY topic, partition",
+                           {migration}));
+  std::vector<KafkaOffset> out;
+  for (int r = 0; r < PQntuples(res.get()); ++r) {
+    out.push_back({common::cell(res, r, 0),
+                   static_cast<int32_t>(std::strtol(common::cell(res, r, 1).c_str(), nullptr, 10)),
+                   std::strtoll(common::cell(res, r, 2).c_str(), nullptr, 10)});
+  }
+  return out;
+}
+
+std::vector<TxnStatement> kafkaOffsetStatements(const std::string& migration,
+                                                const std::vector<KafkaOffset>& offsets) {
+  if (offsets.empty()) return {};
+  std::vector<std::string> topics;
+  std::string parts = "{", offs = "{";
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    topics.push_back(offsets[i].topic);
+    parts += (i ? "," : "") + std::to_string(offsets[i].partition);
+    offs += (i ? "," : "") + std::to_string(offsets[i].next_offset);
+  }
+  TxnStatement s;
+  s.sql =
+      "INSERT INTO stampmover.kafka_offsets AS k (migration, topic, partition, next_offset) "
+      "SELECT $1, t, p, o FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS u(t, p, o) "
+      "ON CONFLICT (migration, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+      "updated_at = now() WHERE k.next_offset IS DISTINCT FROM EXCLUDED.next_offset";
+  s.params = {migration, textArray(topics), parts + "}", offs + "}"};
+  return {std::move(s)};
+}
+
+Status dropKafkaOffsets(common::PgConnection& dest, const std::string& migration) {
+  auto res = dest.query("DELETE FROM stampmover.kafka_offsets WHERE migration = $1", {migration});
+  return res.isOk() ? Status::ok() : res.status();
+}
+
+}  // namespace stampmover::mover

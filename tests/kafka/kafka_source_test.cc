@@ -1,0 +1,530 @@
+// The Kafka (Debezium) change source end to end, on librdkafka's mock cluster (started on
+// loopback by each test and destroyed by it) and real PostgreSQL: real changes of a harness
+// source are read from a pgoutput slot and turned into the records Debezium would produce
+// (tests/kafka/debezium_encoder.h documents the shapes), produced to the mock, consumed by
+// KafkaDebeziumSource and applied by PgApplier, whose transactions also store each partition's
+// next offset (stampmover.kafka_offsets). The destination is compared with the source by
+// independent SELECT t::text dumps. Hazards: restart from stored offsets (nothing lost or
+// doubled), duplicates and a replayed snapshot (op r), brokers down and up and leader changes,
+// bad events (stop naming the offset, or dead-letter and go on).
+#include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "cdc/debezium_config.h"
+#include "cdc/kafka_relations.h"
+#include "cdc/kafka_source.h"
+#include "cdc/pgoutput_source.h"
+#include "common/kafka.h"
+#include "harness/seed.h"
+#include "mover/kafka_offsets.h"
+#include "mover/pg_applier.h"
+#include "tests/kafka/debezium_encoder.h"
+#include "tests/support/test_support.h"
+
+using namespace stampmover::testing;
+using stampmover::common::PgConnection;
+using stampmover::common::Result;
+using stampmover::common::Status;
+namespace cdc = stampmover::cdc;
+namespace common = stampmover::common;
+namespace harness = stampmover::harness;
+namespace mover = stampmover::mover;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int32_t kPartitions = 3;
+constexpr const char* kPrefix = "stamp_a";
+const char* kTables[] = {"accounts", "orders", "order_items", "documents", "events"};
+
+// A mock Kafka cluster of three brokers on 127.0.0.1, with a producer; destroyed with the test.
+class MockKafka {
+ public:
+  MockKafka() {
+    char err[512];
+    common::KafkaConf conf(rd_kafka_conf_new());
+    host_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, conf.release(), err, sizeof err));
+    EXPECT_TRUE(host_) << err;
+    cluster_ = rd_kafka_mock_cluster_new(host_.get(), 3);
+    EXPECT_NE(cluster_, nullptr);
+    bootstraps_ = rd_kafka_mock_cluster_bootstraps(cluster_);
+    common::KafkaConf pconf(rd_kafka_conf_new());
+    rd_kafka_conf_set(pconf.get(), "bootstrap.servers", bootstraps_.c_str(), err, sizeof err);
+    rd_kafka_conf_set(pconf.get(), "enable.idempotence", "true", err, sizeof err);
+    producer_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, pconf.release(), err, sizeof err));
+    EXPECT_TRUE(producer_) << err;
+  }
+  ~MockKafka() {
+    producer_.reset();
+    if (cluster_) rd_kafka_mock_cluster_destroy(cluster_);
+    host_.reset();
+  }
+  const std::string& bootstraps() const { return bootstraps_; }
+  rd_kafka_mock_cluster_t* cluster() { return cluster_; }
+  void createTopic(const std::string& topic, int partitions) {
+    ASSERT_EQ(rd_kafka_mock_topic_create(cluster_, topic.c_str(), partitions, 3),
+              RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  void produce(const std::vector<KafkaRecord>& records) {
+    for (const auto& r : records) {
+      rd_kafka_headers_t* hdrs = rd_kafka_headers_new(r.headers.size());
+      for (const auto& [k, v] : r.headers)
+        rd_kafka_header_add(hdrs, k.c_str(), -1, v.data(), static_cast<ssize_t>(v.size()));
+      rd_kafka_resp_err_t err;
+      do {
+        err = rd_kafka_producev(
+            producer_.get(), RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_PARTITION(r.partition),
+            RD_KAFKA_V_KEY(r.key.data(), r.key.size()),
+            RD_KAFKA_V_VALUE((r.value ? const_cast<char*>(r.value->data()) : nullptr),
+                             (r.value ? r.value->size() : size_t{0})),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(producer_.get(), 100);
+      } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
+      ASSERT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR) << rd_kafka_err2str(err);
+    }
+    ASSERT_EQ(rd_kafka_flush(producer_.get(), 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+
+ private:
+  common::KafkaHandle host_;
+  rd_kafka_mock_cluster_t* cluster_ = nullptr;
+  std::string bootstraps_;
+  common::KafkaHandle producer_;
+};
+
+struct Env {
+  std::string db;
+  std::string slot;
+  PgConnection src;
+  PgConnection dst;
+  std::vector<std::shared_ptr<const common::Relation>> relations;
+  std::vector<KafkaRecord> records;  // the stream, in source order
+  std::map<std::pair<std::string, int32_t>, int64_t> ends;  // records per partition
+  uint64_t tenant_changes = 0;  // records that are changes of tenant 42's rows
+};
+
+// Counts one produced record into the expectations.
+void account(Env& e, const KafkaRecord& r) {
+  e.ends[{r.topic, r.partition}]++;
+  if (!r.value) return;
+  json v = json::parse(*r.value);
+  if (v.value("op", "") == "m") return;
+  const json& row = v["after"].is_null() ? v["before"] : v["after"];
+  if (!row.is_null() && row.value("tenant_id", 0) == 42) e.tenant_changes++;
+}
+
+constexpr const char* kBig =
+    "(SELECT string_agg(md5(g::text || 'big'), '') FROM generate_series(1, 400) g)";
+
+std::unique_ptr<Env> setUpEnv() {
+  auto e = std::make_unique<Env>();
+  e->db = freshDatabase();
+  e->slot = "kafka_" + e->db;
+  e->src = connectOrDie(sourceCluster().dsn(e->db));
+  e->dst = connectOrDie(destCluster().dsn(e->db));
+  for (auto* c : {&e->src, &e->dst}) EXPECT_TRUE(harness::createDemoSchema(*c).isOk());
+  // Debezium captures every tenant: a publication without a row filter.
+  execOrDie(e->src, "CREATE PUBLICATION " + e->slot + " FOR ALL TABLES");
+  execOrDie(e->src, "SELECT pg_create_logical_replication_slot('" + e->slot + "', 'pgoutput')");
+  std::vector<std::string> names;
+  for (const char* t : kTables) names.push_back(std::string("public.") + t);
+  auto rels = cdc::describeSourceTables(e->src, names);
+  EXPECT_TRUE(rels.isOk()) << rels.status().message();
+  if (rels) e->relations = *rels;
+  EXPECT_TRUE(mover::ensureKafkaOffsetsTable(e->dst).isOk());
+  return e;
+}
+
+// Writes the workload on the source: seeded tenants, updates (some leaving TOASTed values
+// unchanged), a primary-key change of a row with a TOASTed value, deletes, key reuse.
+void workload(Env& e) {
+  harness::SeedOptions seed;
+  seed.tenant_items = 150;
+  seed.other_items = 150;
+  ASSERT_TRUE(harness::seedTenants(e.src, seed).isOk());
+  execOrDie(e.src, std::string("INSERT INTO documents VALUES (42, 'big0', 'old', ") + kBig +
+                       ", '{\"v\": 0}', now()), (42, 'big1', 'to rename', " + kBig +
+                       ", NULL, now()), (1, 'big0', 'other', " + kBig + ", NULL, now())");
+  execOrDie(e.src, R"SQL(
+UPDATE documents SET title = 'new title' WHERE tenant_id = 42;
+UPDATE documents SET doc_key = 'big1-renamed' WHERE tenant_id = 42 AND doc_key = 'big1';
+UPDATE orders SET status = 'shipped', ratio = 0.1 WHERE tenant_id IN (1, 42) AND order_id % 3 = 0;
+DELETE FROM order_items WHERE tenant_id IN (2, 42) AND line = 1;
+UPDATE accounts SET balance = -balance, tags = ARRAY['a"b', 'c\d', NULL, '{x}'] WHERE tenant_id = 42 AND account_id % 4 = 0;
+DELETE FROM events WHERE tenant_id = 42 AND kind = 'login';
+INSERT INTO documents VALUES (42, 'churn', 'x', 'y', NULL, '2001-02-03 04:05:06.000007');
+DELETE FROM documents WHERE tenant_id = 42 AND doc_key = 'churn';
+INSERT INTO documents VALUES (42, 'churn', 'again', 'z', '[1, 2]', '1999-12-31 23:59:59.999999');
+)SQL");
+  execOrDie(e.src, "SELECT pg_logical_emit_message(true, 'kafka-test-end', 'x')");
+}
+
+// Reads the slot up to the end marker and encodes every change as Debezium would.
+void collect(Env& e) {
+  cdc::PgoutputSourceOptions so;
+  so.dsn = sourceCluster().dsn(e.db);
+  so.slot = e.slot;
+  so.publication = e.slot;
+  auto source = cdc::PgoutputSource::start(so);
+  ASSERT_TRUE(source.isOk()) << source.status().message();
+  DebeziumEncoder enc(kPrefix, kPartitions);
+  uint32_t xid = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  for (;;) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "slot read timed out";
+    auto ev = (*source)->next(std::chrono::milliseconds(100));
+    ASSERT_TRUE(ev.isOk()) << ev.status().message();
+    if (!ev->has_value()) continue;
+    const common::ChangeEvent& c = **ev;
+    if (c.kind == common::ChangeEvent::Kind::kBegin) xid = c.txn.xid;
+    if (c.kind == common::ChangeEvent::Kind::kMessage) {
+      if (c.message.prefix == "kafka-test-end") {
+        e.records.push_back(enc.message("kafka-test-end", c.message.content, c.message.lsn.value()));
+        break;
+      }
+      continue;
+    }
+    if (c.kind != common::ChangeEvent::Kind::kChange) continue;
+    for (auto& r : enc.encode(c.change, c.wal_start.value(), xid)) e.records.push_back(std::move(r));
+  }
+  for (const auto& r : e.records) account(e, r);
+}
+
+void createTopics(MockKafka& k) {
+  for (const char* t : kTables) k.createTopic(std::string(kPrefix) + ".public." + t, kPartitions);
+  k.createTopic(std::string(kPrefix) + ".public.currencies", kPartitions);
+  k.createTopic(std::string(kPrefix) + ".message", 1);
+}
+
+std::vector<std::string> topics() {
+  std::vector<std::string> out;
+  for (const char* t : kTables) out.push_back(std::string(kPrefix) + ".public." + t);
+  out.push_back(std::string(kPrefix) + ".message");
+  return out;
+}
+
+struct RunOptions {
+  uint64_t stop_after_changes = UINT64_MAX;  // stop (cleanly) after this many changes applied
+  cdc::BadEventPolicy on_bad_event = cdc::BadEventPolicy::kStop;
+  std::string dead_letter_path;
+  // Fault injection: once this many changes were applied, poll_hook is called before every
+  // read until it returns true; the run does not end as caught up before that.
+  uint64_t hook_after = UINT64_MAX;
+  std::function<bool(cdc::KafkaDebeziumSource&)> poll_hook;
+};
+
+struct RunResult {
+  uint64_t changes = 0;
+  cdc::KafkaHealth health;
+  cdc::KafkaSourceStats stats;
+};
+
+// Start offsets: the destination's stored ones, the beginning for partitions without any.
+std::vector<cdc::PartitionOffset> startOffsets(Env& e, MockKafka& k) {
+  std::map<std::string, std::string> conf = {{"bootstrap.servers", k.bootstraps()}};
+  auto parts = cdc::KafkaDebeziumSource::partitionsOf(conf, topics(), std::chrono::seconds(10));
+  EXPECT_TRUE(parts.isOk()) << parts.status().message();
+  auto stored = mover::loadKafkaOffsets(e.dst, "m1");
+  EXPECT_TRUE(stored.isOk()) << stored.status().message();
+  std::vector<cdc::PartitionOffset> out = parts.isOk() ? *parts : std::vector<cdc::PartitionOffset>{};
+  for (auto& p : out)
+    for (const auto& s : *stored)
+      if (s.topic == p.topic && s.partition == p.partition) p.offset = s.next_offset;
+  return out;
+}
+
+// Consumes from the stored offsets and applies until every partition is at its end (or
+// stop_after_changes), committing offsets with the rows.
+Result<RunResult> consume(Env& e, MockKafka& k, const RunOptions& ro = {}) {
+  cdc::KafkaSourceOptions so;
+  so.kafka = {{"bootstrap.servers", k.bootstraps()}};
+  so.start = startOffsets(e, k);
+  so.max_buffered_bytes = 1u << 20;
+  so.on_bad_event = ro.on_bad_event;
+  so.dead_letter_path = ro.dead_letter_path;
+  so.give_up_after = std::chrono::seconds(60);
+  mover::ApplierOptions ao;
+  ao.dest_dsn = destCluster().dsn(e.db);
+  ao.source_dsn = sourceCluster().dsn(e.db);
+  ao.origin_name = e.slot;
+  ao.tenant = "42";
+  ao.plain_inserts = false;  // at-least-once delivery: every insert is an upsert
+  ao.max_batch_changes = 200;
+  SM_ASSIGN_OR_RETURN(auto applier, mover::PgApplier::open(ao));
+  SM_ASSIGN_OR_RETURN(auto origin, applier->originProgress());
+  so.first_position = origin.value() + 1;
+  cdc::DebeziumDecoder decoder({}, cdc::fixedRelations(e.relations), cdc::TenantFilter{"42"});
+  SM_ASSIGN_OR_RETURN(auto source, cdc::KafkaDebeziumSource::open(so, std::move(decoder)));
+  cdc::KafkaDebeziumSource* src = source.get();
+  // The offsets ride in the applier's transactions. The applier was opened first; its options
+  // are copied, so the callback is installed by reopening with it.
+  ao.commit_statements = [src]() {
+    std::vector<mover::KafkaOffset> offs;
+    for (const auto& p : src->committedOffsets())
+      if (p.offset >= 0) offs.push_back({p.topic, p.partition, p.offset});
+    return mover::kafkaOffsetStatements("m1", offs);
+  };
+  applier.reset();
+  SM_ASSIGN_OR_RETURN(applier, mover::PgApplier::open(ao));
+  RunResult out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  bool hook_done = !ro.poll_hook;
+  int idle = 0;
+  // Stops only between records (after a Commit): a stop inside one would leave its source
+  // transaction, and so the applier's open batch, uncommitted.
+  for (;;) {
+    if (std::chrono::steady_clock::now() > deadline) return Status::internal("consume timed out");
+    if (!hook_done && out.changes >= ro.hook_after) hook_done = ro.poll_hook(*src);
+    SM_ASSIGN_OR_RETURN(auto ev, src->next(std::chrono::milliseconds(50)));
+    if (ev) {
+      idle = 0;
+      if (ev->kind == common::ChangeEvent::Kind::kChange) out.changes++;
+      SM_RETURN_IF_ERROR(applier->apply(std::move(*ev)));
+      if (ev->kind == common::ChangeEvent::Kind::kCommit && out.changes >= ro.stop_after_changes) break;
+    } else {
+      SM_RETURN_IF_ERROR(applier->commitPending());
+      if (hook_done && src->caughtUp() && ++idle >= 3) break;
+    }
+  }
+  SM_RETURN_IF_ERROR(applier->commitPending());
+  SM_ASSIGN_OR_RETURN(auto durable, applier->durableLsn());
+  SM_RETURN_IF_ERROR(src->acknowledge(durable));
+  out.health = src->health();
+  out.stats = src->stats();
+  return out;
+}
+
+void expectTenantEqual(Env& e) {
+  for (const auto& [table, order] : kDemoTenantTables) {
+    if (std::string(table) == "scratch") continue;
+    auto a = tenantRows(e.src, table, "42", order);
+    auto b = tenantRows(e.dst, table, "42", order);
+    ASSERT_EQ(a.size(), b.size()) << table;
+    ASSERT_FALSE(a.empty()) << table;
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << table << " row " << i;
+    EXPECT_EQ(scalar(e.dst, std::string("SELECT count(*) FROM ") + table + " WHERE tenant_id <> 42"), "0")
+        << table;
+  }
+}
+
+// Every partition's stored next offset is its end: nothing left, nothing past it.
+void expectOffsetsAtEnd(Env& e) {
+  auto stored = mover::loadKafkaOffsets(e.dst, "m1");
+  ASSERT_TRUE(stored.isOk());
+  std::map<std::pair<std::string, int32_t>, int64_t> got;
+  for (const auto& s : *stored) got[{s.topic, s.partition}] = s.next_offset;
+  const auto consumed = topics();
+  for (const auto& [part, end] : e.ends) {
+    if (std::find(consumed.begin(), consumed.end(), part.first) == consumed.end()) continue;
+    EXPECT_EQ(got[part], end) << part.first << "/" << part.second;
+  }
+}
+
+class KafkaSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    env_ = setUpEnv();
+    ASSERT_NO_FATAL_FAILURE(workload(*env_));
+    ASSERT_NO_FATAL_FAILURE(collect(*env_));
+    ASSERT_NO_FATAL_FAILURE(createTopics(kafka_));
+  }
+  void TearDown() override {
+    if (env_ && env_->src.valid())
+      (void)env_->src.exec("SELECT pg_drop_replication_slot('" + env_->slot + "')");
+  }
+  std::unique_ptr<Env> env_;
+  MockKafka kafka_;
+};
+
+TEST_F(KafkaSourceTest, StreamAppliedEqualsSource) {
+  Env& e = *env_;
+  ASSERT_NO_FATAL_FAILURE(kafka_.produce(e.records));
+  auto run = consume(e, kafka_);
+  ASSERT_TRUE(run.isOk()) << run.status().message();
+  EXPECT_EQ(run->changes, e.tenant_changes);
+  EXPECT_GT(run->stats.skipped, 0u) << "other tenants' rows are in the topics";
+  EXPECT_GT(run->stats.tombstones, 0u);
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e));
+  ASSERT_NO_FATAL_FAILURE(expectOffsetsAtEnd(e));
+}
+
+TEST_F(KafkaSourceTest, RestartFromStoredOffsetsLosesAndDoublesNothing) {
+  Env& e = *env_;
+  ASSERT_NO_FATAL_FAILURE(kafka_.produce(e.records));
+  RunOptions first;
+  first.stop_after_changes = e.tenant_changes / 3;
+  auto a = consume(e, kafka_, first);
+  ASSERT_TRUE(a.isOk()) << a.status().message();
+  ASSERT_LT(a->changes, e.tenant_changes);
+  auto b = consume(e, kafka_);
+  ASSERT_TRUE(b.isOk()) << b.status().message();
+  // Offsets committed with the rows: the second run starts exactly after the first.
+  EXPECT_EQ(a->changes + b->changes, e.tenant_changes);
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e));
+  ASSERT_NO_FATAL_FAILURE(expectOffsetsAtEnd(e));
+}
+
+TEST_F(KafkaSourceTest, DuplicatesAndReplayedSnapshotConverge) {
+  Env& e = *env_;
+  // At-least-once: the connector restarted and sent the whole stream again, then re-snapshotted
+  // the tables (op r of the current rows, every tenant's).
+  std::vector<KafkaRecord> all = e.records;
+  all.insert(all.end(), e.records.begin(), e.records.end());
+  DebeziumEncoder enc(kPrefix, kPartitions);
+  for (const auto& rel : e.relations) {
+    std::string cols;
+    for (const auto& c : rel->columns) cols += (cols.empty() ? "" : ", ") + common::quoteIdent(c.name) + "::text";
+    auto res = e.src.query("SELECT " + cols + " FROM " + common::quoteIdent(rel->name));
+    ASSERT_TRUE(res.isOk());
+    for (int r = 0; r < PQntuples(res->get()); ++r) {
+      common::Change ch;
+      ch.op = common::ChangeOp::kInsert;
+      ch.relation = rel;
+      for (int c = 0; c < PQnfields(res->get()); ++c)
+        ch.new_tuple.push_back(common::cellIsNull(*res, r, c) ? common::Datum::null()
+                                                              : common::Datum::value(common::cell(*res, r, c)));
+      for (auto& rec : enc.encode(ch, 1, 1, /*snapshot=*/true)) all.push_back(std::move(rec));
+    }
+  }
+  e.ends.clear();
+  e.tenant_changes = 0;
+  for (const auto& r : all) account(e, r);
+  ASSERT_NO_FATAL_FAILURE(kafka_.produce(all));
+  auto run = consume(e, kafka_);
+  ASSERT_TRUE(run.isOk()) << run.status().message();
+  EXPECT_EQ(run->changes, e.tenant_changes);
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e));
+  ASSERT_NO_FATAL_FAILURE(expectOffsetsAtEnd(e));
+}
+
+TEST_F(KafkaSourceTest, BrokersDownAndUpAndLeaderChange) {
+  Env& e = *env_;
+  // The first half of the stream is there from the start; the brokers go down mid-way, stay
+  // down while the source keeps polling (the outage must show in health()), come back with
+  // new partition leaders, and only then is the second half produced: reading it proves the
+  // consumer recovered by itself.
+  const size_t half = e.records.size() / 2;
+  std::vector<KafkaRecord> first(e.records.begin(), e.records.begin() + static_cast<long>(half));
+  std::vector<KafkaRecord> second(e.records.begin() + static_cast<long>(half), e.records.end());
+  ASSERT_NO_FATAL_FAILURE(kafka_.produce(first));
+  RunOptions ro;
+  ro.hook_after = 1;
+  rd_kafka_mock_cluster_t* mc = kafka_.cluster();
+  int state = 0;
+  std::chrono::steady_clock::time_point down_at;
+  uint64_t errors_before = 0;
+  bool outage_visible = false;
+  ro.poll_hook = [&](cdc::KafkaDebeziumSource& src) {
+    if (state == 0) {
+      errors_before = src.health().errors;
+      for (int32_t b = 1; b <= 3; ++b) EXPECT_EQ(rd_kafka_mock_broker_set_down(mc, b), RD_KAFKA_RESP_ERR_NO_ERROR);
+      down_at = std::chrono::steady_clock::now();
+      state = 1;
+      return false;
+    }
+    if (std::chrono::steady_clock::now() - down_at < std::chrono::seconds(3)) return false;
+    outage_visible = src.health().errors > errors_before && src.health().failing &&
+                     !src.health().last_error.empty();
+    for (const char* t : kTables)
+      for (int p = 0; p < kPartitions; ++p)
+        rd_kafka_mock_partition_set_leader(mc, (std::string(kPrefix) + ".public." + t).c_str(), p,
+                                           1 + (p + 1) % 3);
+    for (int32_t b = 1; b <= 3; ++b) EXPECT_EQ(rd_kafka_mock_broker_set_up(mc, b), RD_KAFKA_RESP_ERR_NO_ERROR);
+    kafka_.produce(second);
+    return true;
+  };
+  auto run = consume(e, kafka_, ro);
+  ASSERT_TRUE(run.isOk()) << run.status().message();
+  EXPECT_TRUE(outage_visible) << "the outage shows in health(): " << run->health.last_error;
+  EXPECT_FALSE(run->health.failing) << "recovered: " << run->health.last_error;
+  EXPECT_EQ(run->changes, e.tenant_changes);
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e));
+  ASSERT_NO_FATAL_FAILURE(expectOffsetsAtEnd(e));
+}
+
+TEST_F(KafkaSourceTest, FetchRequestErrorsAreRetried) {
+  Env& e = *env_;
+  ASSERT_NO_FATAL_FAILURE(kafka_.produce(e.records));
+  // Every broker answers its next Fetch requests with errors (leadership moved, timeouts):
+  // librdkafka retries them with its backoff; the stream must still arrive whole, once.
+  rd_kafka_mock_push_request_errors(kafka_.cluster(), 1 /* Fetch */, 6,
+                                    RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                    RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                    RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                    RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+                                    RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                    RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+  auto run = consume(e, kafka_);
+  ASSERT_TRUE(run.isOk()) << run.status().message();
+  EXPECT_EQ(run->changes, e.tenant_changes);
+  EXPECT_GT(run->health.errors, 0u) << "the request errors are visible in health()";
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e));
+  ASSERT_NO_FATAL_FAILURE(expectOffsetsAtEnd(e));
+}
+
+TEST_F(KafkaSourceTest, BadEventStopsNamingItsOffsetOrIsDeadLettered) {
+  Env& e = *env_;
+  KafkaRecord bad;
+  bad.topic = std::string(kPrefix) + ".public.orders";
+  bad.partition = 1;
+  bad.key = "{}";
+  bad.value = R"({"op":"c","after":{"tenant_id":42},"source":{"schema":"public","table":"orders"}})";
+  std::vector<KafkaRecord> all = e.records;
+  const size_t bad_index = all.size() / 2;
+  all.insert(all.begin() + static_cast<long>(bad_index), bad);
+  int64_t bad_offset = 0;  // records before it in its partition
+  for (size_t i = 0; i < bad_index; ++i)
+    if (all[i].topic == bad.topic && all[i].partition == 1) bad_offset++;
+  e.ends[{bad.topic, 1}]++;
+  ASSERT_NO_FATAL_FAILURE(kafka_.produce(all));
+  auto stopped = consume(e, kafka_);
+  ASSERT_FALSE(stopped.isOk());
+  EXPECT_NE(stopped.status().message().find("topic " + bad.topic + " partition 1 offset " +
+                                            std::to_string(bad_offset)),
+            std::string::npos)
+      << stopped.status().message();
+  TempDir dir;
+  RunOptions ro;
+  ro.on_bad_event = cdc::BadEventPolicy::kDeadLetter;
+  ro.dead_letter_path = dir.path() + "/dead.jsonl";
+  auto run = consume(e, kafka_, ro);
+  ASSERT_TRUE(run.isOk()) << run.status().message();
+  EXPECT_EQ(run->stats.bad_events, 1u);
+  std::string dead = readFile(ro.dead_letter_path);
+  json line = json::parse(dead.substr(0, dead.find('\n')));
+  EXPECT_EQ(line["topic"], bad.topic);
+  EXPECT_EQ(line["partition"], 1);
+  EXPECT_EQ(line["offset"], bad_offset);
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e));
+  ASSERT_NO_FATAL_FAILURE(expectOffsetsAtEnd(e));
+}
+
+TEST_F(KafkaSourceTest, ConnectorPreflightOfTheDemoTables) {
+  // The demo tables (REPLICA IDENTITY DEFAULT, tenant in every primary key) pass with a safe
+  // config; Debezium's defaults are refused for skipped.operations.
+  auto cfg = cdc::parseConnectorConfig(
+      R"({"connector.class":"io.debezium.connector.postgresql.PostgresConnector",)"
+      R"("topic.prefix":"stamp_a","skipped.operations":"none"})");
+  ASSERT_TRUE(cfg.isOk());
+  auto ok = cdc::checkConnectorConfig(*cfg, env_->relations, cdc::TenantFilter{"42"});
+  EXPECT_TRUE(ok.isOk()) << ok.status().message();
+  cfg->settings.erase("skipped.operations");
+  EXPECT_FALSE(cdc::checkConnectorConfig(*cfg, env_->relations, cdc::TenantFilter{"42"}).isOk());
+  execOrDie(env_->src, "ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (event_id)");
+  auto rels = cdc::describeSourceTables(env_->src, {"public.events"});
+  ASSERT_TRUE(rels.isOk());
+  cfg->settings["skipped.operations"] = "none";
+  auto refused = cdc::checkConnectorConfig(*cfg, *rels, cdc::TenantFilter{"42"});
+  ASSERT_FALSE(refused.isOk());
+  EXPECT_NE(refused.status().message().find("public.events"), std::string::npos);
+}
+
+}  // namespace
