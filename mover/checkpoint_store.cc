@@ -1,5 +1,5 @@
 // RocksDB-backed CheckpointStore: records are JSON values under typed key prefixes
-// ("m/<id>", "c/<id>/<table>/<index>", "s/<id>/<stream>"); every batch is written with
+// ("m/<id>", "c/<id>/<table>/<index>", "s/<id>/<stream>", "n/<id>/<name>", "l/<id>/<key>"); every batch is written with
 // WriteOptions::sync so an acknowledged write survives kill -9 and power loss.
 #include "mover/checkpoint_store.h"
 
@@ -32,10 +32,25 @@ std::string keyPart(const std::string& s) {
   return out;
 }
 
+// Inverse of keyPart().
+std::string unKeyPart(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 std::string migrationKey(const std::string& id) { return "m/" + keyPart(id); }
 std::string chunkPrefix(const std::string& id) { return "c/" + keyPart(id) + "/"; }
 std::string streamPrefix(const std::string& id) { return "s/" + keyPart(id) + "/"; }
 std::string notePrefix(const std::string& id) { return "n/" + keyPart(id) + "/"; }
+std::string ledgerPrefix(const std::string& id) { return "l/" + keyPart(id) + "/"; }
 
 json toJson(const MigrationRecord& r) {
   json plan = json::array();
@@ -184,6 +199,19 @@ class RocksDbCheckpointStore final : public CheckpointStore {
     return std::optional<std::string>(value);
   }
 
+  Result<std::vector<std::pair<std::string, std::string>>> loadLedger(
+      const std::string& id) override {
+    std::vector<std::pair<std::string, std::string>> out;
+    const std::string prefix = ledgerPrefix(id);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      out.emplace_back(unKeyPart(it->key().ToString().substr(prefix.size())),
+                       it->value().ToString());
+    }
+    SM_RETURN_IF_ERROR(fromRocks(it->status(), "checkpoint store scan"));
+    return out;
+  }
+
  private:
   // JSON decoding is input handling: a malformed record is reported, never thrown through.
   template <class T, class F>
@@ -227,7 +255,17 @@ void CheckpointBatch::putNote(const std::string& id, const std::string& name,
   ops_.push_back({Op::Kind::kPut, notePrefix(id) + keyPart(name), value});
 }
 
+void CheckpointBatch::putLedgerEntry(const std::string& id, const std::string& key,
+                                     const std::string& value) {
+  ops_.push_back({Op::Kind::kPut, ledgerPrefix(id) + keyPart(key), value});
+}
+
+void CheckpointBatch::deleteLedgerEntry(const std::string& id, const std::string& key) {
+  ops_.push_back({Op::Kind::kDelete, ledgerPrefix(id) + keyPart(key), ""});
+}
+
 void CheckpointBatch::deleteMigration(const std::string& id) {
+  ops_.push_back({Op::Kind::kDeletePrefix, ledgerPrefix(id), ""});
   ops_.push_back({Op::Kind::kDeletePrefix, notePrefix(id), ""});
   ops_.push_back({Op::Kind::kDeletePrefix, chunkPrefix(id), ""});
   ops_.push_back({Op::Kind::kDeletePrefix, streamPrefix(id), ""});

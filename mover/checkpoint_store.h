@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/lsn.h"
@@ -94,7 +95,14 @@ class CheckpointBatch {
   void putStreamPosition(const std::string& migration_id, const StreamPosition& pos);
   // A named free-form value of a migration (e.g. the status the `status` command shows).
   void putNote(const std::string& migration_id, const std::string& name, const std::string& value);
-  void deleteMigration(const std::string& migration_id);  // and all its chunks and positions
+  // One entry of a migration's ledger of server-side objects (orchestrator/ledger.h owns the
+  // encoding): `key` identifies the object, `value` describes it.
+  void putLedgerEntry(const std::string& migration_id, const std::string& key,
+                      const std::string& value);
+  void deleteLedgerEntry(const std::string& migration_id, const std::string& key);
+  // And all its chunks, positions, notes and ledger entries: call it only once the ledger's
+  // objects are gone (orchestrator::teardown).
+  void deleteMigration(const std::string& migration_id);
 
   struct Op {
     enum class Kind { kPut, kDelete, kDeletePrefix } kind;
@@ -120,6 +128,9 @@ class CheckpointStore {
       const std::string& id, const std::string& stream) = 0;
   virtual common::Result<std::optional<std::string>> loadNote(const std::string& id,
                                                               const std::string& name) = 0;
+  // The migration's ledger entries as (key, value), in key order; empty when none.
+  virtual common::Result<std::vector<std::pair<std::string, std::string>>> loadLedger(
+      const std::string& id) = 0;
 };
 
 struct RocksDbOptions {

@@ -85,8 +85,7 @@ Result<bool> publicationExists(PgConnection& src, const std::string& name) {
   return v.value_or("0") != "0";
 }
 
-Status dropSlotAndPublication(PgConnection& src, const std::string& slot_name,
-                              const std::string& publication_name) {
+Status dropSlotIfExists(PgConnection& src, const std::string& slot_name) {
   // A walsender whose client just disconnected releases the slot a moment later: wait a little
   // before calling the slot busy.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -111,7 +110,17 @@ Status dropSlotAndPublication(PgConnection& src, const std::string& slot_name,
     // 42704 undefined_object: the slot went away since we looked (another cleanup): dropped.
     if (!dropped.isOk() && dropped.sqlState() != "42704") return dropped;
   }
+  return Status::ok();
+}
+
+Status dropPublicationIfExists(PgConnection& src, const std::string& publication_name) {
   return src.exec("DROP PUBLICATION IF EXISTS " + common::quoteIdent(publication_name));
+}
+
+Status dropSlotAndPublication(PgConnection& src, const std::string& slot_name,
+                              const std::string& publication_name) {
+  SM_RETURN_IF_ERROR(dropSlotIfExists(src, slot_name));
+  return dropPublicationIfExists(src, publication_name);
 }
 
 }  // namespace stampmover::mover

@@ -41,6 +41,10 @@ common::Result<SlotWithSnapshot> createSlotWithSnapshot(const std::string& sourc
 common::Status dropSlotAndPublication(common::PgConnection& source, const std::string& slot_name,
                                       const std::string& publication_name);
 
+// The two halves of dropSlotAndPublication(), each idempotent (absent is success).
+common::Status dropSlotIfExists(common::PgConnection& conn, const std::string& slot_name);
+common::Status dropPublicationIfExists(common::PgConnection& conn, const std::string& name);
+
 // True when the named slot / publication exists.
 common::Result<bool> slotExists(common::PgConnection& source, const std::string& slot_name);
 common::Result<bool> publicationExists(common::PgConnection& source, const std::string& name);
