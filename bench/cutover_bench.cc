@@ -77,7 +77,7 @@ struct Args {
   double soak_seconds = 1;            // Default: 1 s of dual-write soak per run
   uint32_t window_timeout_ms = 2000;  // Default: 2000 (stampmover's --window-timeout-ms)
   uint32_t jobs = 0;                  // Default: 0 (stampmover's copy default)
-  uint32_t fence_updates = 5000;      // Default: 5000 timed UPDATEs of each kind (3 kinds)
+  uint32_t fence_updates = 5000;      // Default: 5000 timed UPDATEs of each kind (4 kinds)
   uint32_t fence_blocks = 10;         // Default: 10 interleaved blocks of each (500 UPDATEs)
   bool fence_only = false;            // Default: false (also run the cutovers)
   std::string log_level = "warn";     // Default: "warn" (stampmover's own log lines)
@@ -96,16 +96,22 @@ double mean(const std::vector<double>& v) {
 // ---------------------------------------------------------------------------------------------
 // What the installed fence costs other tenants' writes.
 
-// The three kinds of block, interleaved: no fence triggers; triggers installed and nobody
-// fenced (the stamp for the whole migration); triggers installed and another tenant (42) fenced
-// (the stamp during a window, and the old primary during the dual-write soak).
-enum FenceKind { kNoFence = 0, kInstalled = 1, kOtherFenced = 2, kFenceKinds = 3 };
+// The four kinds of block, interleaved: no fence triggers; the fence acquired (row triggers
+// dormant: a stamp from the cutover request until its first freeze, and the destination for
+// the whole dual-write soak); armed and nobody fenced (from the check before a freeze until the
+// freeze, and after a rolled-back window until the migration ends); armed and another tenant
+// (42) fenced (the stamp during a window, and the old primary during the dual-write soak).
+enum FenceKind { kNoFence = 0, kInstalled = 1, kArmed = 2, kOtherFenced = 3, kFenceKinds = 4 };
 constexpr const char* kFenceKindNames[kFenceKinds] = {"no fence triggers", "fence installed",
-                                                      "tenant 42 fenced"};
+                                                      "armed, none fenced", "tenant 42 fenced"};
 
 struct FenceCost {
   std::vector<double> us[kFenceKinds];       // per UPDATE, every timed batch of that kind
   std::vector<double> block_s[kFenceKinds];  // per interleaved block
+  // The server backend's on-CPU time per UPDATE, per block (/proc/PID/schedstat, ns
+  // resolution: what the trigger costs the server, without the client's and the scheduler's
+  // noise); empty when that file cannot be read.
+  std::vector<double> server_us[kFenceKinds];
   uint32_t per_block = 0;
   uint32_t tables = 0;
 };
@@ -125,6 +131,16 @@ Result<std::vector<double>> timeUpdates(PgConnection& c, const std::vector<std::
   return out;
 }
 
+// On-CPU nanoseconds of process `pid` so far (first field of /proc/PID/schedstat), or -1.
+int64_t onCpuNs(const std::string& pid) {
+  FILE* f = std::fopen(("/proc/" + pid + "/schedstat").c_str(), "r");
+  if (f == nullptr) return -1;
+  long long ns = -1;
+  if (std::fscanf(f, "%lld", &ns) != 1) ns = -1;
+  std::fclose(f);
+  return ns;
+}
+
 Result<FenceCost> measureFenceCost(const std::string& dsn, const Args& args) {
   FenceCost out;
   SM_ASSIGN_OR_RETURN(PgConnection admin, PgConnection::connect(dsn, "stamp-a (fence install)"));
@@ -138,6 +154,8 @@ Result<FenceCost> measureFenceCost(const std::string& dsn, const Args& args) {
   std::vector<std::string> ids;
   for (int i = 0; i < stampmover::common::rowCount(r); ++i) ids.push_back(cell(r, i, 0));
   if (ids.empty()) return Status::internal("tenant 1 has no orders on stamp-a");
+  SM_ASSIGN_OR_RETURN(auto backend, c.queryValue("SELECT pg_backend_pid()::text"));
+  const std::string pid = backend.value_or("0");
   SM_RETURN_IF_ERROR(
       c.exec("PREPARE bench_upd(bigint) AS UPDATE orders SET total = "
              "coalesce(total, 0) + 1 WHERE tenant_id = " +
@@ -150,22 +168,29 @@ Result<FenceCost> measureFenceCost(const std::string& dsn, const Args& args) {
   const std::string bench_id = "bench-fence-cost";
   auto block = [&](FenceKind kind) -> Status {
     if (kind != kNoFence) SM_RETURN_IF_ERROR(mover::acquireFence(admin, tables, bench_id, {}));
+    // Armed as right before a freeze (the check before each freeze arms the stamp).
+    if (kind >= kArmed) SM_RETURN_IF_ERROR(mover::checkFenceInPlace(admin, tables));
     if (kind == kOtherFenced) {
       SM_RETURN_IF_ERROR(mover::fenceTenant(admin, kTenant, 1, std::chrono::hours(1)).status());
     }
     SM_RETURN_IF_ERROR(timeUpdates(c, ids, warmup, &next).status());  // untimed: replan, compile
+    const int64_t cpu0 = onCpuNs(pid);
     auto t0 = Clock::now();
     auto us = timeUpdates(c, ids, out.per_block, &next);
     const double s = secondsSince(t0);
+    const int64_t cpu1 = onCpuNs(pid);
     // The migrate runs install the fence themselves; start them as an untouched stamp would.
     if (kind == kOtherFenced) SM_RETURN_IF_ERROR(mover::unfenceTenant(admin, kTenant));
     if (kind != kNoFence) SM_RETURN_IF_ERROR(mover::releaseFence(admin, bench_id, tables, {}));
     SM_RETURN_IF_ERROR(us.status());
     out.block_s[kind].push_back(s);
+    if (cpu0 >= 0 && cpu1 >= cpu0) {
+      out.server_us[kind].push_back(static_cast<double>(cpu1 - cpu0) / 1e3 / out.per_block);
+    }
     out.us[kind].insert(out.us[kind].end(), us->begin(), us->end());
     return Status::ok();
   };
-  // Each round runs every kind once, in a rotating order (0 1 2, 1 2 0, 2 0 1, ...).
+  // Each round runs every kind once, in a rotating order (0 1 2 3, 1 2 3 0, ...).
   for (uint32_t i = 0; i < args.fence_blocks; ++i) {
     for (int k = 0; k < kFenceKinds; ++k) {
       SM_RETURN_IF_ERROR(block(static_cast<FenceKind>((k + static_cast<int>(i)) % kFenceKinds)));
@@ -370,17 +395,36 @@ void printWindowRow(const char* name, const Stat& s) {
 // Each round times one block of every kind back to back; the median over rounds of
 // (block of `kind` / block without the fence) is what bursts of other work on a shared machine
 // disturb least (a burst lands in one round's pair, and the median drops that round).
-double pairedRatio(const FenceCost& f, FenceKind kind) {
+double pairedRatioOf(const std::vector<double> (&per_block)[kFenceKinds], FenceKind kind) {
   std::vector<double> r;
-  for (size_t i = 0; i < f.block_s[kind].size() && i < f.block_s[kNoFence].size(); ++i) {
-    if (f.block_s[kNoFence][i] > 0) r.push_back(f.block_s[kind][i] / f.block_s[kNoFence][i]);
+  const auto& base = per_block[kNoFence];
+  for (size_t i = 0; i < per_block[kind].size() && i < base.size(); ++i) {
+    if (base[i] > 0) r.push_back(per_block[kind][i] / base[i]);
   }
   return r.empty() ? 0 : percentile(r, 0.5);
 }
+double pairedRatio(const FenceCost& f, FenceKind kind) { return pairedRatioOf(f.block_s, kind); }
+// The same on the server backend's CPU time per UPDATE; 0 when it was not measured.
+double pairedServerRatio(const FenceCost& f, FenceKind kind) {
+  return pairedRatioOf(f.server_us, kind);
+}
+// The same on each block's median UPDATE latency: a burst of other work on the host moves a
+// block's sum a lot (p99 is 10-100x p50 on a busy 2-core host), its median hardly.
+double pairedP50Ratio(const FenceCost& f, FenceKind kind) {
+  std::vector<double> p50[kFenceKinds];
+  for (int k = 0; k < kFenceKinds; ++k) {
+    for (size_t b = 0; (b + 1) * f.per_block <= f.us[k].size(); ++b) {
+      std::vector<double> one(f.us[k].begin() + static_cast<ptrdiff_t>(b * f.per_block),
+                              f.us[k].begin() + static_cast<ptrdiff_t>((b + 1) * f.per_block));
+      p50[k].push_back(percentile(one, 0.5));
+    }
+  }
+  return pairedRatioOf(p50, kind);
+}
 
 // Per kind: sum over blocks, best block, p50/p99 of single UPDATEs; then each kind against the
-// no-trigger baseline. The ratio "in all" (total time of the interleaved blocks) is the figure
-// the target is judged on; best block and p50 are less sensitive to bursts of other work.
+// no-trigger baseline (the target is judged in printFenceTarget on the block medians and the
+// server's CPU time, which bursts of other work on the host hardly move).
 void printFenceCost(const FenceCost& f) {
   const double nb = static_cast<double>(f.per_block);
   const double n = nb * static_cast<double>(f.block_s[kNoFence].size());
@@ -392,34 +436,53 @@ void printFenceCost(const FenceCost& f) {
   }
   say("\n   what the installed fence costs other tenants' writes: single-row UPDATEs of tenant "
       "1's orders on stamp-a (prepared, autocommit, one session, before the load starts);\n"
-      "   %s of each kind in %zu interleaved blocks; fence = an AFTER row trigger (WHEN the "
-      "fence mask is non-zero) and a TRUNCATE trigger on each of the %u tenant tables\n",
+      "   %s of each kind in %zu interleaved blocks; fence = an AFTER row trigger (dormant until "
+      "armed; armed, WHEN the fence mask is not NULL) and a TRUNCATE trigger on each of the %u "
+      "tenant tables\n",
       withCommas(static_cast<uint64_t>(n)).c_str(), f.block_s[kNoFence].size(), f.tables);
-  say("   %-20s %9s %11s %15s %9s %9s\n", "", "seconds", "us/update", "best block us", "p50 us",
-      "p99 us");
+  say("   %-20s %9s %11s %15s %9s %9s %14s\n", "", "seconds", "us/update", "best block us",
+      "p50 us", "p99 us", "server CPU us");
   for (int k = 0; k < kFenceKinds; ++k) {
-    say("   %-20s %9.3f %11.1f %15.1f %9.1f %9.1f\n", kFenceKindNames[k], sum[k], sum[k] * 1e6 / n,
-        best[k], p50[k], percentile(f.us[k], 0.99));
+    say("   %-20s %9.3f %11.1f %15.1f %9.1f %9.1f %14.2f\n", kFenceKindNames[k], sum[k],
+        sum[k] * 1e6 / n, best[k], p50[k], percentile(f.us[k], 0.99),
+        f.server_us[k].empty() ? 0.0 : percentile(f.server_us[k], 0.5));
   }
   for (int k = kInstalled; k < kFenceKinds; ++k) {
     say("   ratio %s / no fence: %.3fx paired (median of the rounds' block ratios); %.3fx in all "
-        "(%+.1f us per row write); %.3fx by best block; %.3fx by p50 (%+.1f us)\n",
+        "(%+.1f us per row write); %.3fx by best block; %.3fx by p50 (%+.1f us); server CPU "
+        "%.3fx paired; block p50 %.3fx paired\n",
         kFenceKindNames[k], pairedRatio(f, static_cast<FenceKind>(k)), sum[k] / sum[kNoFence],
         (sum[k] - sum[kNoFence]) * 1e6 / n, best[k] / best[kNoFence], p50[k] / p50[kNoFence],
-        p50[k] - p50[kNoFence]);
+        p50[k] - p50[kNoFence], pairedServerRatio(f, static_cast<FenceKind>(k)),
+        pairedP50Ratio(f, static_cast<FenceKind>(k)));
   }
 }
 
-// The fence's cost against its target (issue 11, item 8), judged on the paired ratio; the
-// ratio in all is printed beside it.
+// The fence's cost against its target (issue 11, item 8), judged on the larger of two figures
+// that bursts of other work on a shared host hardly move: the paired ratio of the blocks'
+// median latencies (what a client sees) and the paired ratio of the server backend's CPU time
+// per UPDATE (what the stamp pays; stricter, without the round trip in the denominator). The
+// block-sum ratios, which such bursts do move, are printed beside them.
+double judgedOverhead(const FenceCost& f, FenceKind kind) {
+  const double server = pairedServerRatio(f, kind);
+  return std::max(pairedP50Ratio(f, kind), server > 0 ? server : 0.0) - 1;
+}
+
 void printFenceTarget(const FenceCost& f) {
   double base = 0, inst = 0;
   for (double x : f.block_s[kNoFence]) base += x;
   for (double x : f.block_s[kInstalled]) inst += x;
-  const double over = pairedRatio(f, kInstalled) - 1;
-  say("   fence cost, tenant not fenced: %+7.1f%%     (target <= %+.0f%%: %s; in all %+.1f%%)\n",
+  const double over = judgedOverhead(f, kInstalled);
+  say("   fence cost, tenant not fenced: %+7.1f%%     (target <= %+.0f%%: %s; client block p50 "
+      "%+.1f%%, server CPU %+.1f%%, paired; block sums %+.1f%% paired, %+.1f%% in all)\n",
       100 * over, 100 * kTargetFenceOverhead, over <= kTargetFenceOverhead ? "met" : "MISSED",
-      base > 0 ? 100 * (inst / base - 1) : 0.0);
+      100 * (pairedP50Ratio(f, kInstalled) - 1), 100 * (pairedServerRatio(f, kInstalled) - 1),
+      100 * (pairedRatio(f, kInstalled) - 1), base > 0 ? 100 * (inst / base - 1) : 0.0);
+  say("   (fence installed = acquired, row triggers dormant: a stamp from the cutover request to "
+      "its first freeze, the destination through the soak. Armed for a freeze, the same figure "
+      "is %+.1f%% with nobody fenced and %+.1f%% with tenant 42 fenced: the armed stamp until "
+      "the migration ends, the old primary through the soak)\n",
+      100 * judgedOverhead(f, kArmed), 100 * judgedOverhead(f, kOtherFenced));
 }
 
 void printResults(const Bench& b, const std::optional<FenceCost>& fence,
@@ -586,7 +649,7 @@ int runBench(const Args& args) {
   std::optional<FenceCost> fence;
   if (args.fence_blocks > 0) {
     say("== fence cost: %s single-row UPDATEs of tenant 1 for each of: no fence triggers, fence "
-        "installed, tenant 42 fenced; on stamp-a, interleaved\n",
+        "installed, armed with nobody fenced, tenant 42 fenced; on stamp-a, interleaved\n",
         withCommas(args.fence_updates).c_str());
     auto fc = measureFenceCost(b.a_dsn, args);
     if (!fc) return fail(fc.status().withContext("fence cost"));
@@ -677,7 +740,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--fence-updates", args.fence_updates,
                  "Fence cost: timed single-row UPDATEs of another tenant for each kind (no fence, "
-                 "fence installed, tenant 42 fenced)")
+                 "fence installed, armed with nobody fenced, tenant 42 fenced)")
       ->capture_default_str();
   app.add_option("--fence-blocks", args.fence_blocks,
                  "Fence cost: interleaved blocks the UPDATEs are split into; 0 skips it")

@@ -44,15 +44,30 @@ constexpr const char* kInstallLock = "SELECT pg_advisory_xact_lock(1936549997, 1
 constexpr const char* kMaskLock = "SELECT pg_advisory_xact_lock(1936549997, 2)";
 
 constexpr const char* kLegacyTrigger = "stampmover_fence";  // BEFORE row trigger of older versions
+constexpr const char* kRowTrigger = "stampmover_fence_row";  // kFenceTriggerNames[0]
+
+// The stamp is armed when one fence row trigger fires in ordinary sessions; armFence() arms
+// every one of them, so a stamp is armed everywhere or nowhere (new triggers take its state).
+constexpr const char* kStampArmedSql =
+    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'stampmover_fence_row' AND tgenabled "
+    "= 'O')";
+// The fence row triggers that do not fire in ordinary sessions: dormant ones ('D'), or set by
+// hand to fire only (or also) in apply sessions ('R', 'A').
+constexpr const char* kUnarmedSql =
+    "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'stampmover_fence_row' AND "
+    "tgenabled <> 'O' ORDER BY 1";
 constexpr const char* kMask = "'stampmover.fence_mask'::regclass";
 
 // The mask as of now: one bit per live fenced tenant (hashtext, 64 buckets). Run under
 // kMaskLock, in a statement of its own (so its snapshot is taken after the lock is held and sees
 // every committed fence row). Expired rows are left out: they fence nothing, and an expired row
 // can only come back through fenceTenant(), which recomputes.
+// An empty mask is stored as "never called" (setval(..., 0, false)), which
+// pg_sequence_last_value() reports as NULL: the triggers' WHEN is a NullTest (see top of file).
 constexpr const char* kRecomputeMaskSql =
-    "SELECT setval('stampmover.fence_mask', coalesce((SELECT bit_or(1::bigint << (hashtext(tenant) "
-    "& 63)) FROM stampmover.fence WHERE expires_at > clock_timestamp()), 0), true)";
+    "SELECT setval('stampmover.fence_mask', m, m <> 0) FROM (SELECT coalesce((SELECT "
+    "bit_or(1::bigint << (hashtext(tenant) & 63)) FROM stampmover.fence WHERE expires_at > "
+    "clock_timestamp()), 0) AS m) s";
 
 std::string rowFunctionName(uint32_t oid) { return "stampmover.fence_row_" + std::to_string(oid); }
 std::string legacyFunctionName(uint32_t oid) { return "stampmover.fence_" + std::to_string(oid); }
@@ -138,7 +153,7 @@ std::string rowFunctionSql(const TableInfo& t) {
          "() RETURNS trigger LANGUAGE plpgsql AS $f$ DECLARE m bigint; BEGIN "
          "m := coalesce(pg_sequence_last_value(" +
          kMask +
-         "), -1); "
+         "), 0); "
          "IF TG_OP <> 'DELETE' THEN " +
          check("NEW") +
          "END IF; "
@@ -149,52 +164,69 @@ std::string rowFunctionSql(const TableInfo& t) {
          "RETURN NULL; END $f$";
 }
 
+// The row trigger's WHEN clause. pg_get_triggerdef() prints it back as
+// "(pg_sequence_last_value('stampmover.fence_mask'::regclass) IS NOT NULL)"; a row trigger whose
+// definition lacks kWhenMarker is an older version's (IS DISTINCT FROM 0: it fires on the NULL
+// that now means "nobody fenced", which is safe but slow) and acquireFence() replaces it.
+constexpr const char* kWhenSql = "pg_sequence_last_value('stampmover.fence_mask'::regclass) IS NOT NULL";
+constexpr const char* kWhenMarker = "IS NOT NULL";
+
 // Drops whatever fence triggers `table_sql` has and creates both (one transaction, the
-// caller's). One row trigger for the three events: the WHEN clause names neither NEW nor OLD,
-// and every trigger on a table is copied for every statement that writes it (fewer is cheaper).
-// IS DISTINCT FROM: a NULL mask (sequence never set) fires the trigger.
-std::string createTriggersSql(const std::string& table_sql, uint32_t oid) {
-  const std::string when = " FOR EACH ROW WHEN (pg_sequence_last_value(" + std::string(kMask) +
-                           ") IS DISTINCT FROM 0) EXECUTE FUNCTION " + rowFunctionName(oid) + "()";
+// caller's), the row trigger dormant (disabled) unless `armed`. One row trigger for the three
+// events: the WHEN clause names neither NEW nor OLD, and every trigger on a table is copied for
+// every statement that writes it (fewer is cheaper).
+std::string createTriggersSql(const std::string& table_sql, uint32_t oid, bool armed) {
+  const std::string when = " FOR EACH ROW WHEN (" + std::string(kWhenSql) +
+                           ") EXECUTE FUNCTION " + rowFunctionName(oid) + "()";
   std::string sql =
       "DROP TRIGGER IF EXISTS " + std::string(kLegacyTrigger) + " ON " + table_sql + "; ";
   for (const char* name : kFenceTriggerNames) {
     sql += "DROP TRIGGER IF EXISTS " + std::string(name) + " ON " + table_sql + "; ";
   }
-  sql += "CREATE TRIGGER stampmover_fence_row AFTER INSERT OR UPDATE OR DELETE ON " + table_sql +
+  sql += "CREATE TRIGGER " + std::string(kRowTrigger) + " AFTER INSERT OR UPDATE OR DELETE ON " +
+         table_sql +
          when + "; ";
   sql += "CREATE TRIGGER stampmover_fence_truncate BEFORE TRUNCATE ON " + table_sql +
          " FOR EACH STATEMENT EXECUTE FUNCTION stampmover.fence_truncate(); ";
+  if (!armed) sql += "ALTER TABLE " + table_sql + " DISABLE TRIGGER " + kRowTrigger + "; ";
   sql += "DROP FUNCTION IF EXISTS " + legacyFunctionName(oid) + "()";
   return sql;
 }
 
-// Fence triggers per table oid: name -> enabled for ordinary sessions (tgenabled 'O').
-using TriggerMap = std::map<uint32_t, std::map<std::string, bool>>;
+// Fence triggers per table oid: name -> tgenabled ('O': fires in ordinary sessions, not in
+// apply sessions; 'D': disabled, i.e. a dormant row trigger), plus kOutdatedKey when the row
+// trigger has an older version's WHEN clause (it still fences, so checkFenceInPlace accepts it;
+// acquireFence replaces it).
+constexpr const char* kOutdatedKey = " outdated WHEN";
+using TriggerMap = std::map<uint32_t, std::map<std::string, char>>;
 
 Result<TriggerMap> fenceTriggers(PgConnection& c, const std::vector<uint32_t>& oids) {
   SM_ASSIGN_OR_RETURN(auto r,
-                      c.query("SELECT tgrelid::text, tgname, tgenabled = 'O' FROM pg_trigger "
-                              "WHERE tgrelid = ANY($1::oid[]) AND (tgname LIKE "
+                      c.query("SELECT tgrelid::text, tgname, tgenabled, tgname = "
+                              "'stampmover_fence_row' AND strpos(pg_get_triggerdef(oid), $2) = 0 "
+                              "FROM pg_trigger WHERE tgrelid = ANY($1::oid[]) AND (tgname LIKE "
                               "'stampmover\\_fence\\_%' OR tgname = 'stampmover_fence')",
-                              {oidArray(oids)}));
+                              {oidArray(oids), std::string(kWhenMarker)}));
   TriggerMap out;
   for (int i = 0; i < common::rowCount(r); ++i) {
-    out[static_cast<uint32_t>(std::stoul(common::cell(r, i, 0)))][common::cell(r, i, 1)] =
-        common::cell(r, i, 2) == "t";
+    auto& mine = out[static_cast<uint32_t>(std::stoul(common::cell(r, i, 0)))];
+    const std::string state = common::cell(r, i, 2);
+    mine[common::cell(r, i, 1)] = state.empty() ? 'D' : state[0];
+    if (common::cell(r, i, 3) == "t") mine[kOutdatedKey] = 'O';
   }
   return out;
 }
 
 // The triggers of kFenceTriggerNames that `have` lacks or has disabled; a legacy trigger counts
-// as something to replace.
-std::vector<std::string> missingTriggers(const std::map<std::string, bool>& have) {
+// as something to replace. The row trigger is not counted when merely dormant: arming
+// (armFence) enables it.
+std::vector<std::string> missingTriggers(const std::map<std::string, char>& have) {
   std::vector<std::string> out;
   for (const char* name : kFenceTriggerNames) {
     auto it = have.find(name);
     if (it == have.end())
       out.push_back(std::string(name) + " missing");
-    else if (!it->second)
+    else if (it->second != 'O' && std::string(name) != kRowTrigger)
       out.push_back(std::string(name) + " disabled");
   }
   if (have.count(kLegacyTrigger)) out.push_back(std::string(kLegacyTrigger) + " (old version)");
@@ -207,9 +239,10 @@ std::vector<uint32_t> oidsOf(const std::vector<TableInfo>& tables) {
   return oids;
 }
 
-// Schema objects, per-table functions, users; then the triggers table by table.
+// Schema objects, per-table functions, users; then the triggers table by table, in the stamp's
+// state (armed or dormant), or armed everywhere when `arm`.
 Status makeFenceComplete(PgConnection& c, const std::vector<TableInfo>& tables,
-                         const std::string& migration_id, const FenceInstallOptions& o) {
+                         const std::string& migration_id, const FenceInstallOptions& o, bool arm) {
   SM_RETURN_IF_ERROR(withInstallLock(c, o, "install the fence's schema objects", [&]() -> Status {
     SM_RETURN_IF_ERROR(c.exec(kSchemaSql));
     // Functions first: creating them takes no lock on the tables. The name is not the legacy
@@ -227,12 +260,15 @@ Status makeFenceComplete(PgConnection& c, const std::vector<TableInfo>& tables,
   }));
   SM_ASSIGN_OR_RETURN(auto have, fenceTriggers(c, oidsOf(tables)));
   for (const auto& t : tables) {
-    if (missingTriggers(have[t.oid]).empty()) continue;
-    SM_RETURN_IF_ERROR(withInstallLock(c, o, "install fence triggers on " + t.key(), [&] {
-      return c.exec(createTriggersSql(t.quoted(), t.oid));
-    }));
+    if (missingTriggers(have[t.oid]).empty() && !have[t.oid].count(kOutdatedKey)) continue;
+    SM_RETURN_IF_ERROR(
+        withInstallLock(c, o, "install fence triggers on " + t.key(), [&]() -> Status {
+          // Under kInstallLock: an armFence() elsewhere has either armed the stamp or not begun.
+          SM_ASSIGN_OR_RETURN(auto armed, c.queryValue(kStampArmedSql));
+          return c.exec(createTriggersSql(t.quoted(), t.oid, arm || armed.value_or("f") == "t"));
+        }));
   }
-  return Status::ok();
+  return arm ? armFence(c, o) : Status::ok();
 }
 
 // Drops the fence triggers from each table of `oids` that no user needs, while no tenant is
@@ -317,7 +353,7 @@ Status canSeeAllSessions(PgConnection& c) {
 Status acquireFence(PgConnection& c, const std::vector<TableInfo>& tables,
                     const std::string& migration_id, const FenceInstallOptions& o) {
   if (migration_id.empty()) return Status::refused("acquireFence: empty migration id");
-  return makeFenceComplete(c, tables, migration_id, o);
+  return makeFenceComplete(c, tables, migration_id, o, false);
 }
 
 Status releaseFence(PgConnection& c, const std::string& migration_id,
@@ -342,7 +378,21 @@ Status releaseFence(PgConnection& c, const std::string& migration_id,
 
 Status installFence(PgConnection& c, const std::vector<TableInfo>& tables,
                     const FenceInstallOptions& o) {
-  return makeFenceComplete(c, tables, "", o);
+  return makeFenceComplete(c, tables, "", o, true);
+}
+
+Status armFence(PgConnection& c, const FenceInstallOptions& o) {
+  SM_ASSIGN_OR_RETURN(auto r, c.query(kUnarmedSql));
+  for (int i = 0; i < common::rowCount(r); ++i) {
+    const std::string table = common::cell(r, i, 0);  // regclass text: quoted as needed
+    SM_RETURN_IF_ERROR(withInstallLock(c, o, "arm the fence on " + table, [&] {
+      return c.exec("ALTER TABLE " + table + " ENABLE TRIGGER " + kRowTrigger);
+    }));
+  }
+  if (common::rowCount(r) > 0) {
+    spdlog::info("{}: armed the write fence on {} table(s)", c.label(), common::rowCount(r));
+  }
+  return Status::ok();
 }
 
 Status uninstallFence(PgConnection& c, const std::vector<TableInfo>& tables,
@@ -356,7 +406,8 @@ Result<bool> fenceInstalled(PgConnection& c, const TableInfo& t) {
   return missingTriggers(mine).empty();
 }
 
-Status checkFenceInPlace(PgConnection& c, const std::vector<TableInfo>& tables) {
+Status checkFenceInPlace(PgConnection& c, const std::vector<TableInfo>& tables,
+                         const FenceInstallOptions& o) {
   SM_ASSIGN_OR_RETURN(bool have_fence, relationExists(c, "stampmover.fence"));
   SM_ASSIGN_OR_RETURN(bool have_mask, relationExists(c, "stampmover.fence_mask"));
   if (!have_fence || !have_mask) {
@@ -379,12 +430,13 @@ Status checkFenceInPlace(PgConnection& c, const std::vector<TableInfo>& tables) 
                            "); not freezing. Rerun the cutover, which reinstalls the triggers "
                            "outside the window (acquireFence), and find out who removed them");
   }
+  SM_RETURN_IF_ERROR(armFence(c, o));
   // A live fence whose bit is not in the mask is not enforced. Only a hand-made change gets
   // here (e.g. setval on the mask); put it right before anyone relies on it.
   SM_ASSIGN_OR_RETURN(
       auto stale,
       c.queryValue("SELECT count(*) FROM stampmover.fence WHERE expires_at > clock_timestamp() AND "
-                   "(coalesce(pg_sequence_last_value('stampmover.fence_mask'::regclass), -1) & "
+                   "(coalesce(pg_sequence_last_value('stampmover.fence_mask'::regclass), 0) & "
                    "(1::bigint << (hashtext(tenant) & 63))) = 0"));
   if (stale.value_or("0") != "0") {
     spdlog::warn("{}: the fence mask missed {} fenced tenant(s); recomputing it", c.label(),
@@ -415,6 +467,25 @@ Result<uint64_t> fenceTenant(PgConnection& src, const std::string& tenant, uint6
   if (!begun.isOk()) {
     src.exec("ROLLBACK").ignore();  // reporting the lock's error
     return begun;
+  }
+  // A fence row is enforced only where the row triggers are armed (arming is DDL: never here;
+  // armFence() runs before, outside the window, and nothing disarms a trigger: release drops
+  // triggers only from tables no migration uses).
+  auto unarmed = src.query(kUnarmedSql);
+  if (!unarmed) {
+    src.exec("ROLLBACK").ignore();  // reporting the query's error
+    return unarmed.status();
+  }
+  if (common::rowCount(*unarmed) > 0) {
+    src.exec("ROLLBACK").ignore();  // nothing written
+    std::string list;
+    for (int i = 0; i < common::rowCount(*unarmed); ++i)
+      list += (i ? ", " : "") + common::cell(*unarmed, i, 0);
+    return Status::refused(src.label() + ": not fencing tenant " + tenant +
+                           ": the write fence is not armed on " + list +
+                           " (its row trigger is dormant or disabled), so the fence would not be "
+                           "enforced there; arm it outside the window first (checkFenceInPlace, "
+                           "which the cutover runs before each freeze)");
   }
   auto r = src.query(
       "INSERT INTO stampmover.fence (tenant, epoch, expires_at) VALUES ($1, $2, "

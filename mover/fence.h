@@ -9,11 +9,15 @@
 // is recorded in stampmover.fence_users (acquireFence / releaseFence), and the triggers go only
 // when the last user releases them and no tenant is fenced.
 //
-// Cost to tenants that are not fenced: the row trigger is an AFTER trigger whose WHEN clause
-// reads one sequence (stampmover.fence_mask, a 64-bit Bloom mask of the fenced tenants, zero
-// when none is fenced), so while nobody is fenced a write pays one sequence read and the
-// trigger function is never called; while some tenant is fenced the function first tests the
-// writer's bit of the mask and only queries stampmover.fence for a tenant whose bit is set.
+// Cost to tenants that are not fenced. The row trigger is installed dormant (disabled: a write
+// pays next to nothing, ~1% on bench/cutover) and armed (enabled, DDL) only right before a
+// freeze, by checkFenceInPlace()/armFence(); it stays armed until the last user releases the
+// fence. Armed, it is an AFTER trigger whose WHEN clause reads one sequence
+// (stampmover.fence_mask, a 64-bit Bloom mask of the fenced tenants, NULL when none is fenced),
+// so while nobody is fenced a write pays the WHEN (compiled per statement, plus a sequence read)
+// and the trigger function is never called; while some tenant is fenced the function first
+// tests the writer's bit of the mask and only queries stampmover.fence for a tenant whose bit
+// is set. fenceTenant() refuses while any fence row trigger of the stamp is not armed.
 // Being an AFTER trigger, the fence refuses at the end of the statement: a write of a fenced
 // tenant that also breaks a constraint checked earlier reports that constraint instead.
 #pragma once
@@ -45,8 +49,9 @@ inline constexpr const char* kFenceTriggerNames[] = {"stampmover_fence_row",
 
 // Records `migration_id` as a user of the fence on `tables` (stampmover.fence_users) and makes
 // the fence complete there: creates the schema objects if missing and both triggers on each
-// table that lacks one (or has one disabled; the trigger of an older stampmover version is
-// replaced). Idempotent; safe against concurrent acquire/release by other workers (a stamp-wide
+// table that lacks one (or has its TRUNCATE trigger disabled; the trigger of an older
+// stampmover version is replaced). New row triggers take the stamp's state: dormant, unless
+// the stamp is armed; an existing row trigger keeps its state. Arm before fencing. Idempotent; safe against concurrent acquire/release by other workers (a stamp-wide
 // advisory lock serializes them). Each table's DDL is its own transaction with `lock_timeout`,
 // retried with backoff, so a long transaction on a table delays us, never the table's writers.
 // Errors: kRefused for an empty migration_id; kRetryable when a table stays locked past every
@@ -66,19 +71,30 @@ common::Status releaseFence(common::PgConnection& conn, const std::string& migra
                             const FenceInstallOptions& options);
 
 // To be called immediately before each freeze (outside the window): OK when the fence table and
-// mask exist and every table of `tables` carries both fence triggers, enabled. Errors:
-// kRefused naming each table and its missing or disabled triggers and the fix (acquireFence
-// again, i.e. rerun the cutover), or when our role cannot see other roles' sessions in
-// pg_stat_activity (needs pg_read_all_stats; the wait would be blind). If a live fence row's
-// bit is missing from the mask (the
-// sequence was reset by hand) the mask is recomputed and a warning logged.
-common::Status checkFenceInPlace(common::PgConnection& conn, const std::vector<TableInfo>& tables);
+// mask exist, every table of `tables` carries both fence triggers (the TRUNCATE one enabled),
+// and the stamp is armed: it arms the stamp (armFence) when needed, which is DDL with
+// `options`' lock_timeout and retries. Errors: kRefused naming each table and its missing or
+// disabled triggers and the fix (acquireFence again, i.e. rerun the cutover), or when our role
+// cannot see other roles' sessions in pg_stat_activity (needs pg_read_all_stats; the wait
+// would be blind); kRetryable when arming a table stays locked. If a live fence row's bit is
+// missing from the mask (the sequence was reset by hand) the mask is recomputed and a warning
+// logged.
+common::Status checkFenceInPlace(common::PgConnection& conn, const std::vector<TableInfo>& tables,
+                                 const FenceInstallOptions& options = {});
+
+// Arms the stamp: enables every fence row trigger of the stamp that is not enabled for
+// ordinary sessions (ALTER TABLE ... ENABLE TRIGGER, one transaction per table with
+// lock_timeout and retries; never inside a window). Idempotent; OK when nothing is installed.
+// Errors: kRetryable when a table stays locked past every attempt (the message names it).
+common::Status armFence(common::PgConnection& conn, const FenceInstallOptions& options = {});
 
 // The migrations recorded as users of the fence on this stamp, sorted; empty when none (or the
 // fence was never installed).
 common::Result<std::vector<std::string>> fenceUsers(common::PgConnection& conn);
 
-// Fences the tenant (one row write, committed) and returns the fencing transaction's id. The
+// Fences the tenant (one row write, committed) and returns the fencing transaction's id.
+// Refused (nothing written) while a fence row trigger of the stamp is not armed (see
+// armFence), since the fence would not be enforced there. The
 // fence expires by itself after `ttl` (a worker killed inside the window must not leave the
 // tenant unwritable); extendFence() makes it permanent once the flip is certain. The mask is
 // updated in the same transaction, before its commit.
@@ -120,7 +136,7 @@ common::Status waitForOlderTransactions(common::PgConnection& source, uint64_t f
 common::Status unfenceTenant(common::PgConnection& source, const std::string& tenant);
 
 // Older entry points, kept for callers not yet moved to acquireFence/releaseFence:
-// installFence() makes the fence complete on `tables` without recording a user;
+// installFence() makes the fence complete and armed on `tables` without recording a user;
 // uninstallFence() drops the triggers from `tables` that no recorded user needs while no
 // tenant is fenced, and the fence's objects when nothing uses them. Same errors as above.
 common::Status installFence(common::PgConnection& source, const std::vector<TableInfo>& tables,
@@ -128,7 +144,8 @@ common::Status installFence(common::PgConnection& source, const std::vector<Tabl
 common::Status uninstallFence(common::PgConnection& source, const std::vector<TableInfo>& tables,
                               const FenceInstallOptions& options);
 
-// True when both fence triggers are installed and enabled on `table`.
+// True when both fence triggers are installed on `table` (the row trigger armed or dormant,
+// the TRUNCATE trigger enabled).
 common::Result<bool> fenceInstalled(common::PgConnection& source, const TableInfo& table);
 
 }  // namespace stampmover::mover

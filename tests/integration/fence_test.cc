@@ -37,6 +37,11 @@ std::string sqlstateOf(PgConnection& c, const std::string& sql) {
   return r.message().find("tenant is being moved") != std::string::npos ? "fenced" : r.message();
 }
 
+// The row triggers' WHEN asks pg_sequence_last_value(mask) IS NOT NULL: "nobody fenced" is the
+// sequence's never-called state, which reads as NULL.
+constexpr const char* kMaskIsEmpty =
+    "SELECT pg_sequence_last_value('stampmover.fence_mask') IS NULL";
+
 }  // namespace
 
 TEST(Fence, FencesOnlyTheTenantAndNotApplySessions) {
@@ -199,6 +204,7 @@ TEST(Fence, WaitBlocksOnARepeatableReadReaderUntilItEnds) {
   std::string db = freshDatabase();
   auto src = seededSource(db);
   ASSERT_TRUE(mover::acquireFence(src, tenantTables(src), "m1", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
   auto rr = connectOrDie(sourceCluster().dsn(db));
   const std::string rr_pid = pidOf(rr);
   execOrDie(
@@ -250,6 +256,7 @@ TEST(Fence, WaitBlocksOnAnIdleWriterThatWroteBeforeTheFenceCommitted) {
   std::string db = freshDatabase();
   auto src = seededSource(db);
   ASSERT_TRUE(mover::acquireFence(src, tenantTables(src), "m1", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
   // Hold the fence transaction open after its INSERT (xid assigned) until we let it commit.
   auto control = connectOrDie(sourceCluster().dsn(db));
   execOrDie(control,
@@ -295,6 +302,7 @@ TEST(Fence, WaitIgnoresSessionsThatCannotMissTheFence) {
   std::string db = freshDatabase();
   auto src = seededSource(db);
   ASSERT_TRUE(mover::acquireFence(src, tenantTables(src), "m1", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
   auto rc = connectOrDie(sourceCluster().dsn(db));
   execOrDie(rc, "BEGIN; SELECT count(*) FROM orders");  // READ COMMITTED, idle, no xid
   auto rr = connectOrDie(sourceCluster().dsn(db));
@@ -321,6 +329,7 @@ TEST(Fence, TruncateIsRefusedWhileATenantIsFenced) {
   std::string db = freshDatabase();
   auto src = seededSource(db);
   ASSERT_TRUE(mover::acquireFence(src, tenantTables(src), "m1", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
   auto app = connectOrDie(sourceCluster().dsn(db));
   EXPECT_EQ(sqlstateCode(app, "BEGIN; TRUNCATE events; ROLLBACK"), "ok") << "nobody fenced yet";
   execOrDie(app, "ROLLBACK");
@@ -351,6 +360,7 @@ TEST(Fence, SharedByMigrationsUntilTheLastOneReleases) {
   auto tables = tenantTables(src);
   ASSERT_TRUE(mover::acquireFence(src, tables, "move-42", {}).isOk());
   ASSERT_TRUE(mover::acquireFence(src, tables, "move-7", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
   ASSERT_TRUE(mover::acquireFence(src, tables, "move-7", {}).isOk()) << "idempotent";
   EXPECT_EQ(*mover::fenceUsers(src), (std::vector<std::string>{"move-42", "move-7"}));
   ASSERT_TRUE(mover::fenceTenant(src, "42", 1, std::chrono::minutes(5)));
@@ -417,6 +427,15 @@ TEST(Fence, CheckInPlaceNamesMissingOrDisabledTriggers) {
   auto app = connectOrDie(sourceCluster().dsn(db));
   EXPECT_EQ(sqlstateCode(app, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 1"),
             mover::kFenceSqlState);
+  // RESTART leaves the sequence never-called: NULL, which the WHEN reads as "nobody fenced".
+  execOrDie(src, "ALTER SEQUENCE stampmover.fence_mask RESTART");
+  EXPECT_EQ(sqlstateCode(app, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 1"),
+            "ok")
+      << "the hand-made reset does unfence: that is what the check before each freeze is for";
+  EXPECT_TRUE(mover::checkFenceInPlace(src, tables).isOk());
+  EXPECT_EQ(scalar(src, kMaskIsEmpty), "f");
+  EXPECT_EQ(sqlstateCode(app, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 2"),
+            mover::kFenceSqlState);
   ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
 }
 
@@ -432,7 +451,8 @@ TEST(Fence, MaskFollowsTheFencedTenants) {
             "generate_series(1, 2) k");
   auto tables = tenantTables(src);
   ASSERT_TRUE(mover::acquireFence(src, tables, "m1", {}).isOk());
-  EXPECT_EQ(scalar(src, "SELECT pg_sequence_last_value('stampmover.fence_mask')"), "0");
+  ASSERT_TRUE(mover::armFence(src).isOk());
+  EXPECT_EQ(scalar(src, kMaskIsEmpty), "t") << "nobody fenced: the mask reads NULL";
   ASSERT_TRUE(mover::fenceTenant(src, "t1", 1, std::chrono::minutes(5)));
   ASSERT_TRUE(mover::fenceTenant(src, "t2", 1, std::chrono::minutes(5)));
   auto app = connectOrDie(sourceCluster().dsn(db));
@@ -456,7 +476,7 @@ TEST(Fence, MaskFollowsTheFencedTenants) {
   EXPECT_EQ(sqlstateCode(app, "UPDATE kv SET v = 5 WHERE tenant_id = 't1'"), "ok");
   EXPECT_EQ(sqlstateCode(app, "DELETE FROM kv WHERE tenant_id = 't2'"), mover::kFenceSqlState);
   ASSERT_TRUE(mover::unfenceTenant(src, "t2").isOk());
-  EXPECT_EQ(scalar(src, "SELECT pg_sequence_last_value('stampmover.fence_mask')"), "0");
+  EXPECT_EQ(scalar(src, kMaskIsEmpty), "t") << "nobody fenced: the mask reads NULL";
   EXPECT_EQ(sqlstateCode(app, "DELETE FROM kv WHERE tenant_id = 't2'"), "ok");
 }
 
@@ -486,6 +506,7 @@ TEST(Fence, WaitRefusesARoleThatCannotSeeOtherSessions) {
   std::string db = freshDatabase();
   auto src = seededSource(db);
   ASSERT_TRUE(mover::acquireFence(src, tenantTables(src), "m1", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
   execOrDie(src,
             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fence_blind') "
             "THEN CREATE ROLE fence_blind LOGIN; END IF; END $$; "
@@ -508,5 +529,140 @@ TEST(Fence, WaitRefusesARoleThatCannotSeeOtherSessions) {
   EXPECT_EQ(st.errorClass(), common::ErrorClass::kRetryable) << st.message();
   execOrDie(rr, "ROLLBACK");
   EXPECT_TRUE(mover::waitForOlderTransactions(blind, *xid, std::chrono::seconds(5)).isOk());
+  ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
+}
+
+// The row trigger's function is not called at all while nobody is fenced (the WHEN clause
+// stops it: that is what keeps other tenants' writes cheap), and is called while someone is.
+TEST(Fence, RowFunctionRunsOnlyWhileSomeoneIsFenced) {
+  std::string db = freshDatabase();
+  auto src = seededSource(db);
+  auto tables = tenantTables(src);
+  ASSERT_TRUE(mover::acquireFence(src, tables, "m1", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
+  const std::string fn =
+      scalar(src, "SELECT tgfoid::text FROM pg_trigger WHERE tgname = 'stampmover_fence_row' "
+                  "AND tgrelid = 'orders'::regclass");
+  auto app = connectOrDie(sourceCluster().dsn(db));
+  execOrDie(app, "SET track_functions = 'pl'");
+  // The session's pending counts (not flushed inside a transaction) before and after `sql`.
+  const std::string count =
+      "SELECT coalesce(pg_stat_get_xact_function_calls(" + fn + "), 0)::text";
+  auto calls = [&](const std::string& sql) {
+    execOrDie(app, "BEGIN");
+    const long before = std::stol(scalar(app, count));
+    execOrDie(app, sql);
+    const long after = std::stol(scalar(app, count));
+    execOrDie(app, "COMMIT");
+    return std::to_string(after - before);
+  };
+  const std::string upd = "UPDATE orders SET status = 'x' WHERE tenant_id = 1 AND order_id <= 3";
+  EXPECT_EQ(calls(upd), "0") << "nobody fenced";
+  ASSERT_TRUE(mover::fenceTenant(src, "42", 1, std::chrono::minutes(5)));
+  EXPECT_EQ(calls(upd), "3") << "someone fenced: every row is checked";
+  ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
+  EXPECT_EQ(calls(upd), "0") << "unfenced again";
+}
+
+// Issue 11, item 8: acquired, the row triggers are dormant (disabled: other tenants' writes pay
+// next to nothing); fencing is refused until the stamp is armed, which the check before each
+// freeze does; new triggers on an armed stamp are armed; writes are fenced only once armed.
+TEST(Fence, DormantUntilArmedAndFencingRefusedUntilThen) {
+  std::string db = freshDatabase();
+  auto src = seededSource(db);
+  auto tables = tenantTables(src);
+  const std::string states =
+      "SELECT string_agg(DISTINCT tgenabled::text, ',') FROM pg_trigger WHERE tgname = "
+      "'stampmover_fence_row'";
+  ASSERT_TRUE(mover::acquireFence(src, tables, "m1", {}).isOk());
+  EXPECT_EQ(scalar(src, states), "D") << "dormant after acquire";
+  EXPECT_EQ(scalar(src, "SELECT count(*) FROM pg_trigger WHERE tgname = 'stampmover_fence_row'"),
+            std::to_string(tables.size()));
+  for (const auto& t : tables) EXPECT_TRUE(*mover::fenceInstalled(src, t)) << t.key();
+
+  // Fencing a dormant stamp would not be enforced: refused, nothing written.
+  auto refused = mover::fenceTenant(src, "42", 1, std::chrono::minutes(5));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.status().errorClass(), common::ErrorClass::kRefused);
+  EXPECT_NE(refused.status().message().find("not armed on"), std::string::npos)
+      << refused.status().message();
+  EXPECT_NE(refused.status().message().find("orders"), std::string::npos);
+  EXPECT_EQ(scalar(src, "SELECT count(*) FROM stampmover.fence"), "0");
+  auto app = connectOrDie(sourceCluster().dsn(db));
+  EXPECT_EQ(sqlstateCode(app, "UPDATE orders SET status = 'd' WHERE tenant_id = 42"), "ok");
+
+  // Arming is part of the check before each freeze; idempotent.
+  ASSERT_TRUE(mover::checkFenceInPlace(src, tables).isOk());
+  EXPECT_EQ(scalar(src, states), "O");
+  ASSERT_TRUE(mover::armFence(src).isOk());
+  ASSERT_TRUE(mover::fenceTenant(src, "42", 1, std::chrono::minutes(5)));
+  EXPECT_EQ(sqlstateCode(app, "UPDATE orders SET status = 'e' WHERE tenant_id = 42"),
+            mover::kFenceSqlState);
+  EXPECT_EQ(sqlstateCode(app, "INSERT INTO documents (tenant_id, doc_key) VALUES (42, 'dz')"),
+            mover::kFenceSqlState);
+  EXPECT_EQ(sqlstateCode(app, "DELETE FROM order_items WHERE tenant_id = 42 AND order_id = 1"),
+            mover::kFenceSqlState);
+  EXPECT_EQ(sqlstateCode(app, "UPDATE orders SET status = 'e' WHERE tenant_id = 1"), "ok");
+
+  // A table acquired later, by another migration, on the armed stamp: armed at once.
+  execOrDie(src, "CREATE TABLE late (tenant_id bigint NOT NULL, k int NOT NULL, PRIMARY KEY "
+                 "(tenant_id, k))");
+  auto with_late = tenantTables(src);
+  ASSERT_EQ(with_late.size(), tables.size() + 1);
+  ASSERT_TRUE(mover::acquireFence(src, with_late, "m2", {}).isOk());
+  EXPECT_EQ(scalar(src, states), "O");
+  EXPECT_EQ(sqlstateCode(app, "INSERT INTO late VALUES (42, 1)"), mover::kFenceSqlState);
+  EXPECT_EQ(sqlstateCode(app, "INSERT INTO late VALUES (1, 1)"), "ok");
+  ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
+  ASSERT_TRUE(mover::releaseFence(src, "m1", tables, {}).isOk());
+  ASSERT_TRUE(mover::releaseFence(src, "m2", with_late, {}).isOk());
+  EXPECT_EQ(scalar(src, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'stampmover%'"), "0");
+
+  // A fresh acquire on an unarmed stamp is dormant again; a row trigger disabled by hand on an
+  // armed stamp is dormant too: refused until the check arms it again.
+  ASSERT_TRUE(mover::acquireFence(src, tables, "m3", {}).isOk());
+  EXPECT_EQ(scalar(src, states), "D");
+  ASSERT_TRUE(mover::checkFenceInPlace(src, tables).isOk());
+  execOrDie(src, "ALTER TABLE accounts DISABLE TRIGGER stampmover_fence_row");
+  EXPECT_FALSE(mover::fenceTenant(src, "42", 1, std::chrono::minutes(5)));
+  ASSERT_TRUE(mover::checkFenceInPlace(src, tables).isOk());
+  EXPECT_EQ(scalar(src, states), "O");
+  ASSERT_TRUE(mover::fenceTenant(src, "42", 1, std::chrono::minutes(5)));
+  EXPECT_EQ(sqlstateCode(app,
+                         "INSERT INTO accounts (tenant_id, account_id, name, created_at) VALUES "
+                         "(42, 777777, 'x', now())"),
+            mover::kFenceSqlState);
+  ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
+  ASSERT_TRUE(mover::releaseFence(src, "m3", tables, {}).isOk());
+}
+
+// A stamp whose row triggers carry an older version's WHEN (mask IS DISTINCT FROM 0, which now
+// fires on every write since an empty mask reads NULL) still passes the check (it fences), and
+// acquireFence puts the current WHEN in its place.
+TEST(Fence, AcquireReplacesAnOlderWhenClause) {
+  std::string db = freshDatabase();
+  auto src = seededSource(db);
+  auto tables = tenantTables(src);
+  ASSERT_TRUE(mover::acquireFence(src, tables, "m1", {}).isOk());
+  ASSERT_TRUE(mover::armFence(src).isOk());
+  const std::string oid = scalar(src, "SELECT 'orders'::regclass::oid::text");
+  execOrDie(src,
+            "DROP TRIGGER stampmover_fence_row ON orders; "
+            "CREATE TRIGGER stampmover_fence_row AFTER INSERT OR UPDATE OR DELETE ON orders FOR "
+            "EACH ROW WHEN (pg_sequence_last_value('stampmover.fence_mask'::regclass) IS DISTINCT "
+            "FROM 0) EXECUTE FUNCTION stampmover.fence_row_" +
+                oid + "()");
+  const std::string def =
+      "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'stampmover_fence_row' AND "
+      "tgrelid = 'orders'::regclass";
+  EXPECT_TRUE(mover::checkFenceInPlace(src, tables).isOk());
+  auto app = connectOrDie(sourceCluster().dsn(db));
+  EXPECT_EQ(sqlstateCode(app, "UPDATE orders SET status = 'a' WHERE tenant_id = 1"), "ok");
+  ASSERT_TRUE(mover::acquireFence(src, tables, "m2", {}).isOk());
+  EXPECT_NE(scalar(src, def).find("IS NOT NULL"), std::string::npos) << scalar(src, def);
+  ASSERT_TRUE(mover::fenceTenant(src, "42", 1, std::chrono::minutes(5)));
+  EXPECT_EQ(sqlstateCode(app, "UPDATE orders SET status = 'b' WHERE tenant_id = 42"),
+            mover::kFenceSqlState);
+  EXPECT_EQ(sqlstateCode(app, "UPDATE orders SET status = 'b' WHERE tenant_id = 1"), "ok");
   ASSERT_TRUE(mover::unfenceTenant(src, "42").isOk());
 }
