@@ -43,7 +43,7 @@ namespace {
 constexpr const char* kInstallLock = "SELECT pg_advisory_xact_lock(1936549997, 1)";
 constexpr const char* kMaskLock = "SELECT pg_advisory_xact_lock(1936549997, 2)";
 
-constexpr const char* kLegacyTrigger = "stampmover_fence";  // BEFORE row trigger of older versions
+constexpr const char* kLegacyTrigger = "stampmover_fence";   // BEFORE row trigger of older versions
 constexpr const char* kRowTrigger = "stampmover_fence_row";  // kFenceTriggerNames[0]
 
 // The stamp is armed when one fence row trigger fires in ordinary sessions; armFence() arms
@@ -168,7 +168,8 @@ std::string rowFunctionSql(const TableInfo& t) {
 // "(pg_sequence_last_value('stampmover.fence_mask'::regclass) IS NOT NULL)"; a row trigger whose
 // definition lacks kWhenMarker is an older version's (IS DISTINCT FROM 0: it fires on the NULL
 // that now means "nobody fenced", which is safe but slow) and acquireFence() replaces it.
-constexpr const char* kWhenSql = "pg_sequence_last_value('stampmover.fence_mask'::regclass) IS NOT NULL";
+constexpr const char* kWhenSql =
+    "pg_sequence_last_value('stampmover.fence_mask'::regclass) IS NOT NULL";
 constexpr const char* kWhenMarker = "IS NOT NULL";
 
 // Drops whatever fence triggers `table_sql` has and creates both (one transaction, the
@@ -176,16 +177,15 @@ constexpr const char* kWhenMarker = "IS NOT NULL";
 // events: the WHEN clause names neither NEW nor OLD, and every trigger on a table is copied for
 // every statement that writes it (fewer is cheaper).
 std::string createTriggersSql(const std::string& table_sql, uint32_t oid, bool armed) {
-  const std::string when = " FOR EACH ROW WHEN (" + std::string(kWhenSql) +
-                           ") EXECUTE FUNCTION " + rowFunctionName(oid) + "()";
+  const std::string when = " FOR EACH ROW WHEN (" + std::string(kWhenSql) + ") EXECUTE FUNCTION " +
+                           rowFunctionName(oid) + "()";
   std::string sql =
       "DROP TRIGGER IF EXISTS " + std::string(kLegacyTrigger) + " ON " + table_sql + "; ";
   for (const char* name : kFenceTriggerNames) {
     sql += "DROP TRIGGER IF EXISTS " + std::string(name) + " ON " + table_sql + "; ";
   }
   sql += "CREATE TRIGGER " + std::string(kRowTrigger) + " AFTER INSERT OR UPDATE OR DELETE ON " +
-         table_sql +
-         when + "; ";
+         table_sql + when + "; ";
   sql += "CREATE TRIGGER stampmover_fence_truncate BEFORE TRUNCATE ON " + table_sql +
          " FOR EACH STATEMENT EXECUTE FUNCTION stampmover.fence_truncate(); ";
   if (!armed) sql += "ALTER TABLE " + table_sql + " DISABLE TRIGGER " + kRowTrigger + "; ";

@@ -51,12 +51,12 @@ inline constexpr const char* kFenceTriggerNames[] = {"stampmover_fence_row",
 // the fence complete there: creates the schema objects if missing and both triggers on each
 // table that lacks one (or has its TRUNCATE trigger disabled; the trigger of an older
 // stampmover version is replaced). New row triggers take the stamp's state: dormant, unless
-// the stamp is armed; an existing row trigger keeps its state. Arm before fencing. Idempotent; safe against concurrent acquire/release by other workers (a stamp-wide
-// advisory lock serializes them). Each table's DDL is its own transaction with `lock_timeout`,
-// retried with backoff, so a long transaction on a table delays us, never the table's writers.
-// Errors: kRefused for an empty migration_id; kRetryable when a table stays locked past every
-// attempt (the message names it; the user row is kept, so release() cleans up either way).
-// Not thread-safe on one connection.
+// the stamp is armed; an existing row trigger keeps its state. Arm before fencing. Idempotent; safe
+// against concurrent acquire/release by other workers (a stamp-wide advisory lock serializes them).
+// Each table's DDL is its own transaction with `lock_timeout`, retried with backoff, so a long
+// transaction on a table delays us, never the table's writers. Errors: kRefused for an empty
+// migration_id; kRetryable when a table stays locked past every attempt (the message names it; the
+// user row is kept, so release() cleans up either way). Not thread-safe on one connection.
 common::Status acquireFence(common::PgConnection& conn, const std::vector<TableInfo>& tables,
                             const std::string& migration_id, const FenceInstallOptions& options);
 

@@ -541,13 +541,13 @@ TEST(Fence, RowFunctionRunsOnlyWhileSomeoneIsFenced) {
   ASSERT_TRUE(mover::acquireFence(src, tables, "m1", {}).isOk());
   ASSERT_TRUE(mover::armFence(src).isOk());
   const std::string fn =
-      scalar(src, "SELECT tgfoid::text FROM pg_trigger WHERE tgname = 'stampmover_fence_row' "
-                  "AND tgrelid = 'orders'::regclass");
+      scalar(src,
+             "SELECT tgfoid::text FROM pg_trigger WHERE tgname = 'stampmover_fence_row' "
+             "AND tgrelid = 'orders'::regclass");
   auto app = connectOrDie(sourceCluster().dsn(db));
   execOrDie(app, "SET track_functions = 'pl'");
   // The session's pending counts (not flushed inside a transaction) before and after `sql`.
-  const std::string count =
-      "SELECT coalesce(pg_stat_get_xact_function_calls(" + fn + "), 0)::text";
+  const std::string count = "SELECT coalesce(pg_stat_get_xact_function_calls(" + fn + "), 0)::text";
   auto calls = [&](const std::string& sql) {
     execOrDie(app, "BEGIN");
     const long before = std::stol(scalar(app, count));
@@ -605,8 +605,9 @@ TEST(Fence, DormantUntilArmedAndFencingRefusedUntilThen) {
   EXPECT_EQ(sqlstateCode(app, "UPDATE orders SET status = 'e' WHERE tenant_id = 1"), "ok");
 
   // A table acquired later, by another migration, on the armed stamp: armed at once.
-  execOrDie(src, "CREATE TABLE late (tenant_id bigint NOT NULL, k int NOT NULL, PRIMARY KEY "
-                 "(tenant_id, k))");
+  execOrDie(src,
+            "CREATE TABLE late (tenant_id bigint NOT NULL, k int NOT NULL, PRIMARY KEY "
+            "(tenant_id, k))");
   auto with_late = tenantTables(src);
   ASSERT_EQ(with_late.size(), tables.size() + 1);
   ASSERT_TRUE(mover::acquireFence(src, with_late, "m2", {}).isOk());
