@@ -3,9 +3,9 @@
 // auto --rollback-after-soak` run (in-process, as the demo runs it) gives a forward window and a
 // reverse one and leaves the tenant back on stamp-a; every window's breakdown, the load
 // generator's longest write stall, and every acknowledged write are checked and reported. Also
-// measures what the installed write fence costs other tenants' writes, with nobody fenced and
-// with another tenant fenced (as during a window or a dual-write soak); --fence-only runs just
-// that part.
+// measures what the write fence costs other tenants' writes: installed (row triggers dormant),
+// armed with nobody fenced, and armed with another tenant fenced (as during a window or on the
+// old primary during a dual-write soak); --fence-only runs just that part.
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
