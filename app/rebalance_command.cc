@@ -180,6 +180,57 @@ const q::Move* openMoveOf(const World& w, const std::string& tenant) {
   return nullptr;
 }
 
+// Deletes the stale rows that finished moves leave on `stamp` (a finalized move keeps the
+// source's copy): tenants whose routing entry is active on another stamp, with no open move, and
+// whose serving stamp holds rows of them. `only` (when set) limits it to one tenant. Children
+// first, batches of 1000, as the replication role (the old stamp's fence triggers would refuse
+// the deletes). Returns how many tenants were purged.
+Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print,
+                               const std::string& only = "") {
+  SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, stamp));
+  SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + stamp + "'"));
+  SM_ASSIGN_OR_RETURN(auto tables, stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
+  uint64_t purged_tenants = 0;
+  for (const auto& [tenant, size] : w.measures[stamp].tenants) {
+    if (!only.empty() && tenant != only) continue;
+    auto r = w.routes.find(tenant);
+    if (r == w.routes.end() || r->second.stamp == stamp ||
+        r->second.state != stampmover::routing::RouteState::kActive || openMoveOf(w, tenant)) {
+      continue;
+    }
+    const std::string serving = r->second.stamp;
+    auto serving_measure = w.measures.find(serving);
+    if (serving_measure == w.measures.end() || !serving_measure->second.tenants.count(tenant)) {
+      spdlog::warn("drain {}: tenant {} is routed to {} which holds none of its rows; not purging",
+                   stamp, tenant, serving);
+      continue;
+    }
+    SM_RETURN_IF_ERROR(c.exec("SET session_replication_role = replica"));
+    uint64_t rows = 0;
+    for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
+      for (;;) {
+        SM_ASSIGN_OR_RETURN(
+            auto d, c.query("DELETE FROM " + it->quoted() + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " +
+                                it->quoted() + " WHERE " +
+                                stampmover::common::quoteIdent(it->tenant_column) +
+                                " = $1 LIMIT 1000))",
+                            {tenant}));
+        const uint64_t n = std::stoull(PQcmdTuples(d.get()));
+        rows += n;
+        if (n < 1000) break;
+      }
+    }
+    SM_RETURN_IF_ERROR(c.exec("RESET session_replication_role"));
+    ++purged_tenants;
+    if (print) {
+      std::printf("  tenant %s: served by %s; %llu stale row(s) left by an earlier move purged "
+                  "from %s\n", tenant.c_str(), serving.c_str(),
+                  static_cast<unsigned long long>(rows), stamp.c_str());
+    }
+  }
+  return purged_tenants;
+}
+
 // Enqueues the moves of `plan` that still make sense; prints one line per move.
 Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
   // Utilization as it is now, updated as moves are enqueued (a queued move counts at its
@@ -222,6 +273,19 @@ Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
     if (!skip.empty()) {
       std::printf("  %3u. tenant %s: skipped: %s\n", m.seq, m.tenant.c_str(), skip.c_str());
       continue;
+    }
+    if (w.measures[m.to].tenants.count(m.tenant)) {
+      // The destination still holds the copy an earlier move left there: the move's preflight
+      // would refuse it, and it is stale (the tenant is served by m.from).
+      auto purged = purgeDeparted(w, m.to, true, m.tenant);
+      if (!purged) return purged.status();
+      if (*purged == 0) {
+        std::printf("  %3u. tenant %s: skipped: %s holds rows of it that are not known to be "
+                    "stale; see `stampmover cleanup --purge-destination`\n",
+                    m.seq, m.tenant.c_str(), m.to.c_str());
+        continue;
+      }
+      w.measures[m.to].tenants.erase(m.tenant);
     }
     q::MoveSpec spec;
     spec.tenant = m.tenant;
@@ -291,52 +355,6 @@ int runApply(const PlannerCliArgs& a, World& w) {
   return 0;
 }
 
-// Deletes the rows of tenants that have left `stamp` for good: routing entry active on another
-// stamp, no open move, and that stamp holds rows of the tenant. Children first, batches of 1000,
-// as the replication role (the old stamp's fence triggers would refuse the deletes).
-Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print) {
-  SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, stamp));
-  SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + stamp + "'"));
-  SM_ASSIGN_OR_RETURN(auto tables, stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
-  uint64_t purged_tenants = 0;
-  for (const auto& [tenant, size] : w.measures[stamp].tenants) {
-    auto r = w.routes.find(tenant);
-    if (r == w.routes.end() || r->second.stamp == stamp ||
-        r->second.state != stampmover::routing::RouteState::kActive || openMoveOf(w, tenant)) {
-      continue;
-    }
-    const std::string serving = r->second.stamp;
-    auto serving_measure = w.measures.find(serving);
-    if (serving_measure == w.measures.end() || !serving_measure->second.tenants.count(tenant)) {
-      spdlog::warn("drain {}: tenant {} is routed to {} which holds none of its rows; not purging",
-                   stamp, tenant, serving);
-      continue;
-    }
-    SM_RETURN_IF_ERROR(c.exec("SET session_replication_role = replica"));
-    uint64_t rows = 0;
-    for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
-      for (;;) {
-        SM_ASSIGN_OR_RETURN(
-            auto d, c.query("DELETE FROM " + it->quoted() + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " +
-                                it->quoted() + " WHERE " +
-                                stampmover::common::quoteIdent(it->tenant_column) +
-                                " = $1 LIMIT 1000))",
-                            {tenant}));
-        const uint64_t n = std::stoull(PQcmdTuples(d.get()));
-        rows += n;
-        if (n < 1000) break;
-      }
-    }
-    SM_RETURN_IF_ERROR(c.exec("RESET session_replication_role"));
-    ++purged_tenants;
-    if (print) {
-      std::printf("  tenant %s: served by %s; %llu old row(s) purged from %s\n", tenant.c_str(),
-                  serving.c_str(), static_cast<unsigned long long>(rows), stamp.c_str());
-    }
-  }
-  return purged_tenants;
-}
-
 // Rows of any tenant left on `stamp` (tenant column not null), per table.
 Result<std::map<std::string, uint64_t>> tenantRowsOn(World& w, const std::string& stamp) {
   SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, stamp));
@@ -370,7 +388,32 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
   }
   const auto started = std::chrono::steady_clock::now();
   std::set<int64_t> ours;
+  // Moves of this drain are those created after this point; a tenant whose move failed is not
+  // retried by the drain (the queue already retried it with backoff): it is reported instead.
+  int64_t start_id = 0;
+  {
+    q::MoveFilter nf;
+    nf.limit = 1;
+    auto newest = w.queue->list(nf);
+    if (!newest) return fail(newest.status());
+    if (!newest->empty()) start_id = newest->front().id;
+  }
+  std::map<std::string, std::string> failed;  // tenant -> "move N: error"
   for (int round = 0;; ++round) {
+    {
+      q::MoveFilter ff;
+      ff.state = q::MoveState::kFailed;
+      ff.stamp = a.stamp;
+      auto fl = w.queue->list(ff);
+      if (!fl) return fail(fl.status());
+      for (const auto& m : *fl) {
+        if (m.id <= start_id || m.spec.from_stamp != a.stamp || failed.count(m.spec.tenant)) {
+          continue;
+        }
+        failed[m.spec.tenant] = "move " + std::to_string(m.id) + " failed: " + m.last_error;
+        std::printf("  tenant %s: %s\n", m.spec.tenant.c_str(), failed[m.spec.tenant].c_str());
+      }
+    }
     if (!a.dry_run) {
       auto purged = purgeDeparted(w, a.stamp, true);
       if (!purged) return fail(purged.status());
@@ -396,10 +439,14 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
         return 0;
       }
     }
-    if (!plan->moves.empty()) {
-      std::printf("enqueueing %zu move(s) of plan %s:\n", plan->moves.size(), plan->id.c_str());
-      auto n = enqueuePlan(w, *plan);
+    pl::Plan todo = *plan;
+    std::erase_if(todo.moves, [&](const pl::Move& m) { return failed.count(m.tenant) > 0; });
+    uint32_t enqueued = 0;
+    if (!todo.moves.empty()) {
+      std::printf("enqueueing %zu move(s) of plan %s:\n", todo.moves.size(), plan->id.c_str());
+      auto n = enqueuePlan(w, todo);
       if (!n) return fail(n.status());
+      enqueued = *n;
     }
     for (const auto& m : w.open_moves) {
       if (m.spec.from_stamp == a.stamp) ours.insert(m.id);
@@ -435,10 +482,16 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
       std::printf("stamp %s holds no tenant rows: drained\n", a.stamp.c_str());
       return 0;
     }
-    if (running + queued == 0 && plan->moves.empty() && !plan->unplaced.empty()) {
-      std::printf("stamp %s cannot be emptied: %zu tenant(s) cannot be placed (see above)\n",
-                  a.stamp.c_str(), plan->unplaced.size());
-      return 2;
+    if (running + queued == 0 && enqueued == 0) {
+      // Nothing is moving and nothing more can be started: say why and stop.
+      std::printf("stamp %s cannot be emptied now: %zu tenant(s) cannot be placed, %zu move(s) "
+                  "failed%s\n", a.stamp.c_str(), plan->unplaced.size(), failed.size(),
+                  total_rows > 0 && left == 0 ? ", tenant rows remain that no route explains" : "");
+      for (const auto& u : plan->unplaced) {
+        std::printf("  tenant %s: %s\n", u.tenant.c_str(), u.reason.c_str());
+      }
+      for (const auto& [t, why] : failed) std::printf("  tenant %s: %s\n", t.c_str(), why.c_str());
+      return failed.empty() ? 2 : 3;
     }
     if (elapsed >= a.wait_s) {
       if (a.wait_s > 0) {

@@ -1,0 +1,298 @@
+// End to end on harness stamps (issue 13): three local stamps with 14 small tenants placed
+// unevenly; `stampmover rebalance plan` (nothing moves), `rebalance apply` into the queue and a
+// real `stampmover serve` running the moves under a per-stamp limit; every moved tenant compared
+// row by row (SELECT ... ORDER BY pk, independent of stampmover) with what it was before, and
+// routed to its new stamp. Then `stampmover drain` of one stamp while its tenants keep writing
+// through the routing client: every acknowledged write is on the serving stamp, the drained
+// stamp holds no tenant row (counted by SQL), and the routing directory refuses new tenants there.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <thread>
+
+#include "harness/loadgen.h"
+#include "harness/load_writer.h"
+#include "harness/local_cluster.h"
+#include "harness/seed.h"
+#include "queue/move_queue.h"
+#include "routing/routing_directory.h"
+#include "tests/support/test_support.h"
+
+namespace stampmover::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Fleet3 {
+  std::vector<std::unique_ptr<harness::LocalCluster>> clusters;  // a, b, c
+  std::vector<std::string> names = {"stamp-a", "stamp-b", "stamp-c"};
+  std::map<std::string, std::string> dsn;  // stamp -> DSN of its "app" database
+  std::string cp_dsn;
+};
+
+std::string writeConfig(const std::string& dir, const Fleet3& f, uint64_t capacity) {
+  const std::string path = dir + "/stamps.yaml";
+  std::ofstream out(path);
+  out << "state_dir: " << dir << "/state\nstamps:\n";
+  // The stamps differ: c has a capacity of its own and a tenant cap (checked by the planner).
+  for (const auto& n : f.names) {
+    out << "  " << n << ":\n    dsn: \"" << f.dsn.at(n) << "\"\n    region: local\n";
+    if (capacity) out << "    capacity_bytes: " << capacity << "\n";
+    if (n == "stamp-c") out << "    capacity_tenants: 12\n";
+  }
+  out << "planner:\n  seed: 7\nserve:\n  soak_seconds: 1\n";
+  return path;
+}
+
+// Both sides rendered alike whatever the stamp's defaults (stamp-b runs in Asia/Tokyo).
+std::vector<std::string> dumpTenant(common::PgConnection& c, const std::string& tenant) {
+  execOrDie(c, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 3");
+  std::vector<std::string> all;
+  for (const auto& [table, order] : kDemoTenantTables) {
+    for (auto& r : tenantRows(c, table, tenant, order)) all.push_back(std::string(table) + ":" + r);
+  }
+  return all;
+}
+
+uint64_t tenantRowsLeft(common::PgConnection& c) {
+  uint64_t n = 0;
+  for (const auto& [table, _] : kDemoTenantTables) {
+    n += std::stoull(scalar(c, std::string("SELECT count(*) FROM ") + table));
+  }
+  return n;
+}
+
+class PlannerE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const auto& n : f_.names) {
+      harness::ClusterOptions o;
+      o.name = n;
+      if (n == "stamp-b") o.timezone = "Asia/Tokyo";  // stamps differ
+      auto c = harness::LocalCluster::start(o);
+      ASSERT_TRUE(c.isOk()) << c.status().message();
+      ASSERT_TRUE((*c)->createDatabase("app").isOk());
+      f_.dsn[n] = (*c)->dsn("app");
+      f_.clusters.push_back(std::move(*c));
+    }
+    ASSERT_TRUE(f_.clusters[0]->createDatabase("control").isOk());
+    f_.cp_dsn = f_.clusters[0]->dsn("control");
+  }
+  void TearDown() override {
+    for (auto& c : f_.clusters) c->stop().ignore();  // best effort: the destructor retries
+  }
+  Fleet3 f_;
+};
+
+TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
+  // 14 tenants of different sizes: 11 on a, 3 on b, none on c.
+  std::map<std::string, std::string> home;
+  routing::PgRoutingDirectory dir(f_.cp_dsn);
+  ASSERT_TRUE(dir.ensureSchema().isOk());
+  for (const auto& n : f_.names) {
+    auto c = connectOrDie(f_.dsn[n]);
+    ASSERT_TRUE(harness::createDemoSchema(c).isOk());
+    harness::createScratchTable(f_.dsn[n]);
+  }
+  for (int t = 1; t <= 14; ++t) {
+    const std::string stamp = (t >= 10 && t <= 12) ? "stamp-b" : "stamp-a";
+    auto c = connectOrDie(f_.dsn[stamp]);
+    harness::SeedOptions so;
+    so.tenant = t;
+    so.tenant_items = 60 + 25 * static_cast<uint64_t>(t);
+    so.others = {};
+    so.other_items = 0;
+    ASSERT_TRUE(harness::seedTenants(c, so).isOk());
+    execOrDie(c, "ANALYZE");
+    ASSERT_TRUE(dir.put(std::to_string(t), stamp).isOk());
+    home[std::to_string(t)] = stamp;
+  }
+  TempDir tmp;
+  {
+    std::ofstream tok(tmp.path() + "/tokens");
+    tok << "operate-token-0123456789 operate\n";
+  }
+  // Capacity from the measured total: `stamps --json` with unlimited stamps first.
+  std::string cfg = writeConfig(tmp.path(), f_, 0);
+  auto st = runStampmover({"stamps", "--config", cfg, "--control-plane-dsn", f_.cp_dsn, "--json"});
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  uint64_t total = 0;
+  for (const auto& s : nlohmann::json::parse(st.out)) total += s.at("bytes").get<uint64_t>();
+  ASSERT_GT(total, 100'000u);
+  const uint64_t capacity = total * 8 / 10;  // mean ~42%; after draining one stamp ~62%
+  cfg = writeConfig(tmp.path(), f_, capacity);
+
+  // Bad input: unknown stamp and unknown plan are refused, naming them.
+  auto bad = runStampmover({"drain", "stamp-zz", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("stamp-zz"), std::string::npos) << bad.err;
+  bad = runStampmover({"rebalance", "apply", "plan-0000000000000000", "--config", cfg,
+                       "--control-plane-dsn", f_.cp_dsn});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("plan-0000000000000000"), std::string::npos) << bad.err;
+
+  // Plan: nothing moves, the id is stable.
+  auto plan = runStampmover({"rebalance", "plan", "--config", cfg, "--control-plane-dsn",
+                             f_.cp_dsn, "--json", "--max-moves", "8"});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const auto pj = nlohmann::json::parse(plan.out);
+  const std::string plan_id = pj.at("id");
+  ASSERT_FALSE(pj.at("moves").empty()) << plan.out;
+  auto again = runStampmover({"rebalance", "plan", "--config", cfg, "--control-plane-dsn",
+                              f_.cp_dsn, "--json", "--max-moves", "8"});
+  ASSERT_EQ(again.exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(again.out).at("id"), plan_id);
+  auto human = runStampmover({"rebalance", "plan", "--config", cfg, "--control-plane-dsn",
+                              f_.cp_dsn, "--max-moves", "8"});
+  std::printf("%s", human.out.c_str());
+  for (const auto& [t, s] : home) EXPECT_EQ((*dir.get(t))->stamp, s) << "plan moved " << t;
+
+  std::map<std::string, std::vector<std::string>> before;
+  for (const auto& [t, s] : home) {
+    auto c = connectOrDie(f_.dsn[s]);
+    before[t] = dumpTenant(c, t);
+    ASSERT_FALSE(before[t].empty());
+  }
+
+  // Apply, then serve runs the moves with at most 2 running moves per stamp.
+  auto apply = runStampmover({"rebalance", "apply", plan_id, "--config", cfg,
+                              "--control-plane-dsn", f_.cp_dsn});
+  ASSERT_EQ(apply.exit_code, 0) << apply.err;
+  std::printf("%s", apply.out.c_str());
+  // Three serve processes (one move at a time each: moves running in one process share its
+  // state directory, which only one move can open at a time), limited to 2 running moves per
+  // stamp across all of them by the queue.
+  std::vector<std::unique_ptr<ChildProcess>> serves;
+  for (int i = 0; i < 3; ++i) {
+    const std::string sdir = tmp.path() + "/state" + std::to_string(i);
+    serves.push_back(std::make_unique<ChildProcess>(spawnStampmover(
+        {"serve", "--config", cfg, "--control-plane-dsn", f_.cp_dsn, "--listen", "127.0.0.1:0",
+         "--tokens-file", tmp.path() + "/tokens", "--workers", "1", "--max-per-stamp", "2",
+         "--soak", "1", "--state-dir", sdir, "--owner", "serve-" + std::to_string(i)},
+        tmp.path() + "/serve" + std::to_string(i) + ".log")));
+  }
+  auto serveLogs = [&] {
+    std::string all;
+    for (int i = 0; i < 3; ++i) all += readFile(tmp.path() + "/serve" + std::to_string(i) + ".log");
+    return all;
+  };
+  auto queue = queue::MoveQueue::open(f_.cp_dsn);
+  ASSERT_TRUE(queue.isOk()) << queue.status().message();
+  auto waitForMoves = [&](std::chrono::seconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      auto all = (*queue)->list();
+      if (!all.isOk()) return false;
+      std::map<std::string, int> touching;
+      bool open = false;
+      for (const auto& m : *all) {
+        if (m.state == queue::MoveState::kRunning) {
+          touching[m.spec.from_stamp]++;
+          touching[m.spec.to_stamp]++;
+        }
+        open = open || m.state == queue::MoveState::kQueued ||
+               m.state == queue::MoveState::kRunning;
+        if (m.state == queue::MoveState::kFailed) {
+          ADD_FAILURE() << "move of tenant " << m.spec.tenant << " failed: " << m.last_error;
+          return false;
+        }
+      }
+      for (const auto& [s, n] : touching) EXPECT_LE(n, 2) << s;
+      if (!open) return true;
+      if (serveLogs().find("stampmover: error") != std::string::npos) return false;
+      std::this_thread::sleep_for(500ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(waitForMoves(240s)) << serveLogs();
+
+  auto moved = (*queue)->list();
+  ASSERT_TRUE(moved.isOk());
+  size_t n_moved = 0;
+  for (const auto& m : *moved) {
+    if (m.spec.plan_id != plan_id) continue;
+    ASSERT_EQ(m.state, queue::MoveState::kSucceeded) << m.spec.tenant << ": " << m.last_error;
+    ++n_moved;
+    const std::string& t = m.spec.tenant;
+    auto route = dir.get(t);
+    ASSERT_TRUE(route.isOk() && route->has_value());
+    EXPECT_EQ((*route)->stamp, m.spec.to_stamp) << t;
+    EXPECT_EQ((*route)->state, routing::RouteState::kActive) << t;
+    auto c = connectOrDie(f_.dsn[m.spec.to_stamp]);
+    const auto after = dumpTenant(c, t);
+    EXPECT_EQ(after.size(), before[t].size()) << "tenant " << t << " on " << m.spec.to_stamp;
+    EXPECT_TRUE(after == before[t]) << "tenant " << t << " differs on " << m.spec.to_stamp;
+    home[t] = m.spec.to_stamp;
+  }
+  EXPECT_EQ(n_moved, pj.at("moves").size());
+  auto stamps = runStampmover({"stamps", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
+  std::printf("after the rebalance:\n%s", stamps.out.c_str());
+
+  // Drain stamp-c while its tenants write through the routing client.
+  const std::string drained = "stamp-c";
+  std::vector<std::pair<std::string, std::unique_ptr<harness::Loadgen>>> writers;
+  for (const auto& [t, s] : home) {
+    if (s != drained || writers.size() >= 3) continue;
+    harness::LoadgenOptions lo;
+    lo.control_plane_dsn = f_.cp_dsn;
+    lo.stamp_dsns = f_.dsn;
+    lo.tenant = t;
+    lo.rate = 20;
+    lo.duration = 280s;
+    lo.first_id = 900'000'000 + std::stoll(t) * 1'000'000;
+    writers.emplace_back(t, std::make_unique<harness::Loadgen>(lo));
+    writers.back().second->start();
+  }
+  ASSERT_FALSE(writers.empty()) << "no tenant on " << drained << " after the rebalance";
+  std::this_thread::sleep_for(2s);
+  auto drain = runStampmover({"drain", drained, "--config", cfg, "--control-plane-dsn", f_.cp_dsn,
+                              "--wait", "240", "--poll", "3"});
+  std::this_thread::sleep_for(1s);
+  for (auto& [t, w] : writers) w->stop();
+  std::printf("%s", drain.out.c_str());
+  ASSERT_EQ(drain.exit_code, 0) << drain.out << drain.err << serveLogs();
+
+  auto routes = dir.list();
+  ASSERT_TRUE(routes.isOk());
+  std::map<std::string, std::string> serving;
+  for (const auto& e : *routes) {
+    EXPECT_NE(e.stamp, drained) << e.tenant;
+    EXPECT_EQ(e.state, routing::RouteState::kActive) << e.tenant;
+    serving[e.tenant] = e.stamp;
+  }
+  uint64_t acked = 0;
+  for (auto& [t, w] : writers) {
+    const auto rep = w->report();
+    acked += rep.acknowledged;
+    // Every acknowledged write is on the stamp that now serves its tenant.
+    ASSERT_TRUE(serving.count(t)) << t;
+    auto missing = w->missingOn(f_.dsn[serving[t]]);
+    ASSERT_TRUE(missing.isOk()) << missing.status().message();
+    EXPECT_EQ(*missing, 0u) << "tenant " << t << ": acknowledged writes missing on " << serving[t];
+    std::printf("tenant %s: %llu acknowledged writes, %llu retries, max stall %.0f ms\n", t.c_str(),
+                static_cast<unsigned long long>(rep.acknowledged),
+                static_cast<unsigned long long>(rep.retries), rep.max_stall_ms);
+  }
+  EXPECT_GT(acked, 0u);
+  {
+    auto c = connectOrDie(f_.dsn[drained]);
+    EXPECT_EQ(tenantRowsLeft(c), 0u) << drained << " still holds tenant rows";
+  }
+  auto refused = dir.put("999", drained);
+  EXPECT_FALSE(refused.isOk());
+  EXPECT_NE(refused.status().message().find("draining"), std::string::npos);
+  stamps = runStampmover({"stamps", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
+  std::printf("after the drain:\n%s", stamps.out.c_str());
+  for (auto& s : serves) {
+    kill(s->pid(), SIGTERM);
+    s->wait();
+  }
+}
+
+}  // namespace
+}  // namespace stampmover::testing
