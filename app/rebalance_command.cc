@@ -4,10 +4,10 @@
 // (the workers of `stampmover serve` run them under their per-stamp limits).
 #include "app/rebalance_command.h"
 
-#include <CLI/CLI.hpp>
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -37,11 +37,16 @@ using stampmover::common::Status;
 
 int exitCodeFor(const Status& st) {
   switch (st.errorClass()) {
-    case ErrorClass::kRefused: return 2;
-    case ErrorClass::kRetryable: return 3;
-    case ErrorClass::kDataLoss: return 4;
-    case ErrorClass::kCancelled: return 130;
-    case ErrorClass::kInternal: return 1;
+    case ErrorClass::kRefused:
+      return 2;
+    case ErrorClass::kRetryable:
+      return 3;
+    case ErrorClass::kDataLoss:
+      return 4;
+    case ErrorClass::kCancelled:
+      return 130;
+    case ErrorClass::kInternal:
+      return 1;
   }
   return 1;
 }
@@ -83,16 +88,17 @@ Result<World> openWorld(const PlannerCliArgs& a, const std::string& config_path)
   }
   if (!a.control_plane.empty()) {
     if (!w.config.stamps.count(a.control_plane)) {
-      return Status::refused("--control-plane '" + a.control_plane +
-                             "' is not a stamp of " + config_path);
+      return Status::refused("--control-plane '" + a.control_plane + "' is not a stamp of " +
+                             config_path);
     }
     SM_ASSIGN_OR_RETURN(w.cp_dsn, orch::resolveDsn(w.config, a.control_plane));
   } else {
     w.cp_dsn = a.control_plane_dsn;
   }
   if (w.cp_dsn.empty()) {
-    return Status::refused("no control plane: pass --control-plane-dsn '<libpq dsn>' (or "
-                           "$STAMPMOVER_CONTROL_PLANE_DSN), or --control-plane <stamp>");
+    return Status::refused(
+        "no control plane: pass --control-plane-dsn '<libpq dsn>' (or "
+        "$STAMPMOVER_CONTROL_PLANE_DSN), or --control-plane <stamp>");
   }
   return w;
 }
@@ -158,8 +164,8 @@ void printPlan(const pl::Plan& p) {
               p.moves.size(), p.stop_reason.c_str());
   std::printf("threshold ±%s of the mean, max %u moves, seed %llu; largest deviation %s -> %s\n",
               pct(p.options.threshold).c_str(), p.options.max_moves,
-              static_cast<unsigned long long>(p.options.seed),
-              pct(p.max_deviation_before).c_str(), pct(p.max_deviation_after).c_str());
+              static_cast<unsigned long long>(p.options.seed), pct(p.max_deviation_before).c_str(),
+              pct(p.max_deviation_after).c_str());
   printStampTable(p);
   if (!p.moves.empty()) std::printf("moves:\n");
   for (const auto& m : p.moves) {
@@ -189,7 +195,8 @@ Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print,
                                const std::string& only = "") {
   SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, stamp));
   SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + stamp + "'"));
-  SM_ASSIGN_OR_RETURN(auto tables, stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
+  SM_ASSIGN_OR_RETURN(auto tables,
+                      stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
   uint64_t purged_tenants = 0;
   for (const auto& [tenant, size] : w.measures[stamp].tenants) {
     if (!only.empty() && tenant != only) continue;
@@ -210,11 +217,11 @@ Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print,
     for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
       for (;;) {
         SM_ASSIGN_OR_RETURN(
-            auto d, c.query("DELETE FROM " + it->quoted() + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " +
-                                it->quoted() + " WHERE " +
-                                stampmover::common::quoteIdent(it->tenant_column) +
-                                " = $1 LIMIT 1000))",
-                            {tenant}));
+            auto d,
+            c.query("DELETE FROM " + it->quoted() + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " +
+                        it->quoted() + " WHERE " +
+                        stampmover::common::quoteIdent(it->tenant_column) + " = $1 LIMIT 1000))",
+                    {tenant}));
         const uint64_t n = std::stoull(PQcmdTuples(d.get()));
         rows += n;
         if (n < 1000) break;
@@ -223,9 +230,10 @@ Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print,
     SM_RETURN_IF_ERROR(c.exec("RESET session_replication_role"));
     ++purged_tenants;
     if (print) {
-      std::printf("  tenant %s: served by %s; %llu stale row(s) left by an earlier move purged "
-                  "from %s\n", tenant.c_str(), serving.c_str(),
-                  static_cast<unsigned long long>(rows), stamp.c_str());
+      std::printf(
+          "  tenant %s: served by %s; %llu stale row(s) left by an earlier move purged "
+          "from %s\n",
+          tenant.c_str(), serving.c_str(), static_cast<unsigned long long>(rows), stamp.c_str());
     }
   }
   return purged_tenants;
@@ -280,9 +288,10 @@ Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
       auto purged = purgeDeparted(w, m.to, true, m.tenant);
       if (!purged) return purged.status();
       if (*purged == 0) {
-        std::printf("  %3u. tenant %s: skipped: %s holds rows of it that are not known to be "
-                    "stale; see `stampmover cleanup --purge-destination`\n",
-                    m.seq, m.tenant.c_str(), m.to.c_str());
+        std::printf(
+            "  %3u. tenant %s: skipped: %s holds rows of it that are not known to be "
+            "stale; see `stampmover cleanup --purge-destination`\n",
+            m.seq, m.tenant.c_str(), m.to.c_str());
         continue;
       }
       w.measures[m.to].tenants.erase(m.tenant);
@@ -299,8 +308,8 @@ Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
                     q::errorText(created.status()).c_str());
         continue;
       }
-      return created.status().withContext("enqueueing move " + std::to_string(m.seq) +
-                                           " (tenant " + m.tenant + ")");
+      return created.status().withContext("enqueueing move " + std::to_string(m.seq) + " (tenant " +
+                                          m.tenant + ")");
     }
     w.open_moves.push_back(*created);
     bytes[m.from] -= static_cast<double>(m.bytes);
@@ -349,9 +358,10 @@ int runApply(const PlannerCliArgs& a, World& w) {
   auto n = enqueuePlan(w, plan);
   if (!n) return fail(n.status());
   if (Status st = store->markApplied(plan.id); !st) return fail(st);
-  std::printf("%u move(s) queued; `stampmover serve` workers run them within their per-stamp "
-              "limits; follow with `stampmover stamps` or `stampmover move list`\n",
-              *n);
+  std::printf(
+      "%u move(s) queued; `stampmover serve` workers run them within their per-stamp "
+      "limits; follow with `stampmover stamps` or `stampmover move list`\n",
+      *n);
   return 0;
 }
 
@@ -359,12 +369,13 @@ int runApply(const PlannerCliArgs& a, World& w) {
 Result<std::map<std::string, uint64_t>> tenantRowsOn(World& w, const std::string& stamp) {
   SM_ASSIGN_OR_RETURN(std::string dsn, orch::resolveDsn(w.config, stamp));
   SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + stamp + "'"));
-  SM_ASSIGN_OR_RETURN(auto tables, stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
+  SM_ASSIGN_OR_RETURN(auto tables,
+                      stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
   std::map<std::string, uint64_t> out;
   for (const auto& t : tables) {
-    SM_ASSIGN_OR_RETURN(auto v, c.queryValue("SELECT count(*) FROM " + t.quoted() + " WHERE " +
-                                             stampmover::common::quoteIdent(t.tenant_column) +
-                                             " IS NOT NULL"));
+    SM_ASSIGN_OR_RETURN(
+        auto v, c.queryValue("SELECT count(*) FROM " + t.quoted() + " WHERE " +
+                             stampmover::common::quoteIdent(t.tenant_column) + " IS NOT NULL"));
     const uint64_t n = v ? std::stoull(*v) : 0;
     if (n > 0) out[t.key()] = n;
   }
@@ -414,6 +425,11 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
         std::printf("  tenant %s: %s\n", m.spec.tenant.c_str(), failed[m.spec.tenant].c_str());
       }
     }
+    // Whether a move out of the stamp was still open when this round's purge looked: one that
+    // finished since then leaves rows that only the next round's purge removes.
+    bool moving_at_purge = false;
+    for (const auto& m : w.open_moves)
+      moving_at_purge = moving_at_purge || m.spec.from_stamp == a.stamp;
     if (!a.dry_run) {
       auto purged = purgeDeparted(w, a.stamp, true);
       if (!purged) return fail(purged.status());
@@ -435,7 +451,7 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
         printPlan(*plan);
       }
       if (a.dry_run) {
-        std::printf("dry run: nothing was marked or moved\n");
+        std::fprintf(a.json ? stderr : stdout, "dry run: nothing was marked or moved\n");
         return 0;
       }
     }
@@ -469,24 +485,27 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
     std::string eta = "unknown";
     if (done > 0 && running + queued > 0) {
       char buf[32];
-      std::snprintf(buf, sizeof buf, "%.0f s", elapsed / static_cast<double>(done) *
-                                                   static_cast<double>(running + queued));
+      std::snprintf(buf, sizeof buf, "%.0f s",
+                    elapsed / static_cast<double>(done) * static_cast<double>(running + queued));
       eta = buf;
     }
-    std::printf("drain %s: %zu tenant(s) still routed there, %llu tenant row(s) left, moves "
-                "%zu running, %zu queued, %zu done; ETA %s\n",
-                a.stamp.c_str(), left, static_cast<unsigned long long>(total_rows), running, queued,
-                done, eta.c_str());
+    std::printf(
+        "drain %s: %zu tenant(s) still routed there, %llu tenant row(s) left, moves "
+        "%zu running, %zu queued, %zu done; ETA %s\n",
+        a.stamp.c_str(), left, static_cast<unsigned long long>(total_rows), running, queued, done,
+        eta.c_str());
     std::fflush(stdout);
     if (total_rows == 0 && left == 0 && running + queued == 0) {
       std::printf("stamp %s holds no tenant rows: drained\n", a.stamp.c_str());
       return 0;
     }
-    if (running + queued == 0 && enqueued == 0) {
+    if (running + queued == 0 && enqueued == 0 && !moving_at_purge) {
       // Nothing is moving and nothing more can be started: say why and stop.
-      std::printf("stamp %s cannot be emptied now: %zu tenant(s) cannot be placed, %zu move(s) "
-                  "failed%s\n", a.stamp.c_str(), plan->unplaced.size(), failed.size(),
-                  total_rows > 0 && left == 0 ? ", tenant rows remain that no route explains" : "");
+      std::printf(
+          "stamp %s cannot be emptied now: %zu tenant(s) cannot be placed, %zu move(s) "
+          "failed%s\n",
+          a.stamp.c_str(), plan->unplaced.size(), failed.size(),
+          total_rows > 0 && left == 0 ? ", tenant rows remain that no route explains" : "");
       for (const auto& u : plan->unplaced) {
         std::printf("  tenant %s: %s\n", u.tenant.c_str(), u.reason.c_str());
       }
@@ -495,8 +514,10 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
     }
     if (elapsed >= a.wait_s) {
       if (a.wait_s > 0) {
-        std::printf("stamp %s is not empty yet after %.0f s; rerun `stampmover drain %s` to "
-                    "follow up (it resumes)\n", a.stamp.c_str(), elapsed, a.stamp.c_str());
+        std::printf(
+            "stamp %s is not empty yet after %.0f s; rerun `stampmover drain %s` to "
+            "follow up (it resumes)\n",
+            a.stamp.c_str(), elapsed, a.stamp.c_str());
         return 3;
       }
       return 0;  // enqueued; rerun to follow up and purge
@@ -612,7 +633,8 @@ void addPlannerCommands(CLI::App& app, PlannerCliArgs& a) {
       "apply",
       "Queue the moves of a stored plan. Moves whose tenant moved meanwhile, already has a move, "
       "or that no longer improve balance enough are skipped with the reason.");
-  a.apply->add_option("PLAN_ID", a.plan_id, "Id printed by `rebalance plan` (plan-...)")->required();
+  a.apply->add_option("PLAN_ID", a.plan_id, "Id printed by `rebalance plan` (plan-...)")
+      ->required();
   addControlPlaneOptions(a.apply, a);
   a.drain = app.add_subcommand(
       "drain",
@@ -622,9 +644,10 @@ void addPlannerCommands(CLI::App& app, PlannerCliArgs& a) {
       "Rerunnable: each run follows up where the last stopped.");
   a.drain->add_option("STAMP", a.stamp, "Stamp of the stamps file to drain")->required();
   a.drain->add_flag("--dry-run", a.dry_run, "Print the plan only: mark nothing, move nothing");
-  a.drain->add_option("--wait", a.wait_s,
-                      "Follow the drain for up to this many seconds (progress, ETA, purge as "
-                      "tenants leave); 0 queues and returns")
+  a.drain
+      ->add_option("--wait", a.wait_s,
+                   "Follow the drain for up to this many seconds (progress, ETA, purge as "
+                   "tenants leave); 0 queues and returns")
       ->check(CLI::NonNegativeNumber);
   a.drain->add_option("--poll", a.poll_s, "Seconds between progress lines with --wait")
       ->check(CLI::PositiveNumber);

@@ -16,16 +16,16 @@ struct PlannerCliArgs {
   std::string control_plane;      // Default: "" (a stamp of the stamps file instead of the DSN)
   bool json = false;              // Default: false (tables for people)
   // rebalance plan
-  double threshold = -1;          // Default: -1 (the config's planner.threshold, else 0.10)
-  int64_t max_moves = -1;         // Default: -1 (the config's planner.max_moves, else 20)
-  int64_t seed = -1;              // Default: -1 (the config's planner.seed, else 0)
+  double threshold = -1;   // Default: -1 (the config's planner.threshold, else 0.10)
+  int64_t max_moves = -1;  // Default: -1 (the config's planner.max_moves, else 20)
+  int64_t seed = -1;       // Default: -1 (the config's planner.seed, else 0)
   // rebalance apply
   std::string plan_id;
   // drain
   std::string stamp;
-  bool dry_run = false;           // Default: false
-  double wait_s = 0;              // Default: 0 (enqueue and return; rerun to follow up)
-  double poll_s = 2;              // Default: 2 s between progress lines while waiting
+  bool dry_run = false;  // Default: false
+  double wait_s = 0;     // Default: 0 (enqueue and return; rerun to follow up)
+  double poll_s = 2;     // Default: 2 s between progress lines while waiting
   // set by addPlannerCommands
   CLI::App* plan = nullptr;
   CLI::App* apply = nullptr;

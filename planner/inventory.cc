@@ -87,7 +87,8 @@ Result<PlannerConfig> loadPlannerConfig(const std::string& path) {
         for (const auto& t : kv.second) {
           const std::string tenant = t.first.as<std::string>();
           const std::string tk = key + "." + tenant;
-          if (!t.second.IsMap()) return bad(path, tk, "expected a mapping (pinned, excluded, allowed_regions)");
+          if (!t.second.IsMap())
+            return bad(path, tk, "expected a mapping (pinned, excluded, allowed_regions)");
           TenantConstraint c;
           for (const auto& f : t.second) {
             const std::string fk = f.first.as<std::string>();
@@ -96,7 +97,8 @@ Result<PlannerConfig> loadPlannerConfig(const std::string& path) {
             } else if (fk == "excluded") {
               SM_ASSIGN_OR_RETURN(c.excluded, boolean(f.second, path, tk + "." + fk));
             } else if (fk == "allowed_regions") {
-              if (!f.second.IsSequence()) return bad(path, tk + "." + fk, "expected a list of regions");
+              if (!f.second.IsSequence())
+                return bad(path, tk + "." + fk, "expected a list of regions");
               for (const auto& r : f.second) c.allowed_regions.push_back(r.as<std::string>());
             } else {
               return bad(path, tk + "." + fk,
@@ -123,8 +125,8 @@ Result<StampMeasure> measureStamp(PgConnection& conn, const mover::TenantColumnP
   StampMeasure out;
   SM_RETURN_IF_ERROR(conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
   auto body = [&]() -> Status {
-    SM_RETURN_IF_ERROR(conn.exec("SET LOCAL statement_timeout = " +
-                                 std::to_string(o.statement_timeout_ms)));
+    SM_RETURN_IF_ERROR(
+        conn.exec("SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout_ms)));
     SM_ASSIGN_OR_RETURN(auto tables, mover::discoverTenantTables(conn, policy));
     struct Acc {
       double bytes = 0, rows = 0, var = 0;
@@ -132,16 +134,16 @@ Result<StampMeasure> measureStamp(PgConnection& conn, const mover::TenantColumnP
     std::map<std::string, Acc> acc;
     for (const auto& t : tables) {
       ++out.tables;
-      SM_ASSIGN_OR_RETURN(auto heap, conn.queryValue("SELECT pg_relation_size($1::oid)",
-                                                     {std::to_string(t.oid)}));
+      SM_ASSIGN_OR_RETURN(
+          auto heap, conn.queryValue("SELECT pg_relation_size($1::oid)", {std::to_string(t.oid)}));
       const uint64_t heap_bytes = heap ? std::stoull(*heap) : 0;
       const bool sample = heap_bytes > o.exact_below_bytes;
       double percent = 100;
       std::string from = t.quoted() + " t";
       if (sample) {
-        percent = std::clamp(100.0 * static_cast<double>(o.sample_bytes) /
-                                 static_cast<double>(heap_bytes),
-                             0.01, 100.0);
+        percent = std::clamp(
+            100.0 * static_cast<double>(o.sample_bytes) / static_cast<double>(heap_bytes), 0.01,
+            100.0);
         char buf[64];
         std::snprintf(buf, sizeof buf, " TABLESAMPLE SYSTEM (%.6f) REPEATABLE (0)", percent);
         from += buf;

@@ -20,9 +20,9 @@
 namespace stampmover::planner {
 
 struct TenantConstraint {
-  bool pinned = false;                        // Default: false
-  bool excluded = false;                      // Default: false
-  std::vector<std::string> allowed_regions;   // Default: none (its stamp's region)
+  bool pinned = false;                       // Default: false
+  bool excluded = false;                     // Default: false
+  std::vector<std::string> allowed_regions;  // Default: none (its stamp's region)
 };
 
 // The `planner:` section of the stamps file:
@@ -49,15 +49,15 @@ common::Result<PlannerConfig> loadPlannerConfig(const std::string& path);
 
 struct MeasureOptions {
   // Tables whose heap is at most this are summed exactly (one sequential scan, GROUP BY tenant).
-  uint64_t exact_below_bytes = 64ull << 20;   // Default: 64 MiB
+  uint64_t exact_below_bytes = 64ull << 20;  // Default: 64 MiB
   // Bigger tables are read through TABLESAMPLE SYSTEM so that about this many bytes of heap are
   // read, and the sums scaled up.
-  uint64_t sample_bytes = 16ull << 20;        // Default: 16 MiB per table
-  uint32_t statement_timeout_ms = 60'000;     // Default: 60 s per query
+  uint64_t sample_bytes = 16ull << 20;     // Default: 16 MiB per table
+  uint32_t statement_timeout_ms = 60'000;  // Default: 60 s per query
 };
 
 struct TenantSize {
-  uint64_t bytes = 0;        // heap bytes of its rows (tuple header and item pointer included)
+  uint64_t bytes = 0;  // heap bytes of its rows (tuple header and item pointer included)
   uint64_t rows = 0;
   uint64_t bytes_error = 0;  // 95% half-width of a sampled estimate (0 when exact)
 };

@@ -39,20 +39,22 @@ Result<PlanStore> PlanStore::open(const std::string& dsn) {
 
 Status PlanStore::save(const Plan& plan) {
   return conn_
-      .query("INSERT INTO stampmover_planner.plans (id, kind, drain_stamp, body) "
-             "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (id) DO NOTHING",
-             {plan.id, std::string(planKindName(plan.kind)),
-              plan.kind == PlanKind::kDrain ? common::PgParam(plan.drain_stamp) : std::nullopt,
-              planToJson(plan).dump()})
+      .query(
+          "INSERT INTO stampmover_planner.plans (id, kind, drain_stamp, body) "
+          "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (id) DO NOTHING",
+          {plan.id, std::string(planKindName(plan.kind)),
+           plan.kind == PlanKind::kDrain ? common::PgParam(plan.drain_stamp) : std::nullopt,
+           planToJson(plan).dump()})
       .status();
 }
 
 Result<std::optional<StoredPlan>> PlanStore::load(const std::string& id) {
   SM_ASSIGN_OR_RETURN(
-      auto r, conn_.query(std::string("SELECT body::text, to_char(created_at AT TIME ZONE 'UTC', ") +
-                              kIso + "), coalesce(to_char(applied_at AT TIME ZONE 'UTC', " + kIso +
-                              "), '') FROM stampmover_planner.plans WHERE id = $1",
-                          {id}));
+      auto r,
+      conn_.query(std::string("SELECT body::text, to_char(created_at AT TIME ZONE 'UTC', ") + kIso +
+                      "), coalesce(to_char(applied_at AT TIME ZONE 'UTC', " + kIso +
+                      "), '') FROM stampmover_planner.plans WHERE id = $1",
+                  {id}));
   if (common::rowCount(r) == 0) return std::optional<StoredPlan>();
   nlohmann::json j;
   try {
@@ -67,9 +69,10 @@ Result<std::optional<StoredPlan>> PlanStore::load(const std::string& id) {
 
 Status PlanStore::markApplied(const std::string& id) {
   return conn_
-      .query("UPDATE stampmover_planner.plans SET applied_at = coalesce(applied_at, now()) "
-             "WHERE id = $1",
-             {id})
+      .query(
+          "UPDATE stampmover_planner.plans SET applied_at = coalesce(applied_at, now()) "
+          "WHERE id = $1",
+          {id})
       .status();
 }
 

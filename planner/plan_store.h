@@ -15,8 +15,8 @@ namespace stampmover::planner {
 
 struct StoredPlan {
   Plan plan;
-  std::string created_at;   // ISO 8601 UTC
-  std::string applied_at;   // "" until applied
+  std::string created_at;  // ISO 8601 UTC
+  std::string applied_at;  // "" until applied
 };
 
 // Not thread-safe: one connection, used by one command at a time.

@@ -6,17 +6,17 @@
 // through the routing client: every acknowledged write is on the serving stamp, the drained
 // stamp holds no tenant row (counted by SQL), and the routing directory refuses new tenants there.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
-#include "harness/loadgen.h"
 #include "harness/load_writer.h"
+#include "harness/loadgen.h"
 #include "harness/local_cluster.h"
 #include "harness/seed.h"
 #include "queue/move_queue.h"
@@ -128,7 +128,8 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
   cfg = writeConfig(tmp.path(), f_, capacity);
 
   // Bad input: unknown stamp and unknown plan are refused, naming them.
-  auto bad = runStampmover({"drain", "stamp-zz", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
+  auto bad =
+      runStampmover({"drain", "stamp-zz", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("stamp-zz"), std::string::npos) << bad.err;
   bad = runStampmover({"rebalance", "apply", "plan-0000000000000000", "--config", cfg,
@@ -137,8 +138,8 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
   EXPECT_NE(bad.err.find("plan-0000000000000000"), std::string::npos) << bad.err;
 
   // Plan: nothing moves, the id is stable.
-  auto plan = runStampmover({"rebalance", "plan", "--config", cfg, "--control-plane-dsn",
-                             f_.cp_dsn, "--json", "--max-moves", "8"});
+  auto plan = runStampmover({"rebalance", "plan", "--config", cfg, "--control-plane-dsn", f_.cp_dsn,
+                             "--json", "--max-moves", "8"});
   ASSERT_EQ(plan.exit_code, 0) << plan.err;
   const auto pj = nlohmann::json::parse(plan.out);
   const std::string plan_id = pj.at("id");
@@ -147,8 +148,8 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
                               f_.cp_dsn, "--json", "--max-moves", "8"});
   ASSERT_EQ(again.exit_code, 0);
   EXPECT_EQ(nlohmann::json::parse(again.out).at("id"), plan_id);
-  auto human = runStampmover({"rebalance", "plan", "--config", cfg, "--control-plane-dsn",
-                              f_.cp_dsn, "--max-moves", "8"});
+  auto human = runStampmover(
+      {"rebalance", "plan", "--config", cfg, "--control-plane-dsn", f_.cp_dsn, "--max-moves", "8"});
   std::printf("%s", human.out.c_str());
   for (const auto& [t, s] : home) EXPECT_EQ((*dir.get(t))->stamp, s) << "plan moved " << t;
 
@@ -160,8 +161,8 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
   }
 
   // Apply, then serve runs the moves with at most 2 running moves per stamp.
-  auto apply = runStampmover({"rebalance", "apply", plan_id, "--config", cfg,
-                              "--control-plane-dsn", f_.cp_dsn});
+  auto apply = runStampmover(
+      {"rebalance", "apply", plan_id, "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
   ASSERT_EQ(apply.exit_code, 0) << apply.err;
   std::printf("%s", apply.out.c_str());
   // Three serve processes (one move at a time each: moves running in one process share its
@@ -195,8 +196,8 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
           touching[m.spec.from_stamp]++;
           touching[m.spec.to_stamp]++;
         }
-        open = open || m.state == queue::MoveState::kQueued ||
-               m.state == queue::MoveState::kRunning;
+        open =
+            open || m.state == queue::MoveState::kQueued || m.state == queue::MoveState::kRunning;
         if (m.state == queue::MoveState::kFailed) {
           ADD_FAILURE() << "move of tenant " << m.spec.tenant << " failed: " << m.last_error;
           return false;
@@ -232,6 +233,32 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
   EXPECT_EQ(n_moved, pj.at("moves").size());
   auto stamps = runStampmover({"stamps", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
   std::printf("after the rebalance:\n%s", stamps.out.c_str());
+
+  // A dry run marks and moves nothing; with tenant 13 pinned it is listed as unplaceable.
+  {
+    std::string pinned_cfg = readFile(cfg);
+    pinned_cfg.replace(pinned_cfg.find("planner:\n"), 9,
+                       "planner:\n  tenants:\n    \"13\": {pinned: true}\n");
+    const std::string pinned_path = tmp.path() + "/pinned.yaml";
+    std::ofstream(pinned_path) << pinned_cfg;
+    auto count = (*queue)->list();
+    ASSERT_TRUE(count.isOk());
+    auto dry = runStampmover({"drain", "stamp-c", "--dry-run", "--json", "--config", pinned_path,
+                              "--control-plane-dsn", f_.cp_dsn});
+    ASSERT_EQ(dry.exit_code, 0) << dry.err;
+    const auto dj = nlohmann::json::parse(dry.out);
+    bool pinned_listed = false;
+    for (const auto& u : dj.at("unplaced")) {
+      pinned_listed =
+          pinned_listed || (u.at("tenant") == "13" &&
+                            u.at("reason").get<std::string>().find("pinned") != std::string::npos);
+    }
+    EXPECT_EQ(pinned_listed, home["13"] == "stamp-c") << dry.out;
+    auto draining = dir.drainingStamps();
+    ASSERT_TRUE(draining.isOk());
+    EXPECT_TRUE(draining->empty()) << "a dry run marked a stamp draining";
+    EXPECT_EQ((*queue)->list()->size(), count->size()) << "a dry run queued moves";
+  }
 
   // Drain stamp-c while its tenants write through the routing client.
   const std::string drained = "stamp-c";

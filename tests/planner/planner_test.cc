@@ -3,21 +3,22 @@
 // prefix of a plan leaves the fleet no worse balanced, plans are deterministic under a seed, and
 // a drain places everything placeable and explains the rest. Balance is recomputed here from the
 // fleet, independently of the planner's own bookkeeping.
+#include "planner/planner.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <cmath>
 #include <map>
 #include <random>
 #include <set>
 
 #include "planner/inventory.h"
 #include "planner/plan_json.h"
-#include "planner/planner.h"
 
 namespace stampmover::planner {
 namespace {
@@ -65,9 +66,9 @@ Fleet syntheticFleet(const Shape& shape) {
 }
 
 struct Balance {
-  double max_dev = 0;     // max |u-m|/m over groups
-  double variance = 0;    // sum c*(u-m)^2
-  double spread = 0;      // max over groups of max u - min u
+  double max_dev = 0;   // max |u-m|/m over groups
+  double variance = 0;  // sum c*(u-m)^2
+  double spread = 0;    // max over groups of max u - min u
   int outside = 0;
 };
 
@@ -127,7 +128,9 @@ void expectConstraints(const Fleet& fleet, const Plan& plan, const PlannerOption
     const Stamp& to = stampOf(fleet, m.to);
     EXPECT_FALSE(to.draining) << m.to;
     EXPECT_NE(m.from, m.to);
-    if (!o.cross_region) { EXPECT_EQ(from.region, to.region) << m.tenant; }
+    if (!o.cross_region) {
+      EXPECT_EQ(from.region, to.region) << m.tenant;
+    }
     if (!t.allowed_regions.empty()) {
       EXPECT_NE(std::find(t.allowed_regions.begin(), t.allowed_regions.end(), to.region),
                 t.allowed_regions.end())
@@ -144,8 +147,12 @@ void expectConstraints(const Fleet& fleet, const Plan& plan, const PlannerOption
     EXPECT_LE(static_cast<double>(to_bytes + t.bytes),
               static_cast<double>(to.capacity_bytes) * (o.evacuation_limit - o.safety_margin) + 1)
         << m.tenant << " -> " << m.to;
-    if (to.capacity_tenants > 0) { EXPECT_LE(to_tenants + 1, to.capacity_tenants); }
-    if (to.load) { EXPECT_LT(*to.load, o.max_target_load); }
+    if (to.capacity_tenants > 0) {
+      EXPECT_LE(to_tenants + 1, to.capacity_tenants);
+    }
+    if (to.load) {
+      EXPECT_LT(*to.load, o.max_target_load);
+    }
     EXPECT_FALSE(m.reason.empty());
   }
 }
@@ -265,7 +272,8 @@ TEST(PlannerRebalance, DeterministicUnderSeedAndInputOrder) {
   ASSERT_TRUE(c.isOk());
   EXPECT_NE(a->id, c->id);
   bool differs = a->moves.size() != c->moves.size();
-  for (size_t i = 0; !differs && i < a->moves.size(); ++i) differs = a->moves[i].to != c->moves[i].to;
+  for (size_t i = 0; !differs && i < a->moves.size(); ++i)
+    differs = a->moves[i].to != c->moves[i].to;
   EXPECT_TRUE(differs) << "the seed should change some near-equal target choice";
 }
 
@@ -274,7 +282,8 @@ TEST(PlannerRebalance, NearEqualTargetsAreSpreadByTwoChoices) {
   // seed instead of always being the first by name (herding).
   Fleet f;
   f.stamps.push_back({"hot", "r", 1'000'000, 0, std::nullopt, false});
-  for (int i = 0; i < 10; ++i) f.stamps.push_back({"cold-" + std::to_string(i), "r", 1'000'000, 0, std::nullopt, false});
+  for (int i = 0; i < 10; ++i)
+    f.stamps.push_back({"cold-" + std::to_string(i), "r", 1'000'000, 0, std::nullopt, false});
   for (int i = 0; i < 50; ++i) f.tenants.push_back({"t" + std::to_string(i), "hot", 10'000});
   std::set<std::string> first_targets;
   for (uint64_t seed = 0; seed < 40; ++seed) {
@@ -320,14 +329,16 @@ TEST(PlannerRebalance, HardFiltersAndInFlight) {
   PlannerOptions o;
   auto p = planRebalance(f, o);
   ASSERT_TRUE(p.isOk()) << p.status().message();
-  EXPECT_TRUE(p->moves.empty()) << p->moves.size() << " " << (p->moves.empty() ? "" : p->moves[0].to);
+  EXPECT_TRUE(p->moves.empty()) << p->moves.size() << " "
+                                << (p->moves.empty() ? "" : p->moves[0].to);
   // With room for two at "ok", exactly one more tenant goes there, and never t0, t1, t2.
   f.stamps[4].capacity_tenants = 2;
   p = planRebalance(f, o);
   ASSERT_TRUE(p.isOk());
   ASSERT_EQ(p->moves.size(), 1u);
   EXPECT_EQ(p->moves[0].to, "ok");
-  EXPECT_TRUE(p->moves[0].tenant != "t0" && p->moves[0].tenant != "t1" && p->moves[0].tenant != "t2");
+  EXPECT_TRUE(p->moves[0].tenant != "t0" && p->moves[0].tenant != "t1" &&
+              p->moves[0].tenant != "t2");
   // Cross-region allowed: "us" becomes a target too.
   o.cross_region = true;
   o.max_moves = 10;
@@ -359,7 +370,9 @@ TEST(PlannerRebalance, DrainingStampTakesNothingAndKeepsItsTenants) {
   }
   EXPECT_TRUE(p->converged) << p->stop_reason;
   for (const StampSummary& s : p->stamps) {
-    if (s.name == "leaving") { EXPECT_TRUE(s.draining); }
+    if (s.name == "leaving") {
+      EXPECT_TRUE(s.draining);
+    }
   }
 }
 
@@ -402,8 +415,8 @@ TEST(PlannerRebalance, PlansTenThousandTenantsOnHundredStampsUnderOneSecond) {
   EXPECT_GT(plan->moves.size(), 100u);
   EXPECT_TRUE(plan->converged) << plan->stop_reason;
   EXPECT_LT(std::chrono::duration<double>(took).count(), 1.0)
-      << plan->moves.size() << " moves took "
-      << std::chrono::duration<double>(took).count() << " s";
+      << plan->moves.size() << " moves took " << std::chrono::duration<double>(took).count()
+      << " s";
   // And a drain of the fullest stamp of the same fleet.
   const auto start2 = std::chrono::steady_clock::now();
   auto drain = planDrain(fleet, fleet.stamps[0].name, o);
@@ -552,7 +565,8 @@ planner:
   ASSERT_EQ(f.in_flight.size(), 1u);
 
   // Bad values are refused naming the file and the key.
-  const std::string bad = writeTemp("stamps:\n  a: {dsn: \"host=x\"}\nplanner:\n  tenants:\n    \"9\": {pinned: maybe}\n");
+  const std::string bad = writeTemp(
+      "stamps:\n  a: {dsn: \"host=x\"}\nplanner:\n  tenants:\n    \"9\": {pinned: maybe}\n");
   auto r = loadPlannerConfig(bad);
   ASSERT_FALSE(r.isOk());
   EXPECT_NE(r.status().message().find("planner.tenants.9.pinned"), std::string::npos)
