@@ -656,7 +656,8 @@ void addPlannerCommands(CLI::App& app, PlannerCliArgs& a) {
   a.stamps = app.add_subcommand(
       "stamps",
       "Each stamp's capacity, bytes used (measured from its tables), utilization, tenants, "
-      "whether it is draining, and the moves in flight out of and into it. Read-only.");
+      "whether it is draining, and the moves in flight out of and into it. Changes nothing (on a "
+      "new control plane it creates the routing and queue schemas, as serve does).");
   addControlPlaneOptions(a.stamps, a);
 }
 

@@ -72,7 +72,7 @@ TEST_F(RoutingTest, SchemaIsCreatedOnceAndVersioned) {
   EXPECT_EQ(scalar(check_,
                    "SELECT string_agg(version::text, ',' ORDER BY version) "
                    "FROM stampmover_routing.schema_version"),
-            "1,2");
+            "1,2,3");
   EXPECT_EQ(scalar(check_,
                    "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) "
                    "FROM information_schema.columns WHERE table_schema = "
@@ -166,6 +166,28 @@ TEST_F(RoutingTest, PutGetAndList) {
   EXPECT_EQ((*all)[1].stamp, "stamp-b");
   EXPECT_EQ(history("42"), "1:stamp-a:active:-:created");
   EXPECT_EQ(history(odd), "1:stamp-b:active:-:created");
+}
+
+TEST_F(RoutingTest, DrainingStampTakesNoNewTenantButKeepsItsMoves) {
+  auto dir = directory();
+  ASSERT_TRUE(dir->put("42", "stamp-c").isOk());
+  ASSERT_TRUE(dir->setDraining("stamp-c", true, "decommission").isOk());
+  auto draining = dir->drainingStamps();
+  ASSERT_TRUE(draining.isOk());
+  EXPECT_EQ(draining->size(), 1u);
+  EXPECT_EQ(draining->at("stamp-c"), "decommission");
+  auto refused = dir->put("43", "stamp-c");
+  ASSERT_FALSE(refused.isOk());
+  EXPECT_EQ(refused.status().errorClass(), stampmover::common::ErrorClass::kRefused);
+  EXPECT_NE(refused.status().message().find("stamp-c"), std::string::npos);
+  EXPECT_NE(refused.status().message().find("draining"), std::string::npos);
+  EXPECT_FALSE(dir->get("43")->has_value());
+  // Tenants already there move and roll back as before (a rollback lands on the draining stamp).
+  ASSERT_TRUE(dir->compareAndSet("42", 1, {"stamp-a", RouteState::kActive, {}, "move"}).isOk());
+  ASSERT_TRUE(dir->compareAndSet("42", 2, {"stamp-c", RouteState::kActive, {}, "rollback"}).isOk());
+  ASSERT_TRUE(dir->setDraining("stamp-c", false, "").isOk());
+  EXPECT_TRUE(dir->put("43", "stamp-c").isOk());
+  EXPECT_TRUE(dir->drainingStamps()->empty());
 }
 
 TEST_F(RoutingTest, CompareAndSetIncrementsEpochAndWritesHistory) {

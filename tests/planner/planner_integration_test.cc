@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "harness/load_writer.h"
 #include "harness/loadgen.h"
@@ -319,6 +320,39 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
     kill(s->pid(), SIGTERM);
     s->wait();
   }
+}
+
+// ClaimLimits::per_stamp counts a running move against both of its stamps (as Citus does), which
+// per_source and per_destination alone do not: with a -> b running, c -> a and b -> c wait.
+TEST(PerStampLimit, AMoveCountsAgainstBothItsStamps) {
+  harness::ClusterOptions o;
+  o.name = "control";
+  auto cluster = harness::LocalCluster::start(o);
+  ASSERT_TRUE(cluster.isOk()) << cluster.status().message();
+  auto q = queue::MoveQueue::open((*cluster)->dsn("postgres"));
+  ASSERT_TRUE(q.isOk()) << q.status().message();
+  for (auto [t, from, to] : {std::tuple{"1", "a", "b"}, {"2", "c", "a"}, {"3", "b", "c"}}) {
+    queue::MoveSpec spec;
+    spec.tenant = t;
+    spec.from_stamp = from;
+    spec.to_stamp = to;
+    ASSERT_TRUE((*q)->create(spec).isOk());
+  }
+  queue::ClaimLimits both;
+  both.per_source = 1;
+  both.per_destination = 1;
+  both.per_stamp = 1;
+  auto first = (*q)->claim("w1", both);
+  ASSERT_TRUE(first.isOk() && first->has_value());
+  auto second = (*q)->claim("w2", both);
+  ASSERT_TRUE(second.isOk());
+  EXPECT_FALSE(second->has_value()) << "move " << (*second)->move_id << " claimed beside a -> b";
+  queue::ClaimLimits split = both;
+  split.per_stamp = 0;  // per source and per destination only: c -> a fits (a sends, c receives)
+  auto third = (*q)->claim("w3", split);
+  ASSERT_TRUE(third.isOk());
+  EXPECT_TRUE(third->has_value());
+  (*cluster)->stop().ignore();  // best effort: the destructor stops it too
 }
 
 }  // namespace
