@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -319,6 +320,122 @@ Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
                 m.from.c_str(), m.to.c_str(), static_cast<long long>(created->id));
   }
   return queued;
+}
+
+// The plan stored under a.plan_id, or a refusal naming it.
+Result<pl::StoredPlan> storedPlan(const PlannerCliArgs& a, World& w) {
+  SM_ASSIGN_OR_RETURN(pl::PlanStore store, pl::PlanStore::open(w.cp_dsn));
+  SM_ASSIGN_OR_RETURN(auto sp, store.load(a.plan_id));
+  if (!sp) {
+    return Status::refused("unknown plan '" + a.plan_id +
+                           "': make one with `stampmover rebalance plan` (or `drain --dry-run`) "
+                           "and pass the id it prints; nothing was changed");
+  }
+  return std::move(*sp);
+}
+
+// Every queued move that carries the plan's id, oldest first.
+Result<std::vector<q::Move>> movesOfPlan(World& w, const std::string& plan_id) {
+  q::QueueOptions qo;
+  for (const auto& [name, _] : w.config.stamps) qo.known_stamps.push_back(name);
+  if (!w.queue) {
+    SM_ASSIGN_OR_RETURN(w.queue, q::MoveQueue::open(w.cp_dsn, qo));
+  }
+  q::MoveFilter f;
+  f.limit = 100000;
+  SM_ASSIGN_OR_RETURN(auto all, w.queue->list(f));
+  std::vector<q::Move> out;
+  for (auto& m : all) {
+    if (m.spec.plan_id && *m.spec.plan_id == plan_id) out.push_back(std::move(m));
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+// `rebalance show PLAN_ID`: the plan's moves as the queue sees them, with every failed attempt.
+int runShow(const PlannerCliArgs& a, World& w) {
+  auto sp = storedPlan(a, w);
+  if (!sp) return fail(sp.status());
+  auto moves = movesOfPlan(w, a.plan_id);
+  if (!moves) return fail(moves.status());
+  if (a.json) {
+    nlohmann::json j = pl::planToJson(sp->plan);
+    j["created_at"] = sp->created_at;
+    j["applied_at"] = sp->applied_at;
+    nlohmann::json qm = nlohmann::json::array();
+    for (const auto& m : *moves) {
+      nlohmann::json errors = nlohmann::json::array();
+      for (const auto& e : m.errors) {
+        errors.push_back({{"attempt", e.attempt},
+                          {"error_class", e.error_class},
+                          {"message", e.message},
+                          {"at", e.at}});
+      }
+      qm.push_back({{"id", m.id},
+                    {"tenant", m.spec.tenant},
+                    {"from", m.spec.from_stamp},
+                    {"to", m.spec.to_stamp},
+                    {"state", q::moveStateName(m.state)},
+                    {"phase", m.progress.phase},
+                    {"eta_seconds", m.progress.eta_seconds},
+                    {"errors", errors}});
+    }
+    j["queued_moves"] = qm;
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  printPlan(sp->plan);
+  std::map<std::string, int> by_state;
+  for (const auto& m : *moves) by_state[q::moveStateName(m.state)]++;
+  std::string states;
+  for (const auto& [st, n] : by_state)
+    states += (states.empty() ? "" : ", ") + std::to_string(n) + " " + st;
+  std::printf("made %s, %s; %zu move(s) in the queue%s%s\n", sp->created_at.c_str(),
+              sp->applied_at.empty() ? "not applied" : ("applied " + sp->applied_at).c_str(),
+              moves->size(), states.empty() ? "" : ": ", states.c_str());
+  for (const auto& m : *moves) {
+    std::printf("  move %lld: tenant %s %s -> %s, %s%s", static_cast<long long>(m.id),
+                m.spec.tenant.c_str(), m.spec.from_stamp.c_str(), m.spec.to_stamp.c_str(),
+                q::moveStateName(m.state),
+                m.progress.phase.empty() ? "" : (" (" + m.progress.phase + ")").c_str());
+    if (m.progress.eta_seconds >= 0) std::printf(", ETA %.0f s", m.progress.eta_seconds);
+    std::printf("\n");
+    for (const auto& e : m.errors) {
+      std::printf("      attempt %u (%s, %s): %s\n", e.attempt, e.at.c_str(), e.error_class.c_str(),
+                  e.message.c_str());
+    }
+  }
+  return 0;
+}
+
+// `rebalance pause|resume|cancel PLAN_ID`: the action on every move of the plan that allows it.
+int runControl(const PlannerCliArgs& a, World& w, q::Action action) {
+  auto sp = storedPlan(a, w);
+  if (!sp) return fail(sp.status());
+  auto moves = movesOfPlan(w, a.plan_id);
+  if (!moves) return fail(moves.status());
+  uint32_t done = 0;
+  for (const auto& m : *moves) {
+    if (m.state == q::MoveState::kSucceeded || m.state == q::MoveState::kFailed ||
+        m.state == q::MoveState::kCancelled) {
+      continue;
+    }
+    auto r = w.queue->request(m.id, action);
+    if (!r) {
+      if (r.status().errorClass() == ErrorClass::kRefused) {
+        std::printf("  move %lld (tenant %s): not %s: %s\n", static_cast<long long>(m.id),
+                    m.spec.tenant.c_str(), q::actionName(action), q::errorText(r.status()).c_str());
+        continue;
+      }
+      return fail(r.status());
+    }
+    ++done;
+    std::printf("  move %lld (tenant %s): %s requested, now %s\n", static_cast<long long>(m.id),
+                m.spec.tenant.c_str(), q::actionName(action), q::moveStateName(r->state));
+  }
+  std::printf("plan %s: %s requested on %u of %zu move(s)\n", a.plan_id.c_str(),
+              q::actionName(action), done, moves->size());
+  return 0;
 }
 
 int runPlan(const PlannerCliArgs& a, World& w) {
@@ -636,6 +753,22 @@ void addPlannerCommands(CLI::App& app, PlannerCliArgs& a) {
   a.apply->add_option("PLAN_ID", a.plan_id, "Id printed by `rebalance plan` (plan-...)")
       ->required();
   addControlPlaneOptions(a.apply, a);
+  a.show = rebalance->add_subcommand(
+      "show",
+      "A stored plan (moves and reasons) and its moves in the queue: state, phase, ETA and "
+      "every failed attempt's error. Read-only.");
+  a.show->add_option("PLAN_ID", a.plan_id, "Plan id (plan-...)")->required();
+  addControlPlaneOptions(a.show, a);
+  const char* verbs[3] = {"pause", "resume", "cancel"};
+  const char* help[3] = {
+      "Pause every queued or running move of the plan (running ones stop at a checkpoint)",
+      "Resume every paused move of the plan",
+      "Cancel every move of the plan that has not flipped (what they created is torn down)"};
+  for (int i = 0; i < 3; ++i) {
+    a.control[i] = rebalance->add_subcommand(verbs[i], help[i]);
+    a.control[i]->add_option("PLAN_ID", a.plan_id, "Plan id (plan-...)")->required();
+    addControlPlaneOptions(a.control[i], a);
+  }
   a.drain = app.add_subcommand(
       "drain",
       "Empty a stamp before decommissioning it: mark it draining (routing refuses new tenants "
@@ -662,8 +795,11 @@ void addPlannerCommands(CLI::App& app, PlannerCliArgs& a) {
 }
 
 bool plannerCommandChosen(const PlannerCliArgs& a) {
-  return (a.plan && *a.plan) || (a.apply && *a.apply) || (a.drain && *a.drain) ||
-         (a.stamps && *a.stamps);
+  for (auto* c : a.control) {
+    if (c && *c) return true;
+  }
+  return (a.plan && *a.plan) || (a.apply && *a.apply) || (a.show && *a.show) ||
+         (a.drain && *a.drain) || (a.stamps && *a.stamps);
 }
 
 int runPlannerCommand(const PlannerCliArgs& a, const std::string& config_path,
@@ -672,6 +808,11 @@ int runPlannerCommand(const PlannerCliArgs& a, const std::string& config_path,
   if (!w) return fail(w.status());
   if (a.plan && *a.plan) return runPlan(a, *w);
   if (a.apply && *a.apply) return runApply(a, *w);
+  if (a.show && *a.show) return runShow(a, *w);
+  const q::Action actions[3] = {q::Action::kPause, q::Action::kResume, q::Action::kCancel};
+  for (int i = 0; i < 3; ++i) {
+    if (a.control[i] && *a.control[i]) return runControl(a, *w, actions[i]);
+  }
   if (a.drain && *a.drain) return runDrain(a, *w, cancel);
   if (a.stamps && *a.stamps) return runStamps(a, *w);
   return fail(Status::internal("no planner command chosen"));

@@ -29,6 +29,8 @@ struct PlannerCliArgs {
   // set by addPlannerCommands
   CLI::App* plan = nullptr;
   CLI::App* apply = nullptr;
+  CLI::App* show = nullptr;   // rebalance show PLAN_ID
+  CLI::App* control[3] = {};  // rebalance pause|resume|cancel PLAN_ID
   CLI::App* drain = nullptr;
   CLI::App* stamps = nullptr;
 };

@@ -232,6 +232,18 @@ TEST_F(PlannerE2E, RebalanceThroughServeThenDrainUnderWrites) {
     home[t] = m.spec.to_stamp;
   }
   EXPECT_EQ(n_moved, pj.at("moves").size());
+  // The plan's progress as the queue saw it; plan-level actions on an unknown plan are refused.
+  auto show = runStampmover(
+      {"rebalance", "show", plan_id, "--json", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  const auto sj = nlohmann::json::parse(show.out);
+  ASSERT_EQ(sj.at("queued_moves").size(), pj.at("moves").size());
+  for (const auto& m : sj.at("queued_moves")) EXPECT_EQ(m.at("state"), "succeeded") << m.dump();
+  EXPECT_FALSE(sj.at("applied_at").get<std::string>().empty());
+  auto nopause = runStampmover({"rebalance", "pause", "plan-00000000000000ff", "--config", cfg,
+                                "--control-plane-dsn", f_.cp_dsn});
+  EXPECT_EQ(nopause.exit_code, 2);
+  EXPECT_NE(nopause.err.find("plan-00000000000000ff"), std::string::npos) << nopause.err;
   auto stamps = runStampmover({"stamps", "--config", cfg, "--control-plane-dsn", f_.cp_dsn});
   std::printf("after the rebalance:\n%s", stamps.out.c_str());
 
