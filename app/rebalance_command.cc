@@ -198,6 +198,7 @@ Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print,
   SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "stamp '" + stamp + "'"));
   SM_ASSIGN_OR_RETURN(auto tables,
                       stampmover::mover::discoverTenantTables(c, w.config.tenant_columns));
+  SM_ASSIGN_OR_RETURN(PgConnection cp, PgConnection::connect(w.cp_dsn, "control plane"));
   uint64_t purged_tenants = 0;
   for (const auto& [tenant, size] : w.measures[stamp].tenants) {
     if (!only.empty() && tenant != only) continue;
@@ -211,6 +212,18 @@ Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print,
     if (serving_measure == w.measures.end() || !serving_measure->second.tenants.count(tenant)) {
       spdlog::warn("drain {}: tenant {} is routed to {} which holds none of its rows; not purging",
                    stamp, tenant, serving);
+      continue;
+    }
+    // A migration of the tenant that touches this stamp and has not ended (one run by
+    // `stampmover migrate` outside the queue, or one that stopped midway) may own these rows.
+    SM_ASSIGN_OR_RETURN(
+        auto mig, cp.query("SELECT phase FROM stampmover_routing.migrations WHERE tenant = $1 "
+                           "AND $2 IN (source_stamp, destination_stamp) "
+                           "AND phase NOT IN ('finalized', 'rolled_back')",
+                           {tenant, stamp}));
+    if (stampmover::common::rowCount(mig) > 0) {
+      std::printf("  tenant %s: not purging %s: a migration touching it is in phase %s\n",
+                  tenant.c_str(), stamp.c_str(), stampmover::common::cell(mig, 0, 0).c_str());
       continue;
     }
     SM_RETURN_IF_ERROR(c.exec("SET session_replication_role = replica"));
