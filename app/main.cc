@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 
 #include "app/commands.h"
@@ -18,6 +19,7 @@
 #include "metrics/log_context.h"
 #include "orchestrator/config.h"
 #include "orchestrator/copy_job.h"
+#include "orchestrator/kafka_migrate.h"
 #include "orchestrator/migrate_job.h"
 
 namespace {
@@ -220,6 +222,32 @@ int main(int argc, char** argv) {
                     "After the soak, cut back to the source instead of finalizing");
   migrate->add_flag("!--no-finalize", mig_opts.finalize,
                     "Keep dual-write (reverse stream) after the soak instead of finalizing");
+  // Kafka (Debezium) change source instead of a slot (issue 14).
+  std::string cdc_kind = "pgoutput";
+  std::string kafka_config_path, debezium_config_path, topic_prefix;
+  std::vector<std::string> on_bad_event_args;
+  migrate->add_option("--cdc", cdc_kind,
+                      "Where the source's changes come from: pgoutput (a slot that stampmover "
+                      "creates on the source) or kafka (the topics a Debezium PostgreSQL connector "
+                      "already writes; no slot is opened on the source)")
+      ->check(CLI::IsMember({"pgoutput", "kafka"}))
+      ->capture_default_str();
+  migrate->add_option("--kafka-config", kafka_config_path,
+                      "With --cdc kafka: librdkafka properties file (bootstrap.servers, "
+                      "security.protocol, ssl.*, sasl.*; a value @file:PATH or @env:NAME is read "
+                      "from there, so secrets stay out of the file)");
+  migrate->add_option("--debezium-config", debezium_config_path,
+                      "With --cdc kafka: the connector's configuration as Kafka Connect shows it "
+                      "(GET /connectors/NAME or /connectors/NAME/config); settings that would lose "
+                      "or distort data are refused, each naming the setting and the fix");
+  migrate->add_option("--topic-prefix", topic_prefix,
+                      "With --cdc kafka: the connector's topic.prefix (topics PREFIX.schema.table); "
+                      "default: taken from --debezium-config");
+  migrate->add_option("--on-bad-event", on_bad_event_args,
+                      "With --cdc kafka: stop (default: the migration stops naming topic, "
+                      "partition, offset and reason) or `dead-letter FILE` (the event is appended "
+                      "to FILE as a JSON line and skipped; run verify afterwards)")
+      ->expected(1, 2);
 
   OperatorArgs op_args;
   std::string op_cp;
@@ -395,6 +423,12 @@ int main(int argc, char** argv) {
     std::fputs(orch::formatCopyReport(*r).c_str(), stdout);
     return 0;
   }
+  if (*migrate && cdc_kind != "kafka" &&
+      (!kafka_config_path.empty() || !debezium_config_path.empty() || !topic_prefix.empty() ||
+       !on_bad_event_args.empty())) {
+    return fail(Status::refused("--kafka-config, --debezium-config, --topic-prefix and "
+                                "--on-bad-event belong to --cdc kafka: add --cdc kafka"));
+  }
   if (*migrate) {
     auto o = build(mig_args, true);
     if (!o) return fail(o.status());
@@ -408,6 +442,35 @@ int main(int argc, char** argv) {
     mig_opts.cutover_manual = cutover_mode == "manual";
     mig_opts.soak = std::chrono::milliseconds(static_cast<int64_t>(soak_s * 1000));
     mig_opts.cutover.window_timeout = std::chrono::milliseconds(static_cast<int64_t>(window_ms));
+    if (cdc_kind == "kafka") {
+      orch::KafkaMigrateOptions ko;
+      ko.migrate = mig_opts;
+      if (kafka_config_path.empty() || debezium_config_path.empty()) {
+        return fail(Status::refused("--cdc kafka needs --kafka-config FILE (librdkafka properties) "
+                                    "and --debezium-config FILE (the connector's configuration)"));
+      }
+      auto props = orch::loadKafkaProperties(kafka_config_path);
+      if (!props) return fail(props.status());
+      ko.kafka = std::move(*props);
+      std::ifstream dc(debezium_config_path);
+      if (!dc) {
+        return fail(Status::refused("cannot read --debezium-config " + debezium_config_path));
+      }
+      ko.connector_config.assign(std::istreambuf_iterator<char>(dc), std::istreambuf_iterator<char>());
+      ko.topic_prefix = topic_prefix;
+      if (!on_bad_event_args.empty()) {
+        if (on_bad_event_args[0] == "dead-letter" && on_bad_event_args.size() == 2) {
+          ko.on_bad_event = stampmover::cdc::BadEventPolicy::kDeadLetter;
+          ko.dead_letter_path = on_bad_event_args[1];
+        } else if (on_bad_event_args[0] != "stop" || on_bad_event_args.size() != 1) {
+          return fail(Status::refused("--on-bad-event: expected `stop` or `dead-letter FILE`"));
+        }
+      }
+      auto r = orch::runKafkaMigrate(ko, &g_cancel);
+      if (!r) return fail(r.status());
+      std::fputs(orch::formatMigrateReport(*r).c_str(), stdout);
+      return 0;
+    }
     auto r = orch::runMigrate(mig_opts, &g_cancel);
     if (!r) return fail(r.status());
     std::fputs(orch::formatMigrateReport(*r).c_str(), stdout);

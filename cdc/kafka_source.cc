@@ -305,6 +305,51 @@ std::vector<PartitionOffset> KafkaDebeziumSource::durableOffsets() const {
   return out;
 }
 
+bool KafkaDebeziumSource::reached(const std::vector<PartitionOffset>& ends) const {
+  if (!pending_.empty()) return false;
+  for (const auto& e : ends) {
+    auto it = committed_.find({e.topic, e.partition});
+    if (e.offset <= 0) continue;  // an empty partition is reached from the start
+    if (it == committed_.end() || it->second < e.offset) return false;
+  }
+  return true;
+}
+
+uint64_t KafkaDebeziumSource::lagRecords() const {
+  uint64_t lag = 0;
+  for (const auto& [k, next] : committed_) {
+    int64_t low = 0, high = 0;
+    if (rd_kafka_get_watermark_offsets(rk_.get(), k.first.c_str(), k.second, &low, &high) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+      continue;  // not fetched yet: unknown, counted as nothing rather than guessed
+    const int64_t from = next < 0 ? low : next;
+    if (high > from) lag += static_cast<uint64_t>(high - from);
+  }
+  return lag;
+}
+
+Result<std::vector<PartitionOffset>> KafkaDebeziumSource::endOffsets(
+    const std::map<std::string, std::string>& kafka, const std::vector<PartitionOffset>& partitions,
+    std::chrono::milliseconds timeout) {
+  SM_ASSIGN_OR_RETURN(common::KafkaConf conf, makeConf({}, kafka));
+  char err[512];
+  common::KafkaHandle rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err));
+  if (!rk) return Status::refused(std::string("kafka client: ") + err);
+  conf.release();
+  std::vector<PartitionOffset> out;
+  for (const auto& p : partitions) {
+    int64_t low = 0, high = 0;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+        rk.get(), p.topic.c_str(), p.partition, &low, &high, static_cast<int>(timeout.count()));
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return Status::retryable("kafka: end offset of topic " + p.topic + " partition " +
+                               std::to_string(p.partition) + ": " + rd_kafka_err2str(e));
+    }
+    out.push_back({p.topic, p.partition, high});
+  }
+  return out;
+}
+
 bool KafkaDebeziumSource::caughtUp() const {
   return pending_.empty() && at_eof_.size() == committed_.size();
 }

@@ -117,6 +117,9 @@ class KafkaDebeziumSource final : public ChangeSource {
   // out (and every record skipped): exactly what a destination transaction committed now, inside
   // the applier's commit callback, contains. Partitions not read yet keep their start offset.
   std::vector<PartitionOffset> committedOffsets() const;
+  // True when every partition of `ends` has been handed out up to its offset (committedOffsets()
+  // at or past it) and no event is pending: the drain's end (see connect_offsets.h).
+  bool reached(const std::vector<PartitionOffset>& ends) const;
   // The offsets as of the last acknowledged position.
   std::vector<PartitionOffset> durableOffsets() const;
   // Position of the last event handed out (the applier's committed position is at most this).
@@ -125,12 +128,25 @@ class KafkaDebeziumSource final : public ChangeSource {
   // no event is pending: the stream is caught up with what the brokers hold.
   bool caughtUp() const;
 
+  // Records between each assigned partition's next offset (committedOffsets()) and its end as
+  // last reported by the brokers (cached from fetch answers: no request), summed. Approximate
+  // while fetches are in flight; 0 when caught up.
+  uint64_t lagRecords() const;
+
   const KafkaHealth& health() const { return health_; }
   const KafkaSourceStats& stats() const { return stats_; }
 
   // Partitions of `topics` as the brokers describe them (metadata request, up to `timeout`),
   // with offset kOffsetBeginning. Errors: kRetryable (brokers unreachable), kRefused (a topic
   // does not exist).
+  // The end (high watermark: the offset the next record will get) of each of `partitions`, asked
+  // of each partition's leader now (a ListOffsets request each, up to `timeout`), in the order
+  // given. A record produced after this call returns gets an offset at or past the value
+  // returned. Errors: kRetryable (brokers unreachable or a leader unknown).
+  static common::Result<std::vector<PartitionOffset>> endOffsets(
+      const std::map<std::string, std::string>& kafka, const std::vector<PartitionOffset>& partitions,
+      std::chrono::milliseconds timeout);
+
   static common::Result<std::vector<PartitionOffset>> partitionsOf(
       const std::map<std::string, std::string>& kafka, const std::vector<std::string>& topics,
       std::chrono::milliseconds timeout);

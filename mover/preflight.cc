@@ -40,6 +40,8 @@ Status checkServer(PgConnection& src, PreflightReport& report, const PreflightOp
   int used = std::stoi(common::cell(res, 0, 1));
   bool can_replicate = common::cell(res, 0, 2) == "t";
   report.free_slots = max_slots - used;
+  // A source that is followed through its Debezium topics (Kafka) gets no slot from us.
+  if (!o.needs_slot) return Status::ok();
   if (!can_replicate) {
     return Status::refused(src.label() + ": the connecting role lacks REPLICATION; "
                            "ALTER ROLE <role> REPLICATION (or connect as a superuser)");

@@ -39,6 +39,9 @@ struct PreflightOptions {
   TenantColumnPolicy tenant_columns;  // Default: tenant_id everywhere
   bool resuming = false;              // Default: false; true skips "tenant already on destination"
   std::string slot_name;              // Default: none; when set, refuse if it exists and !resuming
+  // False when the source's changes come from elsewhere (Kafka/Debezium): no free slot and no
+  // REPLICATION role are asked of the source.
+  bool needs_slot = true;             // Default: true
 };
 
 struct PreflightReport {

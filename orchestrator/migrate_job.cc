@@ -1074,6 +1074,15 @@ Result<std::string> readStatus(const std::string& state_dir, const std::string& 
                       j.value("retention_warning", false) ? " (WARNING: over threshold)" : "",
                       static_cast<double>(age_ms) / 1e3);
         out += line;
+        if (j.contains("kafka_lag_records")) {  // a --cdc kafka migration (kafka_migrate.cc)
+          const std::string err = j.value("kafka_last_error", std::string());
+          std::snprintf(line, sizeof line, "  kafka: %llu records behind; %llu broker errors%s%s\n",
+                        static_cast<unsigned long long>(j.value("kafka_lag_records", uint64_t{0})),
+                        static_cast<unsigned long long>(j.value("kafka_errors", uint64_t{0})),
+                        j.value("kafka_failing", false) ? ", FAILING now: " : err.empty() ? "" : ", last: ",
+                        err.c_str());
+          out += line;
+        }
       } catch (const std::exception& e) {
         out += std::string("  status unreadable: ") + e.what() + "\n";
       }

@@ -1,0 +1,141 @@
+// Reading Kafka Connect's offsets topic for one connector (see connect_offsets.h).
+#include "cdc/connect_offsets.h"
+
+#include <nlohmann/json.hpp>
+
+#include <set>
+#include <thread>
+
+#include "cdc/kafka_source.h"
+#include "common/kafka.h"
+
+namespace stampmover::cdc {
+
+using common::Result;
+using common::Status;
+
+namespace {
+
+// Debezium writes LSNs as JSON numbers.
+std::optional<common::Lsn> lsnField(const nlohmann::json& v, const char* name) {
+  auto it = v.find(name);
+  if (it == v.end() || !it->is_number_unsigned()) return std::nullopt;
+  return common::Lsn(it->get<uint64_t>());
+}
+
+}  // namespace
+
+Result<std::optional<ConnectorPosition>> readConnectorPosition(
+    const std::map<std::string, std::string>& kafka, const std::string& offsets_topic,
+    const std::string& connector, const std::string& server, std::chrono::milliseconds timeout) {
+  auto parts = KafkaDebeziumSource::partitionsOf(kafka, {offsets_topic}, timeout);
+  if (!parts) {
+    if (parts.status().errorClass() == common::ErrorClass::kRefused) {
+      return Status::refused("Kafka Connect offsets topic " + offsets_topic +
+                             " does not exist: pass the Connect worker's offset.storage.topic");
+    }
+    return parts.status();
+  }
+  SM_ASSIGN_OR_RETURN(auto ends, KafkaDebeziumSource::endOffsets(kafka, *parts, timeout));
+  common::KafkaConf conf(rd_kafka_conf_new());
+  char err[512];
+  std::map<std::string, std::string> props = kafka;
+  props["group.id"] = "stampmover-connect-offsets";
+  props["enable.auto.commit"] = "false";
+  props["enable.auto.offset.store"] = "false";
+  props["enable.partition.eof"] = "true";
+  props["auto.offset.reset"] = "earliest";
+  for (const auto& [k, v] : props) {
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+      return Status::refused("kafka property " + k + ": " + err);
+  }
+  common::KafkaHandle rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err));
+  if (!rk) return Status::refused(std::string("kafka consumer: ") + err);
+  conf.release();
+  rd_kafka_poll_set_consumer(rk.get());
+  common::KafkaTopicPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(ends.size())));
+  std::set<int32_t> open;
+  for (const auto& e : ends) {
+    if (e.offset <= 0) continue;  // empty partition
+    rd_kafka_topic_partition_list_add(list.get(), offsets_topic.c_str(), e.partition)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+    open.insert(e.partition);
+  }
+  std::map<int32_t, int64_t> end_of;
+  for (const auto& e : ends) end_of[e.partition] = e.offset;
+  if (open.empty()) return std::optional<ConnectorPosition>();
+  rd_kafka_resp_err_t aerr = rd_kafka_assign(rk.get(), list.get());
+  if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return Status::internal(std::string("kafka assign: ") + rd_kafka_err2str(aerr));
+  const nlohmann::json want_key = nlohmann::json::array({connector, {{"server", server}}});
+  std::optional<ConnectorPosition> out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!open.empty()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::retryable("kafka: reading " + offsets_topic + " did not reach its end in " +
+                               std::to_string(timeout.count()) + " ms");
+    }
+    common::KafkaMessage msg(rd_kafka_consumer_poll(rk.get(), 100));
+    if (!msg) continue;
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (msg->offset >= end_of[msg->partition]) open.erase(msg->partition);
+      continue;
+    }
+    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;  // transient; librdkafka retries
+    if (msg->offset + 1 >= end_of[msg->partition]) open.erase(msg->partition);
+    if (msg->key == nullptr) continue;
+    nlohmann::json key = nlohmann::json::parse(
+        std::string_view(static_cast<const char*>(msg->key), msg->key_len), nullptr, false);
+    if (key != want_key) continue;
+    if (msg->payload == nullptr) {  // tombstone: the connector's offsets were reset
+      out.reset();
+      continue;
+    }
+    nlohmann::json v = nlohmann::json::parse(
+        std::string_view(static_cast<const char*>(msg->payload), msg->len), nullptr, false);
+    if (v.is_discarded() || !v.is_object()) {
+      return Status::internal("kafka: unreadable value in " + offsets_topic + " partition " +
+                              std::to_string(msg->partition) + " offset " + std::to_string(msg->offset));
+    }
+    ConnectorPosition p;
+    p.offset = msg->offset;
+    auto proc = lsnField(v, "lsn_proc");
+    if (!proc) proc = lsnField(v, "lsn");
+    if (!proc) {
+      return Status::internal("kafka: the connector offset in " + offsets_topic + " partition " +
+                              std::to_string(msg->partition) + " offset " +
+                              std::to_string(msg->offset) + " has no lsn_proc or lsn");
+    }
+    p.processed = *proc;
+    p.committed = lsnField(v, "lsn_commit").value_or(common::Lsn());
+    out = p;
+  }
+  return out;
+}
+
+Result<std::vector<PartitionOffset>> drainTarget(
+    const std::map<std::string, std::string>& kafka, const std::string& offsets_topic,
+    const std::string& connector, const std::string& server,
+    const std::vector<PartitionOffset>& partitions, common::Lsn fence_lsn,
+    std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds poll) {
+  std::optional<ConnectorPosition> last;
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return Status::retryable(
+          "drain: connector " + connector + " has not committed a position at or past " +
+          fence_lsn.toString() + " (last: " +
+          (last ? last->processed.toString() : std::string("none")) +
+          "); is it running, and does it process logical decoding messages or send heartbeats "
+          "(heartbeat.interval.ms)?");
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    SM_ASSIGN_OR_RETURN(last, readConnectorPosition(kafka, offsets_topic, connector, server, left));
+    if (last && last->processed >= fence_lsn) break;
+    std::this_thread::sleep_for(poll);
+  }
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  return KafkaDebeziumSource::endOffsets(kafka, partitions, std::max(left, std::chrono::milliseconds(1)));
+}
+
+}  // namespace stampmover::cdc

@@ -1,0 +1,53 @@
+// The Debezium connector's committed source position, read from Kafka Connect's offsets topic
+// (offset.storage.topic). Kafka Connect commits a source offset only after every record the task
+// produced before it was acknowledged by the brokers, so a committed position at or past a
+// source WAL position F proves that every change committed on the source before F is in Kafka:
+// the cutover's drain waits for that, then reads each partition's end (see kafka_source.h).
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cdc/kafka_source.h"
+#include "common/lsn.h"
+#include "common/status.h"
+
+namespace stampmover::cdc {
+
+struct ConnectorPosition {
+  common::Lsn processed;  // lsn_proc (lsn for older connectors): the last event processed
+  common::Lsn committed;  // lsn_commit: the last transaction commit processed (0 when absent)
+  int64_t offset = -1;    // where in the offsets topic this value was read
+};
+
+// Reads `offsets_topic` from its beginning to its end (as of the call) and returns the last
+// position committed for the connector named `connector` with topic prefix `server`
+// (key ["<connector>", {"server": "<server>"}]), or nullopt when none (or a tombstone is last).
+// Errors: kRetryable (brokers unreachable within `timeout`), kRefused (the topic does not exist:
+// the message names the Connect worker setting), kInternal for an unreadable value.
+common::Result<std::optional<ConnectorPosition>> readConnectorPosition(
+    const std::map<std::string, std::string>& kafka, const std::string& offsets_topic,
+    const std::string& connector, const std::string& server, std::chrono::milliseconds timeout);
+
+// The cutover's drain target. `fence_lsn` is the source's WAL insert position read after the
+// fence row committed (and after a marker, pg_logical_emit_message, was written past it so the
+// connector has an event to process even when the stamp is idle). Waits (polling every
+// `poll`, up to `deadline`) until the connector's committed position has processed an event at
+// or past `fence_lsn`, then reads each of `partitions`' end. Every record of a transaction that
+// committed before the fence lies below those ends: pgoutput streams transactions in commit
+// order, so a processed event at or past fence_lsn comes after every such transaction, and
+// Connect committed that position only once the records before it were acknowledged, before
+// the ends were read. Applying every partition up to its end (KafkaDebeziumSource::reached)
+// therefore applies every change committed before the fence. Errors: kRetryable when the
+// deadline passes (the message names the connector's last position), as readConnectorPosition.
+common::Result<std::vector<PartitionOffset>> drainTarget(
+    const std::map<std::string, std::string>& kafka, const std::string& offsets_topic,
+    const std::string& connector, const std::string& server,
+    const std::vector<PartitionOffset>& partitions, common::Lsn fence_lsn,
+    std::chrono::steady_clock::time_point deadline,
+    std::chrono::milliseconds poll = std::chrono::milliseconds(20));
+
+}  // namespace stampmover::cdc

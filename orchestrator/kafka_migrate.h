@@ -1,0 +1,47 @@
+// The migrate job with a Kafka (Debezium) change source instead of a slot: preflight (the
+// tables and the connector's configuration), the snapshot copy under a plain REPEATABLE READ
+// snapshot of the source with each partition's end offset recorded before it (the handoff), then
+// catch-up from the Debezium topics with each partition's next offset committed in the same
+// destination transaction as the rows it produced. Nothing is created on the source stamp.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <string>
+
+#include "cdc/kafka_source.h"
+#include "common/status.h"
+#include "orchestrator/migrate_job.h"
+
+namespace stampmover::orch {
+
+struct KafkaMigrateOptions {
+  // Tenant, endpoints, state directory, copy tuning, batch sizes, until_caught_up, intervals,
+  // give_up_after, max_backoff, commit_statements. Cutover fields must be off (refused).
+  MigrateOptions migrate;
+  std::map<std::string, std::string> kafka;  // Default: none; librdkafka properties (required)
+  // The connector's configuration as Kafka Connect shows it (connector.json's text).
+  std::string connector_config;              // Default: none (required)
+  // Topic prefix; must equal the connector's topic.prefix. Default: "" = the connector's.
+  std::string topic_prefix;
+  cdc::BadEventPolicy on_bad_event = cdc::BadEventPolicy::kStop;  // Default: stop
+  std::string dead_letter_path;              // Default: none (needed by kDeadLetter)
+  std::chrono::milliseconds kafka_timeout{15000};  // Default: 15 s per metadata/offset request
+  size_t max_buffered_bytes = 64u << 20;     // Default: 64 MiB prefetched over all partitions
+};
+
+// Parses a librdkafka properties file (`key=value` lines, `#` comments, blank lines). A value
+// `@file:PATH` is replaced by the file's contents (trailing newline removed) and `@env:NAME` by
+// the environment variable, so secrets need not sit in the file. Errors: kRefused naming the
+// file and line.
+common::Result<std::map<std::string, std::string>> loadKafkaProperties(const std::string& path);
+
+// Runs copy + Kafka catch-up (until stopped, or until every partition is read to its end with
+// migrate.until_caught_up). Errors keep their class: kRefused (preflight, the connector's
+// configuration, topics, a cutover asked for), kDataLoss (an offset no longer retained),
+// kCancelled (`cancel` set; rerun resumes from the offsets stored at the destination).
+common::Result<MigrateReport> runKafkaMigrate(const KafkaMigrateOptions& options,
+                                              const std::atomic<bool>* cancel);
+
+}  // namespace stampmover::orch

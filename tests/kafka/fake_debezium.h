@@ -1,0 +1,136 @@
+// Test helper: a stand-in for Debezium's PostgreSQL connector under Kafka Connect. It reads every
+// change of a harness source from a pgoutput slot (all tenants, all tables), publishes the records
+// Debezium would (DebeziumEncoder) into the mock cluster, one transaction at a time, flushed, and
+// then commits its source position to a Connect-style offsets topic (key
+// ["<connector>", {"server": "<prefix>"}], value {"lsn_proc", "lsn_commit", "lsn", "txId"}), as
+// Kafka Connect does only after the records before it are acknowledged.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cdc/pgoutput_source.h"
+#include "common/change.h"
+#include "tests/kafka/debezium_encoder.h"
+#include "tests/kafka/mock_kafka.h"
+#include "tests/support/test_support.h"
+
+namespace stampmover::testing {
+
+inline constexpr const char* kOffsetsTopic = "connect-offsets";
+inline constexpr const char* kConnectorName = "stamp-a";
+
+// The stand-in connector: streams the slot, publishes each transaction's records at its commit
+// (flushed before the slot is acknowledged, as Kafka Connect commits source offsets only after
+// the records are acked), until stopped after a marker message.
+class FakeDebezium {
+ public:
+  // Streams `slot` (and its publication of the same name) of the source at `dsn` into topics
+  // <prefix>.<schema>.<table> of `partitions` partitions (created by the caller), and commits
+  // its position to kOffsetsTopic (created here) after each transaction's records are flushed.
+  FakeDebezium(std::string dsn, std::string slot, MockKafka& kafka, std::string prefix,
+               int32_t partitions)
+      : dsn_(std::move(dsn)), slot_(std::move(slot)), kafka_(kafka), prefix_(prefix),
+        enc_(std::move(prefix), partitions) {
+    kafka_.createTopic(kOffsetsTopic, 3);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~FakeDebezium() {
+    stop_ = true;
+    thread_.join();
+  }
+  // Emits a marker through `conn` and waits until it was published (everything committed
+  // before it is in Kafka then). False on timeout.
+  bool sync(common::PgConnection& conn, const std::string& marker) {
+    execOrDie(conn, "SELECT pg_logical_emit_message(true, 'fake-dbz', '" + marker + "')");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      {
+        std::lock_guard lock(mu_);
+        if (seen_ == marker) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+  uint64_t records() const { return records_.load(); }
+
+ private:
+  void run() {
+    stampmover::cdc::PgoutputSourceOptions so;
+    so.dsn = dsn_;
+    so.slot = slot_;
+    so.publication = slot_;
+    auto source = stampmover::cdc::PgoutputSource::start(so);
+    if (!source) {
+      ADD_FAILURE() << "fake debezium: " << source.status().message();
+      return;
+    }
+    std::vector<KafkaRecord> txn;
+    uint32_t xid = 0;
+    while (!stop_) {
+      auto ev = (*source)->next(std::chrono::milliseconds(50));
+      if (!ev) {
+        ADD_FAILURE() << "fake debezium: " << ev.status().message();
+        return;
+      }
+      if (!ev->has_value()) continue;
+      const stampmover::common::ChangeEvent& c = **ev;
+      switch (c.kind) {
+        case stampmover::common::ChangeEvent::Kind::kBegin:
+          xid = c.txn.xid;
+          txn.clear();
+          break;
+        case stampmover::common::ChangeEvent::Kind::kChange:
+          for (auto& r : enc_.encode(c.change, c.wal_start.value(), xid)) txn.push_back(std::move(r));
+          break;
+        case stampmover::common::ChangeEvent::Kind::kMessage:
+          if (c.message.prefix == "fake-dbz") {
+            std::lock_guard lock(mu_);
+            pending_marker_ = c.message.content;
+          }
+          break;
+        case stampmover::common::ChangeEvent::Kind::kCommit: {
+          if (!txn.empty()) kafka_.produce(txn);
+          records_ += txn.size();
+          {
+            // Kafka Connect commits the source offset once the records before it are acked.
+            KafkaRecord off;
+            off.topic = kOffsetsTopic;
+            off.partition = 1;
+            off.key = nlohmann::json::array({kConnectorName, {{"server", prefix_}}}).dump();
+            const uint64_t lsn = c.txn.commit_lsn.value();
+            off.value = nlohmann::json{{"lsn_proc", lsn}, {"lsn_commit", lsn}, {"lsn", lsn},
+                                       {"txId", c.txn.xid}}.dump();
+            kafka_.produce({off});
+          }
+          txn.clear();
+          (*source)->acknowledge(c.txn.end_lsn).ignore();  // the slot may only release WAL
+          std::lock_guard lock(mu_);
+          if (!pending_marker_.empty()) seen_ = std::move(pending_marker_), pending_marker_.clear();
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+  std::string dsn_, slot_;
+  MockKafka& kafka_;
+  std::string prefix_;
+  DebeziumEncoder enc_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> records_{0};
+  std::mutex mu_;
+  std::string pending_marker_, seen_;
+  std::thread thread_;
+};
+
+}  // namespace stampmover::testing

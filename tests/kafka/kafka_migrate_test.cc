@@ -1,0 +1,348 @@
+// `stampmover migrate --cdc kafka` end to end: real source and destination clusters (harness),
+// librdkafka's mock cluster on loopback, and a stand-in for the Debezium connector: a thread
+// that reads every change of the source from a pgoutput slot (all tenants, all tables) and
+// publishes the records Debezium would (tests/kafka/debezium_encoder.h) into the mock. The
+// binary copies the tenant under a snapshot while a concurrent writer runs, hands off to the
+// topics at the offsets recorded before the snapshot, and catches up; a second run resumes from
+// the offsets stored at the destination. The destination is compared with the source by
+// independent ordered SELECTs of both sides. Also: refusals of bad Kafka/connector input, and
+// a bad event stopping the run (naming topic, partition, offset) or dead-lettered.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cdc/connect_offsets.h"
+#include "cdc/kafka_relations.h"
+#include "cdc/kafka_source.h"
+#include "cdc/pgoutput_source.h"
+#include "mover/kafka_offsets.h"
+#include "mover/pg_applier.h"
+#include "mover/source_setup.h"
+#include "harness/seed.h"
+#include "tests/kafka/debezium_encoder.h"
+#include "tests/kafka/fake_debezium.h"
+#include "tests/kafka/mock_kafka.h"
+#include "tests/support/test_support.h"
+#include "tests/support/writer.h"
+
+using namespace stampmover::testing;
+using stampmover::common::PgConnection;
+namespace cdc = stampmover::cdc;
+namespace common = stampmover::common;
+namespace harness = stampmover::harness;
+
+namespace {
+
+constexpr int32_t kPartitions = 3;
+constexpr const char* kPrefix = "stamp_a";
+const char* kTables[] = {"accounts", "orders", "order_items", "documents", "events", "scratch",
+                         "currencies"};
+
+struct Env {
+  std::string db;
+  std::string slot;
+  PgConnection src;
+  PgConnection dst;
+  TempDir dir;
+  std::string kafka_config;
+  std::string connector_config;
+};
+
+void writeFile(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+std::unique_ptr<Env> setUpEnv(MockKafka& kafka) {
+  auto e = std::make_unique<Env>();
+  e->db = freshDatabase();
+  e->slot = "dbz_" + e->db;
+  e->src = connectOrDie(sourceCluster().dsn(e->db));
+  e->dst = connectOrDie(destCluster().dsn(e->db));
+  for (auto* c : {&e->src, &e->dst}) EXPECT_TRUE(harness::createDemoSchema(*c).isOk());
+  createScratchTable(sourceCluster().dsn(e->db));
+  createScratchTable(destCluster().dsn(e->db));
+  // The connector captures every tenant of every table, from before the first row.
+  execOrDie(e->src, "CREATE PUBLICATION " + e->slot + " FOR ALL TABLES");
+  execOrDie(e->src, "SELECT pg_create_logical_replication_slot('" + e->slot + "', 'pgoutput')");
+  for (const char* t : kTables) kafka.createTopic(std::string(kPrefix) + ".public." + t, kPartitions);
+  e->kafka_config = e->dir.path() + "/kafka.properties";
+  writeFile(e->kafka_config, "# the mock cluster\nbootstrap.servers=" + kafka.bootstraps() + "\n");
+  e->connector_config = e->dir.path() + "/connector.json";
+  writeFile(e->connector_config,
+            R"({"name": "stamp-a", "config": {"connector.class": )"
+            R"("io.debezium.connector.postgresql.PostgresConnector", "topic.prefix": "stamp_a", )"
+            R"("plugin.name": "pgoutput", "skipped.operations": "none", "tasks.max": "1"}})");
+  return e;
+}
+
+void seed(Env& e, uint64_t items) {
+  harness::SeedOptions s;
+  s.tenant_items = items;
+  s.other_items = items;
+  ASSERT_TRUE(harness::seedTenants(e.src, s).isOk());
+  execOrDie(e.src, "INSERT INTO scratch SELECT t, g, 'init' FROM unnest(ARRAY[42, 1]) t, "
+                   "generate_series(1, 100) g");
+}
+
+// The migrate command line; `set` replaces an option's value (or adds the option).
+std::vector<std::string> migrateArgs(const Env& e, std::map<std::string, std::vector<std::string>> set = {}) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> opts = {
+      {"--tenant", {"42"}},
+      {"--source-dsn", {sourceCluster().dsn(e.db)}},
+      {"--dest-dsn", {destCluster().dsn(e.db)}},
+      {"--state-dir", {e.dir.path() + "/state"}},
+      {"--progress", {"log"}},
+      {"--until-caught-up", {}},
+      {"--cdc", {"kafka"}},
+      {"--kafka-config", {e.kafka_config}},
+      {"--debezium-config", {e.connector_config}},
+      {"--topic-prefix", {kPrefix}}};
+  for (auto& [k, v] : opts) {
+    auto it = set.find(k);
+    if (it != set.end()) v = it->second, set.erase(it);
+  }
+  for (auto& [k, v] : set) opts.push_back({k, v});
+  std::vector<std::string> a = {"migrate"};
+  for (const auto& [k, v] : opts) {
+    a.push_back(k);
+    a.insert(a.end(), v.begin(), v.end());
+  }
+  return a;
+}
+
+void expectTenantEqual(PgConnection& src, PgConnection& dst) {
+  ASSERT_NO_FATAL_FAILURE(expectDemoTenantEqual(src, dst));
+  for (const auto& [table, order] : kDemoTenantTables) {
+    EXPECT_EQ(scalar(dst, std::string("SELECT count(*) FROM ") + table + " WHERE tenant_id <> 42"), "0")
+        << "other tenants' rows reached the destination in " << table;
+  }
+}
+
+class KafkaMigrateTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    dbz_.reset();
+    if (env_ && env_->src.valid())
+      (void)env_->src.exec("SELECT pg_drop_replication_slot('" + env_->slot + "')");
+  }
+  MockKafka kafka_;
+  std::unique_ptr<Env> env_;
+  std::unique_ptr<FakeDebezium> dbz_;
+};
+
+TEST_F(KafkaMigrateTest, CopiesAndFollowsTopicsUnderConcurrentWriter) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_NO_FATAL_FAILURE(seed(e, 2000));
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  WriterOptions wo;
+  wo.dsn = sourceCluster().dsn(e.db);
+  wo.duration = std::chrono::milliseconds(6000);
+  wo.seed = 11;
+  // Bounded so that every partition stays within the mock's retention (5 MiB per partition:
+  // past it, the stored offsets fall out of range and migrate stops with kDataLoss).
+  wo.max_transactions = 1500;
+  wo.pause = std::chrono::microseconds(2000);
+  // A TRUNCATE event has no key; Debezium sends it to one partition, so its order against
+  // row events of other partitions is not kept (see the README): not written here.
+  wo.truncates = false;
+  Writer writer(wo);
+  auto r = runStampmover(migrateArgs(e));  // copies under the writer, then catches up
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("caught up"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("handoff: end offsets"), std::string::npos) << r.err;
+  writer.stop();
+  ASSERT_GT(writer.transactions(), 100u);
+  ASSERT_TRUE(dbz_->sync(e.src, "writer-done"));
+  // Resumes from the offsets the destination stored with the rows (already copied).
+  auto r2 = runStampmover(migrateArgs(e));
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  EXPECT_NE(r2.out.find("already copied"), std::string::npos) << r2.out;
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e.src, e.dst));
+  // Offsets live at the destination, one row per partition of every moved table's topic.
+  EXPECT_EQ(scalar(e.dst, "SELECT count(*) FROM stampmover.kafka_offsets"),
+            std::to_string(6 * kPartitions));
+  // No slot of stampmover's on the source: only the connector's.
+  EXPECT_EQ(scalar(e.src, "SELECT count(*) FROM pg_replication_slots"), "1");
+  auto st = runStampmover({"status", "--state-dir", e.dir.path() + "/state", "--tenant", "42"});
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("phase catching_up"), std::string::npos) << st.out;
+}
+
+TEST_F(KafkaMigrateTest, BadEventStopsNamingItThenDeadLetterGoesOn) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_NO_FATAL_FAILURE(seed(e, 200));
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  auto r = runStampmover(migrateArgs(e));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // A malformed record for tenant 42 (no primary key columns) lands on orders partition 1.
+  KafkaRecord bad;
+  bad.topic = std::string(kPrefix) + ".public.orders";
+  bad.partition = 1;
+  bad.key = "{}";
+  bad.value = R"({"op":"c","after":{"tenant_id":42},"source":{"schema":"public","table":"orders"}})";
+  const std::string at = scalar(e.dst, "SELECT next_offset FROM stampmover.kafka_offsets WHERE "
+                                       "topic = $1 AND partition = 1", {bad.topic});
+  ASSERT_FALSE(at.empty());
+  kafka_.produce({bad});
+  execOrDie(e.src, "UPDATE orders SET status = 'after-bad' WHERE tenant_id = 42");
+  ASSERT_TRUE(dbz_->sync(e.src, "after-bad"));
+  auto stopped = runStampmover(migrateArgs(e));
+  EXPECT_NE(stopped.exit_code, 0) << stopped.err;
+  EXPECT_NE(stopped.err.find("topic " + bad.topic + " partition 1 offset " + at), std::string::npos)
+      << stopped.err;
+  // Its partition stopped at it: nothing there was skipped.
+  EXPECT_EQ(scalar(e.dst, "SELECT next_offset FROM stampmover.kafka_offsets WHERE topic = $1 AND "
+                          "partition = 1", {bad.topic}),
+            at);
+  const std::string dead = e.dir.path() + "/dead.jsonl";
+  auto went_on = runStampmover(migrateArgs(e, {{"--on-bad-event", {"dead-letter", dead}}}));
+  ASSERT_EQ(went_on.exit_code, 0) << went_on.err;
+  std::string text = readFile(dead);
+  ASSERT_FALSE(text.empty());
+  auto line = nlohmann::json::parse(text.substr(0, text.find('\n')));
+  EXPECT_EQ(line["topic"], bad.topic);
+  EXPECT_EQ(line["partition"], 1);
+  EXPECT_EQ(std::to_string(line["offset"].get<int64_t>()), at);
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e.src, e.dst));
+}
+
+TEST_F(KafkaMigrateTest, RefusalsNameTheSettingAndTheFix) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  ASSERT_NO_FATAL_FAILURE(seed(e, 50));
+  // Debezium's default skipped.operations=t drops truncates.
+  const std::string lossy = e.dir.path() + "/lossy.json";
+  writeFile(lossy, R"({"connector.class": "io.debezium.connector.postgresql.PostgresConnector", )"
+                   R"("topic.prefix": "stamp_a", "decimal.handling.mode": "double"})");
+  auto a = runStampmover(migrateArgs(e, {{"--debezium-config", {lossy}}}));
+  EXPECT_EQ(a.exit_code, 2) << a.err;
+  EXPECT_NE(a.err.find("decimal.handling.mode"), std::string::npos) << a.err;
+  EXPECT_NE(a.err.find("skipped.operations"), std::string::npos) << "every problem at once: " << a.err;
+  // A prefix that is not the connector's.
+  auto b = runStampmover(migrateArgs(e, {{"--topic-prefix", {"stamp_b"}}}));
+  EXPECT_EQ(b.exit_code, 2) << b.err;
+  EXPECT_NE(b.err.find("topic.prefix"), std::string::npos) << b.err;
+  // Kafka options without --cdc kafka.
+  auto c = runStampmover({"migrate", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                          "--dest-dsn", destCluster().dsn(e.db), "--state-dir", e.dir.path() + "/s2",
+                          "--kafka-config", e.kafka_config});
+  EXPECT_EQ(c.exit_code, 2) << c.err;
+  EXPECT_NE(c.err.find("--cdc kafka"), std::string::npos) << c.err;
+  // No bootstrap.servers.
+  const std::string empty = e.dir.path() + "/empty.properties";
+  writeFile(empty, "# nothing\nclient.id=x\n");
+  auto d = runStampmover(migrateArgs(e, {{"--kafka-config", {empty}}}));
+  EXPECT_EQ(d.exit_code, 2) << d.err;
+  EXPECT_NE(d.err.find("bootstrap.servers"), std::string::npos) << d.err;
+  // Nothing was changed at the destination by any of them.
+  EXPECT_EQ(scalar(e.dst, "SELECT count(*) FROM orders"), "0");
+  EXPECT_EQ(scalar(e.dst, "SELECT to_regclass('stampmover.kafka_offsets') IS NULL"), "t");
+}
+
+TEST_F(KafkaMigrateTest, DrainReachesEverythingCommittedBeforeTheFence) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_NO_FATAL_FAILURE(seed(e, 500));
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  auto r = runStampmover(migrateArgs(e));  // copy + catch-up to the topics' ends
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Follow the topics in-process (as the migrate's catch-up does) while a writer runs.
+  std::map<std::string, std::string> kconf = {{"bootstrap.servers", kafka_.bootstraps()}};
+  std::vector<std::string> topics;
+  for (int i = 0; i < 6; ++i) topics.push_back(std::string(kPrefix) + ".public." + kTables[i]);
+  auto parts = cdc::KafkaDebeziumSource::partitionsOf(kconf, topics, std::chrono::seconds(10));
+  ASSERT_TRUE(parts.isOk()) << parts.status().message();
+  const std::string migration = scalar(e.dst, "SELECT min(migration) FROM stampmover.kafka_offsets");
+  auto stored = stampmover::mover::loadKafkaOffsets(e.dst, migration);
+  ASSERT_TRUE(stored.isOk()) << stored.status().message();
+  ASSERT_EQ(stored->size(), parts->size());
+  cdc::KafkaSourceOptions so;
+  so.kafka = kconf;
+  for (const auto& s : *stored) so.start.push_back({s.topic, s.partition, s.next_offset});
+  std::vector<std::string> names;
+  for (int i = 0; i < 6; ++i) names.push_back(std::string("public.") + kTables[i]);
+  auto rels = cdc::describeSourceTables(e.src, names);
+  ASSERT_TRUE(rels.isOk());
+  stampmover::mover::ApplierOptions ao;
+  ao.dest_dsn = destCluster().dsn(e.db);
+  ao.source_dsn = sourceCluster().dsn(e.db);
+  ao.origin_name = stampmover::mover::replicationNameForTenant("42", e.db);
+  ao.tenant = "42";
+  ao.plain_inserts = false;
+  auto applier = stampmover::mover::PgApplier::open(ao);
+  ASSERT_TRUE(applier.isOk()) << applier.status().message();
+  auto origin = (*applier)->originProgress();
+  ASSERT_TRUE(origin.isOk());
+  so.first_position = origin->value() + 1;
+  auto source = cdc::KafkaDebeziumSource::open(
+      so, cdc::DebeziumDecoder({}, cdc::fixedRelations(*rels), cdc::TenantFilter{"42"}));
+  ASSERT_TRUE(source.isOk()) << source.status().message();
+  auto step = [&]() {
+    auto ev = (*source)->next(std::chrono::milliseconds(5));
+    ASSERT_TRUE(ev.isOk()) << ev.status().message();
+    if (*ev) {
+      ASSERT_TRUE((*applier)->apply(std::move(**ev)).isOk());
+    } else {
+      ASSERT_TRUE((*applier)->commitPending().isOk());
+    }
+  };
+  WriterOptions wo;
+  wo.dsn = sourceCluster().dsn(e.db);
+  wo.duration = std::chrono::milliseconds(4000);
+  wo.seed = 5;
+  wo.max_transactions = 1000;
+  wo.pause = std::chrono::microseconds(2000);
+  wo.truncates = false;
+  {
+    Writer writer(wo);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < until) ASSERT_NO_FATAL_FAILURE(step());
+    writer.stop();  // the fence: nothing commits on the source after this
+    ASSERT_GT(writer.transactions(), 50u);
+  }
+  // The drain, as the cutover runs it: the WAL position after the fence, a marker past it, the
+  // connector's committed position at or past it, then every partition up to its end.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto fence = stampmover::common::Lsn::parse(scalar(e.src, "SELECT pg_current_wal_insert_lsn()::text"));
+  ASSERT_TRUE(fence.has_value());
+  execOrDie(e.src, "SELECT pg_logical_emit_message(true, 'stampmover-drain', 'm1')");
+  auto target = cdc::drainTarget(kconf, kOffsetsTopic, kConnectorName, kPrefix, *parts, *fence,
+                                 std::chrono::steady_clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(target.isOk()) << target.status().message();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!(*source)->reached(*target)) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "drain did not reach the target";
+    ASSERT_NO_FATAL_FAILURE(step());
+  }
+  ASSERT_TRUE((*applier)->commitPending().isOk());
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("drain through kafka (connector position + ends + apply): %.1f ms\n", ms);
+  // Compared at once, without waiting for the connector: the drain alone brought every change.
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e.src, e.dst));
+  // The drain's own cost with the connector caught up (what a cutover window pays for it).
+  for (int i = 0; i < 3; ++i) {
+    const auto t1 = std::chrono::steady_clock::now();
+    auto f = stampmover::common::Lsn::parse(scalar(e.src, "SELECT pg_current_wal_insert_lsn()::text"));
+    ASSERT_TRUE(f.has_value());
+    execOrDie(e.src, "SELECT pg_logical_emit_message(true, 'stampmover-drain', 'm2')");
+    auto t = cdc::drainTarget(kconf, kOffsetsTopic, kConnectorName, kPrefix, *parts, *f,
+                              std::chrono::steady_clock::now() + std::chrono::seconds(30), std::chrono::milliseconds(5));
+    ASSERT_TRUE(t.isOk()) << t.status().message();
+    while (!(*source)->reached(*t)) ASSERT_NO_FATAL_FAILURE(step());
+    ASSERT_TRUE((*applier)->commitPending().isOk());
+    std::printf("drain through kafka, connector caught up: %.1f ms\n",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count());
+  }
+}
+
+}  // namespace
