@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <signal.h>
+
 #include "cdc/connect_offsets.h"
 #include "cdc/kafka_relations.h"
 #include "cdc/kafka_source.h"
@@ -89,7 +91,8 @@ void seed(Env& e, uint64_t items) {
                    "generate_series(1, 100) g");
 }
 
-// The migrate command line; `set` replaces an option's value (or adds the option).
+// The migrate command line; `set` replaces an option's value (or adds the option; {"-"} leaves
+// it out).
 std::vector<std::string> migrateArgs(const Env& e, std::map<std::string, std::vector<std::string>> set = {}) {
   std::vector<std::pair<std::string, std::vector<std::string>>> opts = {
       {"--tenant", {"42"}},
@@ -109,6 +112,7 @@ std::vector<std::string> migrateArgs(const Env& e, std::map<std::string, std::ve
   for (auto& [k, v] : set) opts.push_back({k, v});
   std::vector<std::string> a = {"migrate"};
   for (const auto& [k, v] : opts) {
+    if (v.size() == 1 && v[0] == "-") continue;  // option left out
     a.push_back(k);
     a.insert(a.end(), v.begin(), v.end());
   }
@@ -173,6 +177,42 @@ TEST_F(KafkaMigrateTest, CopiesAndFollowsTopicsUnderConcurrentWriter) {
   auto st = runStampmover({"status", "--state-dir", e.dir.path() + "/state", "--tenant", "42"});
   EXPECT_EQ(st.exit_code, 0) << st.err;
   EXPECT_NE(st.out.find("phase catching_up"), std::string::npos) << st.out;
+}
+
+TEST_F(KafkaMigrateTest, KilledMidCatchUpResumesFromStoredOffsets) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_NO_FATAL_FAILURE(seed(e, 1000));
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  WriterOptions wo;
+  wo.dsn = sourceCluster().dsn(e.db);
+  wo.duration = std::chrono::milliseconds(8000);
+  wo.seed = 23;
+  wo.max_transactions = 1500;
+  wo.pause = std::chrono::microseconds(3000);
+  wo.truncates = false;
+  Writer writer(wo);
+  // Follows without end; killed with SIGKILL while it applies the writer's changes.
+  const std::string log = e.dir.path() + "/migrate.log";
+  ChildProcess child(spawnStampmover(migrateArgs(e, {{"--until-caught-up", {"-"}}}), log));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (readFile(log).find("changes applied") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << readFile(log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_EQ(kill(child.pid(), SIGKILL), 0);
+  EXPECT_EQ(child.wait(), -SIGKILL);
+  const std::string at_kill = scalar(e.dst, "SELECT sum(next_offset) FROM stampmover.kafka_offsets");
+  writer.stop();
+  ASSERT_TRUE(dbz_->sync(e.src, "writer-done"));
+  auto r = runStampmover(migrateArgs(e));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("already copied"), std::string::npos) << r.out;
+  EXPECT_NE(scalar(e.dst, "SELECT sum(next_offset) FROM stampmover.kafka_offsets"), at_kill)
+      << "the rerun went on from the stored offsets";
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e.src, e.dst));
 }
 
 TEST_F(KafkaMigrateTest, BadEventStopsNamingItThenDeadLetterGoesOn) {
