@@ -258,22 +258,29 @@ Result<RunResult> consume(Env& e, MockKafka& k, const RunOptions& ro = {}) {
   ao.tenant = "42";
   ao.plain_inserts = false;  // at-least-once delivery: every insert is an upsert
   ao.max_batch_changes = 200;
-  SM_ASSIGN_OR_RETURN(auto applier, mover::PgApplier::open(ao));
+  // The offsets ride in the applier's transactions; the source is opened after the applier
+  // (its first position follows the origin), so the callback reads it through this pointer.
+  cdc::KafkaDebeziumSource* src = nullptr;
+  ao.commit_statements = [&src]() {
+    std::vector<mover::KafkaOffset> offs;
+    if (src != nullptr)
+      for (const auto& p : src->committedOffsets())
+        if (p.offset >= 0) offs.push_back({p.topic, p.partition, p.offset});
+    return mover::kafkaOffsetStatements("m1", offs);
+  };
+  // The previous run's session releases the origin when its backend exits, a moment after it
+  // disconnected (55000: the origin is still active there).
+  auto opened = mover::PgApplier::open(ao);
+  for (int i = 0; i < 100 && !opened.isOk() && opened.status().sqlState() == "55000"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    opened = mover::PgApplier::open(ao);
+  }
+  SM_ASSIGN_OR_RETURN(auto applier, std::move(opened));
   SM_ASSIGN_OR_RETURN(auto origin, applier->originProgress());
   so.first_position = origin.value() + 1;
   cdc::DebeziumDecoder decoder({}, cdc::fixedRelations(e.relations), cdc::TenantFilter{"42"});
   SM_ASSIGN_OR_RETURN(auto source, cdc::KafkaDebeziumSource::open(so, std::move(decoder)));
-  cdc::KafkaDebeziumSource* src = source.get();
-  // The offsets ride in the applier's transactions. The applier was opened first; its options
-  // are copied, so the callback is installed by reopening with it.
-  ao.commit_statements = [src]() {
-    std::vector<mover::KafkaOffset> offs;
-    for (const auto& p : src->committedOffsets())
-      if (p.offset >= 0) offs.push_back({p.topic, p.partition, p.offset});
-    return mover::kafkaOffsetStatements("m1", offs);
-  };
-  applier.reset();
-  SM_ASSIGN_OR_RETURN(applier, mover::PgApplier::open(ao));
+  src = source.get();
   RunResult out;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
   bool hook_done = !ro.poll_hook;
