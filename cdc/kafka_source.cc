@@ -234,6 +234,23 @@ Status KafkaDebeziumSource::handleMessage(const rd_kafka_message_t* msg) {
     case DebeziumRecord::Kind::kMessage:
       break;
   }
+  if (rec.kind == DebeziumRecord::Kind::kChange && rec.change.op == common::ChangeOp::kTruncate) {
+    // A TRUNCATE event has no key: the connector's producer puts it on any partition, so its
+    // order against row events on the topic's other partitions is unknown, and applying it
+    // (a tenant-scoped DELETE) could remove rows inserted after it. Safe only on a topic of one
+    // partition; otherwise stop rather than lose rows.
+    size_t parts = 0;
+    for (const auto& p : options_.start) parts += p.topic == topic ? 1 : 0;
+    if (parts > 1) {
+      return Status::refused(
+          "kafka topic " + topic + " partition " + std::to_string(msg->partition) + " offset " +
+          std::to_string(msg->offset) + ": a TRUNCATE of " +
+          (rec.relation ? rec.relation->key() : std::string("a moved table")) + " on a topic of " +
+          std::to_string(parts) + " partitions cannot be ordered against the row changes of its "
+          "other partitions; start the migration over after the truncate (`stampmover cleanup "
+          "--purge-destination`, then migrate), or give the table's topic one partition");
+    }
+  }
   const uint64_t pos = next_position_++;
   common::Lsn lsn(pos);
   auto relation = [&](const std::shared_ptr<const common::Relation>& rel) {

@@ -514,6 +514,29 @@ TEST_F(KafkaSourceTest, BadEventStopsNamingItsOffsetOrIsDeadLettered) {
   ASSERT_NO_FATAL_FAILURE(expectOffsetsAtEnd(e));
 }
 
+TEST_F(KafkaSourceTest, TruncateOnAMultiPartitionTopicStopsNamingIt) {
+  Env& e = *env_;
+  // The rows up to here, then a TRUNCATE of orders (3 partitions): its order against rows on
+  // the other partitions is unknown, so the source stops there instead of deleting rows.
+  common::Change t;
+  t.op = common::ChangeOp::kTruncate;
+  for (const auto& r : e.relations)
+    if (r->name == "orders") t.truncated.push_back(r);
+  DebeziumEncoder enc(kPrefix, kPartitions);
+  std::vector<KafkaRecord> all = e.records;
+  for (auto& r : enc.encode(t, 1, 1)) all.push_back(std::move(r));
+  ASSERT_NO_FATAL_FAILURE(kafka_.produce(all));
+  auto run = consume(e, kafka_);
+  ASSERT_FALSE(run.isOk());
+  EXPECT_EQ(run.status().errorClass(), common::ErrorClass::kRefused);
+  EXPECT_NE(run.status().message().find("TRUNCATE of public.orders"), std::string::npos)
+      << run.status().message();
+  EXPECT_NE(run.status().message().find("partition 0 offset"), std::string::npos)
+      << run.status().message();
+  EXPECT_NE(scalar(e.dst, "SELECT count(*) FROM orders WHERE tenant_id = 42"), "0")
+      << "nothing was deleted";
+}
+
 TEST_F(KafkaSourceTest, ConnectorPreflightOfTheDemoTables) {
   // The demo tables (REPLICA IDENTITY DEFAULT, tenant in every primary key) pass with a safe
   // config; Debezium's defaults are refused for skipped.operations.
