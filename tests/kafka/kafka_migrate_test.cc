@@ -177,6 +177,7 @@ TEST_F(KafkaMigrateTest, CopiesAndFollowsTopicsUnderConcurrentWriter) {
   auto st = runStampmover({"status", "--state-dir", e.dir.path() + "/state", "--tenant", "42"});
   EXPECT_EQ(st.exit_code, 0) << st.err;
   EXPECT_NE(st.out.find("phase catching_up"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("kafka: 0 records behind"), std::string::npos) << st.out;
 }
 
 TEST_F(KafkaMigrateTest, KilledMidCatchUpResumesFromStoredOffsets) {
