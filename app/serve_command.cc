@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include "api/router.h"
@@ -346,6 +348,46 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
       o.control_plane_dsn = cp_dsn;
       o.soak = std::chrono::milliseconds(static_cast<int64_t>(soak_s * 1000));
       return o;
+    };
+    // Metrics of the moves this process runs: copy volume and applied changes as counters (the
+    // deltas of each move's running totals), lag and apply rate per move, cutover windows,
+    // rollbacks and errors by class when a run ends.
+    struct Seen {
+      uint64_t rows = 0, bytes = 0, changes = 0;
+      std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
+    };
+    auto seen = std::make_shared<std::pair<std::mutex, std::map<int64_t, Seen>>>();
+    po.on_progress = [&registry, seen](int64_t id, const q::MoveProgress& p) {
+      const std::string mid = std::to_string(id);
+      std::lock_guard<std::mutex> g(seen->first);
+      Seen& s = seen->second[id];
+      auto delta = [](uint64_t now, uint64_t& last) {
+        const uint64_t d = now >= last ? now - last : now;  // a new run counts from zero
+        last = now;
+        return d;
+      };
+      registry.addRowsCopied(delta(p.rows_copied, s.rows));
+      registry.addBytesCopied(delta(p.bytes_copied, s.bytes));
+      const uint64_t dc = delta(p.changes_applied, s.changes);
+      registry.addAppliedChanges(dc);
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - s.at).count();
+      if (dt > 0.5) {
+        registry.setApplyRate(mid, static_cast<double>(dc) / dt);
+        s.at = now;
+      }
+      if (p.lag_bytes >= 0 || p.lag_seconds >= 0) {
+        registry.setApplyLag(mid, static_cast<uint64_t>(std::max<int64_t>(p.lag_bytes, 0)),
+                             std::max(p.lag_seconds, 0.0));
+      }
+    };
+    po.on_finished = [&registry, seen](int64_t id, const q::MoveRunResult& r) {
+      for (double w : r.cutover_windows_ms) registry.observeCutoverWindow(w / 1000.0);
+      if (r.rolled_back) registry.incRollbacks();
+      if (!r.status.isOk()) registry.incErrors(stampmover::common::errorClassName(r.status.errorClass()));
+      registry.forgetMove(std::to_string(id));
+      std::lock_guard<std::mutex> g(seen->first);
+      seen->second.erase(id);
     };
     pool = std::make_unique<q::WorkerPool>(*queue, po);
     if (Status st = pool->start(); !st) return fail(st);

@@ -103,6 +103,7 @@ struct MoveProgress {
   bool throttled = false;         // copy/apply currently slowed down
   std::string throttle_reason;    // why, when throttled ("source replication lag 3.2 GB > 1 GB")
   bool flipped = false;           // the routing entry points at the destination (no cancel now)
+  uint64_t changes_applied = 0;   // this run's applied changes (in memory only, for metrics)
 };
 
 struct Move {

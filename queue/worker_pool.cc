@@ -107,6 +107,7 @@ void wireHooks(O& o, int64_t move_id, int64_t epoch, std::shared_ptr<std::atomic
       m.lag_seconds = p.apply_lag_seconds;
       m.eta_seconds = p.eta_seconds;
       m.flipped = flippedPhase(p.phase);
+      m.changes_applied = p.changes_applied;
       progress(m);
     };
   }
@@ -424,6 +425,7 @@ struct WorkerPool::Impl {
   }
 
   void progressFrom(Running& r, const MoveProgress& p) {
+    if (options.on_progress) options.on_progress(r.lease.move_id, p);
     std::lock_guard<std::mutex> g(r.mu);
     MoveProgress q = p;
     q.throttled = r.throttled;
@@ -476,6 +478,8 @@ struct WorkerPool::Impl {
     }
     out.flipped = rep->flipped;
     out.rolled_back = rep->rolled_back || rep->aborted;
+    for (const auto& c : rep->cutovers) out.cutover_windows_ms.push_back(c.window_ms);
+    for (const auto& c : rep->rollbacks) out.cutover_windows_ms.push_back(c.window_ms);
     return out;
   }
 
@@ -522,6 +526,7 @@ struct WorkerPool::Impl {
 
   void conclude(Running& r, const MoveRunResult& res) {
     const Lease& lease = r.lease;
+    if (options.on_finished) options.on_finished(lease.move_id, res);
     const bool fenced = res.status.sqlState() == kOwnerFencedSqlState ||
                         errorCode(res.status) == ErrorCodes::kLeaseLost;
     if (r.why() == StopReason::kLeaseLost || fenced) {

@@ -37,6 +37,7 @@ struct MoveRunResult {
   common::Status status;  // OK: the move reached its end (finalized / rolled back)
   bool flipped = false;
   bool rolled_back = false;
+  std::vector<double> cutover_windows_ms;  // freeze -> flip (or -> rollback) of every attempt
 };
 using MoveRunnerFn = std::function<MoveRunResult(
     const Move& move, const Lease& lease, const std::atomic<bool>* cancel,
@@ -68,6 +69,11 @@ struct WorkerPoolOptions {
   std::chrono::milliseconds throttle_check_interval{2000};  // Default: 2 s
   MigrateOptionsFn migrate_options;                   // required unless `runner` is set
   MoveRunnerFn runner;                                // Default: runMigrate
+  // Observers (serve feeds its metrics from them). Called on the pool's threads, possibly
+  // several at once: thread-safe and quick. on_progress gets every progress report of a held
+  // move (unthrottled); on_finished each run's result once the run ended, whatever its outcome.
+  std::function<void(int64_t move_id, const MoveProgress&)> on_progress;     // Default: none
+  std::function<void(int64_t move_id, const MoveRunResult&)> on_finished;    // Default: none
 };
 
 struct WorkerPoolStats {

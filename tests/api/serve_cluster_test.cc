@@ -14,6 +14,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "api/client.h"
@@ -138,6 +139,24 @@ QueueRow queueRow(stampmover::common::PgConnection& cp, int64_t id) {
 std::string scratchCount(stampmover::common::PgConnection& c, int64_t id) {
   return st::scalar(c, "SELECT count(*) FROM scratch WHERE tenant_id = 42 AND id = $1",
                     {std::to_string(id)});
+}
+
+// Sum of every sample of metric `name` (any labels) in serve's /metrics.
+double metricSum(const Serve& s, const std::string& name) {
+  auto r = httpRequest(s.client(), "GET", "/metrics");
+  if (!r || r->status != 200) {
+    ADD_FAILURE() << s.name << " /metrics: " << (r ? r->body : r.status().message());
+    return -1;
+  }
+  std::regex line("^" + name + R"((\{[^}]*\})? ([0-9.eE+-]+)$)");
+  std::istringstream in(r->body);
+  std::string l;
+  double sum = 0;
+  while (std::getline(in, l)) {
+    std::smatch m;
+    if (std::regex_match(l, m, line)) sum += std::stod(m[2]);
+  }
+  return sum;
 }
 
 }  // namespace
@@ -351,6 +370,17 @@ TEST(ServeCluster, TenQueuedMovesRunWithinTheLimits) {
             "10")
       << st::scalar(cp, "SELECT string_agg(id || ' ' || state || ' ' || coalesce(last_error, ''), E'\\n') "
                         "FROM stampmover_queue.moves");
+  // What the two processes' /metrics say about the ten moves.
+  EXPECT_GE(metricSum(s1, "stampmover_cutover_window_seconds_count") +
+                metricSum(s2, "stampmover_cutover_window_seconds_count"),
+            10.0);
+  EXPECT_GT(metricSum(s1, "stampmover_copied_rows_total") +
+                metricSum(s2, "stampmover_copied_rows_total"),
+            0.0);
+  EXPECT_GT(metricSum(s1, "stampmover_copied_bytes_total") +
+                metricSum(s2, "stampmover_copied_bytes_total"),
+            0.0);
+  EXPECT_EQ(metricSum(s1, "stampmover_moves") + metricSum(s2, "stampmover_moves") > 0, true);
   // Every tenant identical on its destination, by independent dumps.
   for (const auto& db : {db1, db2}) {
     auto s = st::connectOrDie(st::sourceCluster().dsn(db));
