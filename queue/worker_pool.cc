@@ -3,14 +3,15 @@
 // with the destination owner check in every destination transaction.
 #include "queue/worker_pool.h"
 
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
-#include <fstream>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -55,6 +56,7 @@ struct Running {
   std::string throttle_since;           // guarded by mu: UTC time the throttle began
   std::shared_ptr<std::atomic<int64_t>> delay_ms = std::make_shared<std::atomic<int64_t>>(0);
   std::optional<common::PgConnection> probe;  // the sampler thread's connection to the source
+  int state_lock_fd = -1;               // the move's thread only: lockStateDir() until the end
 
   void stop(StopReason r) {
     int none = 0;
@@ -113,28 +115,30 @@ void wireHooks(O& o, int64_t move_id, int64_t epoch, std::shared_ptr<std::atomic
   }
 }
 
-// The pid of another process that holds the RocksDB lock of state directory `dir`, or 0. Read
-// from /proc/locks (by the LOCK file's device and inode) rather than with fcntl(F_GETLK): opening
-// and closing the LOCK file here would drop this process's own lock on it (POSIX record locks
-// belong to the process and go with any close of the file).
-pid_t stateDirHolder(const std::string& dir) {
-  struct stat st {};
-  if (::stat((dir + "/LOCK").c_str(), &st) != 0) return 0;
-  std::ifstream locks("/proc/locks");
-  std::string line;
-  while (std::getline(locks, line)) {
-    if (line.find("->") != std::string::npos) continue;  // a waiter, not a holder
-    std::istringstream in(line);
-    std::string id, kind, mode, rw, pid, where;
-    if (!(in >> id >> kind >> mode >> rw >> pid >> where)) continue;
-    unsigned maj = 0, min = 0;
-    unsigned long long ino = 0;
-    if (std::sscanf(where.c_str(), "%x:%x:%llu", &maj, &min, &ino) != 3) continue;
-    if (ino != st.st_ino || maj != major(st.st_dev) || min != minor(st.st_dev)) continue;
-    const pid_t holder = static_cast<pid_t>(std::atol(pid.c_str()));
-    if (holder > 0 && holder != ::getpid()) return holder;
+// Takes the move's state directory for this run: an open file description lock (F_OFD_SETLK) on
+// <dir>/OWNER.lock, held until the fd is closed at the end of the run. Unlike RocksDB's own
+// process-wide LOCK, it also keeps apart two runs in one process, and over NFSv4 (a volume
+// shared by pods) it is a network lock. Returns the fd, or -1 with `why` when another run
+// (a stopped or still stopping earlier owner) holds it.
+int lockStateDir(const std::string& dir, std::string* why) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = dir + "/OWNER.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    *why = "cannot open " + path + ": " + std::strerror(errno);
+    return -1;
   }
-  return 0;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    *why = "state directory " + dir + " is held by another run of this move (an earlier " +
+           "owner, stopped or still stopping)";
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 std::string utcNow() {
@@ -455,11 +459,10 @@ struct WorkerPool::Impl {
     // Fenced first: a previous owner that is stopped (SIGSTOP, a frozen VM) and still holds
     // the move's state directory can no longer write once it wakes; until it exits or stops on
     // its own, the directory is its, and this attempt is retried after a backoff.
-    if (pid_t holder = stateDirHolder(opts.copy.state_dir); holder > 0) {
-      out.status = Status::retryable("state directory " + opts.copy.state_dir +
-                                     " is locked by process " + std::to_string(holder) +
-                                     " (an earlier owner of this move, stopped or still "
-                                     "stopping); the destination is fenced against it, retrying");
+    std::string why;
+    r.state_lock_fd = lockStateDir(opts.copy.state_dir, &why);
+    if (r.state_lock_fd < 0) {
+      out.status = Status::retryable(why + "; the destination is fenced against it, retrying");
       return out;
     }
     {
@@ -521,7 +524,9 @@ struct WorkerPool::Impl {
       }
       if (p && r.why() != StopReason::kLeaseLost) queue->reportProgress(lease, *p).ignore();
     }
-    conclude(r, res);
+    conclude(r, res);  // a cancel's teardown opens the store too: keep the lock until here
+    if (r.state_lock_fd >= 0) ::close(r.state_lock_fd);
+    r.state_lock_fd = -1;
   }
 
   void conclude(Running& r, const MoveRunResult& res) {
