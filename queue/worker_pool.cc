@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "common/pg.h"
+#include "metrics/log_context.h"
 #include "orchestrator/control_plane.h"
 #include "orchestrator/copy_job.h"
 #include "orchestrator/migrate_job.h"
@@ -140,6 +141,9 @@ int lockStateDir(const std::string& dir, std::string* why) {
   }
   return fd;
 }
+
+// The move whose thread this is (progressFrom is also called from the copy's progress thread).
+thread_local const void* t_move_thread_of = nullptr;
 
 std::string utcNow() {
   std::time_t t = std::time(nullptr);
@@ -430,6 +434,8 @@ struct WorkerPool::Impl {
 
   void progressFrom(Running& r, const MoveProgress& p) {
     if (options.on_progress) options.on_progress(r.lease.move_id, p);
+    // The move's own thread carries its log context; the copy's progress thread has none.
+    if (t_move_thread_of == &r) metrics::LogContext::setPhase(p.phase);
     std::lock_guard<std::mutex> g(r.mu);
     MoveProgress q = p;
     q.throttled = r.throttled;
@@ -495,6 +501,9 @@ struct WorkerPool::Impl {
       return;
     }
     r.move = *m;
+    // Log lines of this thread (runMigrate's) carry move id, tenant and phase (--log-format json).
+    metrics::LogContext log_context(std::to_string(lease.move_id), r.move.spec.tenant, "starting");
+    t_move_thread_of = &r;
     spdlog::info("move {}: tenant {} {} -> {}, epoch {}, attempt {}", lease.move_id,
                  r.move.spec.tenant, r.move.spec.from_stamp, r.move.spec.to_stamp, lease.epoch,
                  r.move.attempts);

@@ -416,7 +416,7 @@ TEST(ServeCluster, ThrottledByALoadSignalAndShowSaysWhy) {
       "  workers: 1\n  throttle_load_query: \"SELECT v FROM ops_load\"\n"
       "  throttle_load_threshold: 10\n  throttle_delay_ms: 300\n");
   Serve s;
-  ASSERT_TRUE(s.start(config, dir.path(), "serve-t"));
+  ASSERT_TRUE(s.start(config, dir.path(), "serve-t", {"--log-format", "json"}));
   int status = 0;
   json m = callJson(s, "POST", "/v1/moves",
                     R"({"tenant": "42", "from": "stamp-a", "to": "stamp-b", "cutover": "manual"})", &status);
@@ -426,6 +426,10 @@ TEST(ServeCluster, ThrottledByALoadSignalAndShowSaysWhy) {
   ASSERT_TRUE(eventually([&] { return show()["progress"]["phase"] == "catching_up"; }, 120s))
       << st::readFile(s.log);
   EXPECT_EQ(show()["progress"]["throttled"], false);
+  // --log-format json: the move's lines carry its id, tenant and phase.
+  EXPECT_NE(st::readFile(s.log).find(R"("move":")" + id + R"(","tenant":"42","phase":"catching_up")"),
+            std::string::npos)
+      << st::readFile(s.log);
 
   st::execOrDie(src, "UPDATE ops_load SET v = 50");
   ASSERT_TRUE(eventually([&] { return show()["progress"]["throttled"] == true; }, 20s))
