@@ -371,6 +371,39 @@ TEST(ApiTest, OpenApiDocumentListsExactlyTheServedRoutes) {
   EXPECT_EQ(documented, served);
 }
 
+// The schemas of the document against what the server sends and takes: a move's fields and its
+// progress's fields are exactly the documented properties, and a request with every documented
+// property is accepted.
+TEST(ApiTest, OpenApiSchemasMatchTheServedJson) {
+  YAML::Node doc = YAML::LoadFile(std::string(STAMPMOVER_SOURCE_DIR) + "/api/openapi.yaml");
+  auto props = [&](const std::string& schema) {
+    std::set<std::string> out;
+    for (const auto& p : doc["components"]["schemas"][schema]["properties"]) {
+      out.insert(p.first.as<std::string>());
+    }
+    return out;
+  };
+  std::string db = st::freshDatabase();
+  Serve s;
+  ASSERT_TRUE(s.start({}, db));
+  json req = {{"tenant", "77"}, {"from", "stamp-a"}, {"to", "stamp-b"}, {"cutover", "manual"},
+              {"priority", 5}, {"plan_id", "plan-1"}};
+  std::set<std::string> sent;
+  for (const auto& [k, v] : req.items()) sent.insert(k);
+  EXPECT_EQ(sent, props("MoveRequest"));
+  Answer a = call(s.client(kOperateToken), "POST", "/v1/moves", req.dump());
+  ASSERT_EQ(a.status, 201) << a.raw;
+  a = call(s.client(kReadToken), "GET", "/v1/moves/" + std::to_string(a.body["id"].get<int64_t>()));
+  ASSERT_EQ(a.status, 200) << a.raw;
+  std::set<std::string> move_keys, progress_keys;
+  for (const auto& [k, v] : a.body.items()) move_keys.insert(k);
+  for (const auto& [k, v] : a.body["progress"].items()) progress_keys.insert(k);
+  EXPECT_EQ(move_keys, props("Move"));
+  EXPECT_EQ(progress_keys, props("Progress"));
+  EXPECT_EQ(a.body["priority"], 5);
+  EXPECT_EQ(a.body["plan_id"], "plan-1");
+}
+
 TEST(ApiTest, MoveVerbsOfTheCli) {
   std::string db = st::freshDatabase();
   Serve s;
