@@ -314,6 +314,30 @@ TEST(ApiTest, RefusesPlaintextOnANonLoopbackAddress) {
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("without TLS"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--insecure-plaintext"), std::string::npos) << r.err;
+
+  // Bad settings: refused at start with the key or the file named, exit 2.
+  const std::string cfg = s.dir.path() + "/stamps.yaml";
+  std::string text = st::readFile(cfg);
+  writeFile(s.dir.path() + "/bad.yaml", text + "  throttle_lag: 5\n");
+  r = st::runStampmover(
+      {"--config", s.dir.path() + "/bad.yaml", "serve", "--listen", "127.0.0.1:0"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("serve.throttle_lag: unknown key"), std::string::npos) << r.err;
+  r = st::runStampmover(
+      {"--config", cfg, "serve", "--listen", "127.0.0.1:0", "--throttle-delay-ms", "5000"});
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("--throttle-delay-ms"), std::string::npos) << r.err;
+  r = st::runStampmover({"--config", cfg, "serve", "--listen", "127.0.0.1:0", "--tokens-file",
+                         s.dir.path() + "/missing-tokens"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("missing-tokens"), std::string::npos) << r.err;
+  // A tokens file with a short token: refused, naming the line, never echoing the token.
+  writeFile(s.dir.path() + "/short-tokens", "sekrit operate\n");
+  r = st::runStampmover({"--config", cfg, "serve", "--listen", "127.0.0.1:0", "--tokens-file",
+                         s.dir.path() + "/short-tokens"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.err.find("sekrit"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("short-tokens"), std::string::npos) << r.err;
 }
 
 TEST(ApiTest, MetricsAreValidExposition) {
