@@ -366,6 +366,7 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
         last = now;
         return d;
       };
+      registry.setThrottled(mid, p.throttled);
       registry.addRowsCopied(delta(p.rows_copied, s.rows));
       registry.addBytesCopied(delta(p.bytes_copied, s.bytes));
       const uint64_t dc = delta(p.changes_applied, s.changes);

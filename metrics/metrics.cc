@@ -27,6 +27,7 @@ constexpr const char* kLagSeconds = "stampmover_apply_lag_seconds";
 constexpr const char* kApplied = "stampmover_applied_changes_total";
 constexpr const char* kApplyRate = "stampmover_apply_rate_changes_per_second";
 constexpr const char* kVerify = "stampmover_verify_progress_ratio";
+constexpr const char* kThrottled = "stampmover_throttled";
 constexpr const char* kWindow = "stampmover_cutover_window_seconds";
 constexpr const char* kRollbacks = "stampmover_rollbacks_total";
 constexpr const char* kErrors = "stampmover_errors_total";
@@ -75,6 +76,10 @@ struct Registry::Impl {
                               .Name(kVerify)
                               .Help("Fraction of the verify pass done, per move")
                               .Register(*reg);
+  Family<Gauge>& throttled = prometheus::BuildGauge()
+                                 .Name(kThrottled)
+                                 .Help("1 while the throttle slows the move down, per move")
+                                 .Register(*reg);
   Histogram& window =
       prometheus::BuildHistogram()
           .Name(kWindow)
@@ -157,10 +162,15 @@ void Registry::observeHttpRequest(const std::string& route, const std::string& m
 }
 void Registry::addHttpConnections(int delta) { impl_->http_connections.Increment(delta); }
 
+void Registry::setThrottled(const std::string& move_id, bool throttled) {
+  impl_->throttled.Add({{"move", move_id}}).Set(throttled ? 1 : 0);
+}
+
 void Registry::forgetMove(const std::string& move_id) {
   const prometheus::Labels labels{{"move", move_id}};
   for (Family<Gauge>* f :
-       {&impl_->lag_bytes, &impl_->lag_seconds, &impl_->apply_rate, &impl_->verify}) {
+       {&impl_->lag_bytes, &impl_->lag_seconds, &impl_->apply_rate, &impl_->verify,
+        &impl_->throttled}) {
     // Has() first: Add() of a missing series would create it just to remove it.
     if (f->Has(labels)) f->Remove(&f->Add(labels));
   }
@@ -174,7 +184,7 @@ std::string Registry::serialize() const {
 
 std::vector<std::string> Registry::metricNames() {
   return {kMoves,      kRows,      kBytes,     kLagBytes,     kLagSeconds,   kApplied,
-          kApplyRate,  kVerify,    kWindow,    kRollbacks,    kErrors,       kTakeovers,
+          kApplyRate,  kVerify,    kThrottled,    kWindow,    kRollbacks,    kErrors,       kTakeovers,
           kHttpRequests, kHttpDuration, kHttpConnections};
 }
 

@@ -32,6 +32,9 @@ class Registry {
   // apply rate); stampmover_apply_rate_changes_per_second{move}: the worker's own estimate.
   void addAppliedChanges(uint64_t changes);
   void setApplyRate(const std::string& move_id, double changes_per_second);
+  // stampmover_throttled{move}: 1 while the throttle slows the move down (the reason is in
+  // `move show`), 0 otherwise.
+  void setThrottled(const std::string& move_id, bool throttled);
   // stampmover_verify_progress_ratio{move}: 0..1 of the verify pass.
   void setVerifyProgress(const std::string& move_id, double ratio);
   // stampmover_cutover_window_seconds: the freeze -> flip write-unavailability window.

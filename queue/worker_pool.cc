@@ -350,6 +350,7 @@ struct WorkerPool::Impl {
       p.throttle_reason = full;
       r.last = p;
       r.pending = p;
+      if (options.on_progress) options.on_progress(r.lease.move_id, p);
     }
   }
 
@@ -433,7 +434,6 @@ struct WorkerPool::Impl {
   }
 
   void progressFrom(Running& r, const MoveProgress& p) {
-    if (options.on_progress) options.on_progress(r.lease.move_id, p);
     // The move's own thread carries its log context; the copy's progress thread has none.
     if (t_move_thread_of == &r) metrics::LogContext::setPhase(p.phase);
     std::lock_guard<std::mutex> g(r.mu);
@@ -441,7 +441,8 @@ struct WorkerPool::Impl {
     q.throttled = r.throttled;
     q.throttle_reason = r.throttle_reason;
     r.last = q;
-    r.pending = std::move(q);
+    r.pending = q;
+    if (options.on_progress) options.on_progress(r.lease.move_id, q);  // under r.mu: keeps order
   }
 
   // Tears down what a cancelled move created (nothing for a move run by a custom runner).

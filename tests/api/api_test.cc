@@ -370,8 +370,8 @@ TEST(ApiTest, MetricsAreValidExposition) {
   for (const auto& n : stampmover::metrics::Registry::metricNames()) {
     bool present = false;
     for (const auto& seen : names) present |= seen.rfind(n, 0) == 0;
-    EXPECT_TRUE(present || n.find("apply_") != std::string::npos || n.find("verify") != std::string::npos ||
-                n == "stampmover_moves")
+    EXPECT_TRUE(present || n.find("apply_") != std::string::npos ||
+                n.find("verify") != std::string::npos || n == "stampmover_throttled" || n == "stampmover_moves")
         << n;
   }
   EXPECT_TRUE(names.count("stampmover_http_requests_total"));

@@ -441,6 +441,7 @@ TEST(ServeCluster, ThrottledByALoadSignalAndShowSaysWhy) {
   EXPECT_NE(reason.find("source load signal 50 > 10"), std::string::npos) << reason;
   EXPECT_EQ(reason.rfind("since 20", 0), 0u) << reason;  // since <UTC time>
   EXPECT_NE(st::readFile(s.log).find("throttling (source load signal 50 > 10)"), std::string::npos);
+  EXPECT_EQ(metricSum(s, "stampmover_throttled"), 1.0);
   // Throttled, changes still arrive (slower): each destination transaction waits 300 ms.
   const auto t0 = Clock::now();
   for (int i = 0; i < 5; ++i) {
@@ -463,6 +464,7 @@ TEST(ServeCluster, ThrottledByALoadSignalAndShowSaysWhy) {
   ASSERT_TRUE(eventually([&] { return show()["progress"]["throttled"] == false; }, 20s))
       << show().dump();
   EXPECT_NE(st::readFile(s.log).find("throttle lifted"), std::string::npos);
+  EXPECT_EQ(metricSum(s, "stampmover_throttled"), 0.0);
   // Cancel before the flip tears the move down.
   callJson(s, "POST", "/v1/moves/" + id + "/cancel", "", &status);
   EXPECT_EQ(status, 202);
