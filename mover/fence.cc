@@ -97,9 +97,17 @@ Status withInstallLock(PgConnection& c, const FenceInstallOptions& o, const std:
   }
 }
 
+// `name` is schema.relation. Read from pg_class under the statement's own snapshot, not with
+// to_regclass(): that looks the name up without a lock, through this session's catalog cache,
+// which may still hold a table another session dropped while we waited for kInstallLock (the
+// cache catches up only when a lock is taken), so a query naming the table then fails with
+// 42P01.
 Result<bool> relationExists(PgConnection& c, const char* name) {
-  SM_ASSIGN_OR_RETURN(auto v,
-                      c.queryValue("SELECT to_regclass($1) IS NOT NULL", {std::string(name)}));
+  SM_ASSIGN_OR_RETURN(
+      auto v, c.queryValue("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN "
+                           "pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE "
+                           "n.nspname = split_part($1, '.', 1) AND c.relname = split_part($1, '.', 2))",
+                           {std::string(name)}));
   return v.value_or("f") == "t";
 }
 
@@ -273,23 +281,30 @@ Status makeFenceComplete(PgConnection& c, const std::vector<TableInfo>& tables,
 
 // Drops the fence triggers from each table of `oids` that no user needs, while no tenant is
 // fenced; then the fence's objects when nothing is left. Each table is one transaction under
-// kInstallLock, so an acquire cannot slip in between the check and the drop.
+// kInstallLock, so an acquire cannot slip in between the check and the drop. Which of the
+// fence's tables exist is read inside each locked transaction, never before it: migrations
+// sharing the stamp install and tear them down concurrently (read before the lock, a teardown
+// that dropped fence_users meanwhile failed this one with "relation does not exist", and a
+// fence_users created meanwhile was taken for "no users", dropping triggers another needed).
 Status dropUnusedFence(PgConnection& c, const std::vector<uint32_t>& oids,
                        const FenceInstallOptions& o) {
-  SM_ASSIGN_OR_RETURN(bool have_fence, relationExists(c, "stampmover.fence"));
-  SM_ASSIGN_OR_RETURN(bool have_users, relationExists(c, "stampmover.fence_users"));
-  const std::string needed =
-      std::string("SELECT ") +
-      (have_users ? "EXISTS (SELECT 1 FROM stampmover.fence_users WHERE table_oid = $1::oid)"
-                  : "$1::oid IS NULL") +
-      " OR " +
-      (have_fence ? "EXISTS (SELECT 1 FROM stampmover.fence WHERE expires_at > clock_timestamp())"
-                  : "false");
+  auto neededSql = [&c]() -> Result<std::string> {
+    SM_ASSIGN_OR_RETURN(bool have_fence, relationExists(c, "stampmover.fence"));
+    SM_ASSIGN_OR_RETURN(bool have_users, relationExists(c, "stampmover.fence_users"));
+    return std::string("SELECT ") +
+           (have_users ? "EXISTS (SELECT 1 FROM stampmover.fence_users WHERE table_oid = $1::oid)"
+                       : "$1::oid IS NULL") +
+           " OR " +
+           (have_fence
+                ? "EXISTS (SELECT 1 FROM stampmover.fence WHERE expires_at > clock_timestamp())"
+                : "false");
+  };
   SM_ASSIGN_OR_RETURN(auto have, fenceTriggers(c, oids));
   for (uint32_t oid : oids) {
     if (have[oid].empty()) continue;
     SM_RETURN_IF_ERROR(withInstallLock(
         c, o, "remove fence triggers from table oid " + std::to_string(oid), [&]() -> Status {
+          SM_ASSIGN_OR_RETURN(const std::string needed, neededSql());
           SM_ASSIGN_OR_RETURN(auto keep, c.queryValue(needed, {std::to_string(oid)}));
           if (keep.value_or("t") == "t") return Status::ok();  // a user or a fenced tenant
           SM_ASSIGN_OR_RETURN(
@@ -304,8 +319,14 @@ Status dropUnusedFence(PgConnection& c, const std::vector<uint32_t>& oids,
           return c.exec(sql);
         }));
   }
-  if (!have_fence && !have_users) return Status::ok();
+  {
+    SM_ASSIGN_OR_RETURN(bool have_fence, relationExists(c, "stampmover.fence"));
+    SM_ASSIGN_OR_RETURN(bool have_users, relationExists(c, "stampmover.fence_users"));
+    if (!have_fence && !have_users) return Status::ok();  // nothing of ours to remove now
+  }
   return withInstallLock(c, o, "remove the fence's schema objects", [&]() -> Status {
+    SM_ASSIGN_OR_RETURN(bool have_fence, relationExists(c, "stampmover.fence"));
+    SM_ASSIGN_OR_RETURN(bool have_users, relationExists(c, "stampmover.fence_users"));
     SM_ASSIGN_OR_RETURN(
         auto left,
         c.queryValue(
@@ -360,10 +381,12 @@ Status releaseFence(PgConnection& c, const std::string& migration_id,
                     const std::vector<TableInfo>& tables, const FenceInstallOptions& o) {
   std::set<uint32_t> oids;
   for (const auto& t : tables) oids.insert(t.oid);
-  SM_ASSIGN_OR_RETURN(bool have_users, relationExists(c, "stampmover.fence_users"));
-  if (have_users && !migration_id.empty()) {
+  if (!migration_id.empty()) {
     SM_RETURN_IF_ERROR(
         withInstallLock(c, o, "release the fence for " + migration_id, [&]() -> Status {
+          // Read under the lock: another migration's teardown may have dropped it just now.
+          SM_ASSIGN_OR_RETURN(bool have_users, relationExists(c, "stampmover.fence_users"));
+          if (!have_users) return Status::ok();
           SM_ASSIGN_OR_RETURN(auto r,
                               c.query("DELETE FROM stampmover.fence_users WHERE migration_id = $1 "
                                       "RETURNING table_oid::text",
