@@ -16,8 +16,12 @@ namespace {
 
 // Phases that end each request.
 bool settled(const std::string& action, const std::string& phase) {
-  if (action == "cutover") return phase == "dual_write" || phase == "rolled_back" || phase == "finalized";
-  if (action == "rollback") return phase == "rolled_back";
+  // "aborted": rolled back before the flip (orchestrator/phase.h).
+  if (action == "cutover") {
+    return phase == "dual_write" || phase == "rolled_back" || phase == "finalized" ||
+           phase == "aborted";
+  }
+  if (action == "rollback") return phase == "rolled_back" || phase == "aborted";
   return phase == "finalized";  // finalize, finalize_purge
 }
 

@@ -15,6 +15,8 @@
 #include "mover/progress.h"
 #include "mover/fence.h"
 #include "mover/source_setup.h"
+#include "orchestrator/ledger.h"
+#include "orchestrator/phase.h"
 #include "routing/routing_directory.h"
 
 namespace stampmover::orch {
@@ -40,7 +42,12 @@ Result<std::unique_ptr<mover::CheckpointStore>> openStore(const std::string& dir
   return mover::openRocksDbCheckpointStore({dir, true});
 }
 
+// Persists the copy's next phase; the step is checked against the phase machine (phase.h)
+// first, so a record is never moved backwards or past a phase it has not reached.
 Status saveRecord(mover::CheckpointStore& store, MigrationRecord& rec, const char* phase) {
+  const auto from = parsePhase(rec.phase);
+  const auto to = parsePhase(phase);
+  if (from && to) SM_RETURN_IF_ERROR(checkTransition(*from, *to).withContext("migration " + rec.id));
   rec.phase = phase;
   rec.updated_unix_ms = common::nowUnixMs();
   mover::CheckpointBatch b;
@@ -109,7 +116,8 @@ std::string describeChange(const mover::StampIdentity& then, const mover::StampI
 // stream's origin on the destination (once a position was checkpointed). Later phases
 // (dual_write, finalized, rolled_back) belong to teardown paths that drop them.
 bool slotExpected(const std::string& phase) {
-  return phase == kPhaseCopying || phase == kPhaseCopied || phase == "catching_up";
+  return phase == kPhaseCopying || phase == kPhaseCopied || phase == "catching_up" ||
+         phase == "freezing";
 }
 
 // Refuses to go on from `rec` unless the stamps are still the servers it was written about and
@@ -306,8 +314,18 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     // An earlier run died between writing its record and fixing the copy plan: nothing was
     // copied yet. Drop what it may have created and start afresh.
     spdlog::warn("migration {}: previous run stopped before copying; starting over", id);
-    SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(c.src, existing->slot_name,
-                                                     existing->publication_name));
+    SM_ASSIGN_OR_RETURN(auto ledger, Ledger::open(*store, id));
+    SM_RETURN_IF_ERROR(ledger->intend(forwardLedgerEntries(existing->slot_name)));
+    TeardownTargets t;
+    t.tenant = existing->tenant;
+    t.source_stamp = o.source.name;
+    t.destination_stamp = o.destination.name;
+    t.source = &c.src;
+    t.destination = &c.dst;
+    t.unfence_source = t.unfence_destination = false;  // nothing was fenced yet
+    t.settle_route = false;
+    t.failpoints = false;
+    SM_RETURN_IF_ERROR(teardown(*ledger, t).status());
     existing.reset();
   }
   const bool resuming = existing.has_value();
@@ -392,7 +410,16 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
     rec.slot_name = repl_name;
     rec.publication_name = repl_name;
     rec.created_unix_ms = common::nowUnixMs();
-    SM_RETURN_IF_ERROR(saveRecord(*store, rec, kPhaseStarting));
+    // The record and the ledger of the objects about to be created, in one synced batch.
+    rec.phase = kPhaseStarting;
+    rec.updated_unix_ms = common::nowUnixMs();
+    {
+      mover::CheckpointBatch with;
+      with.putMigration(rec);
+      SM_ASSIGN_OR_RETURN(auto ledger, Ledger::open(*store, id));
+      SM_RETURN_IF_ERROR(ledger->intend(forwardLedgerEntries(rec.slot_name), &with));
+      spdlog::info("migration {}: phase {}", rec.id, rec.phase);
+    }
     Status st = mover::createTenantPublication(c.src, rec.publication_name, result.preflight.tables,
                                                tenant.text());
     if (!st.isOk()) {
@@ -436,7 +463,6 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
   SM_ASSIGN_OR_RETURN(const std::string tenant, tenantTextForCleanup(src, o));
   out.tenant = tenant;
   const std::string name = mover::replicationNameForTenant(tenant, src.database());
-  const std::string rname = name + "_r";  // the reverse stream's slot, publication and origin
   // Where the tenant is served decides what may be torn down: the stamp that serves it keeps
   // its rows, and a stamp that does not serve it keeps its fence (stale routers).
   std::optional<routing::RouteEntry> entry;
@@ -460,7 +486,12 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
   }
   if (purge_destination) {
     for (const auto& r : mine) {
-      if ((r.phase == "dual_write" || r.phase == "finalized") && control_plane_dsn.empty()) {
+      // Any phase from a cutover attempt on may have flipped the tenant to the destination
+      // (a worker killed right after the flip has not recorded dual_write yet).
+      const auto phase = parsePhase(r.phase);
+      const bool may_serve = phase && (*phase == Phase::kFreezing || *phase == Phase::kDualWrite ||
+                                       *phase == Phase::kFinalizing || *phase == Phase::kFinalized);
+      if (may_serve && control_plane_dsn.empty()) {
         return Status::refused("not purging: migration " + r.id + " of tenant " + tenant +
                                " reached phase " + r.phase + ", so the destination may serve the "
                                "tenant; pass --control-plane-dsn so the routing entry can be "
@@ -470,44 +501,63 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
   }
   SM_ASSIGN_OR_RETURN(out.dropped_slot, mover::slotExists(src, name));
   SM_ASSIGN_OR_RETURN(out.dropped_publication, mover::publicationExists(src, name));
-  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(src, name, name));
-  // The reverse stream's origin on the source, and the fence's user records of these
-  // migrations (the triggers go with the last user).
-  SM_RETURN_IF_ERROR(src.query("SELECT pg_replication_origin_drop($1) WHERE "
-                               "pg_replication_origin_oid($1) IS NOT NULL",
-                               {rname})
-                         .status());
-  if (!served_by_dest) SM_RETURN_IF_ERROR(mover::unfenceTenant(src, tenant));
-  SM_ASSIGN_OR_RETURN(auto src_tables, mover::discoverTenantTables(src, o.tenant_columns));
-  for (const auto& r : mine) SM_RETURN_IF_ERROR(mover::releaseFence(src, r.id, src_tables, {}));
+  // One teardown per recorded migration, plus one for the migration these stamps would have
+  // (its objects are found by name even when the state directory was lost). Each ledger gets
+  // the objects a migration may have created recorded first: the teardown drops what exists.
+  TeardownTargets t;
+  t.tenant = tenant;
+  t.source_stamp = o.source.name;
+  t.destination_stamp = o.destination.name;
+  t.source = &src;
+  // Where the tenant is served decides the fences: a stamp that does not serve it keeps its
+  // fence while routers may still send it writes (dual_write), and the serving stamp must not.
+  t.unfence_source = !served_by_dest;
+  t.unfence_destination = !entry || served_by_dest || entry->state != routing::RouteState::kDualWrite;
+  t.settle_route = false;  // cleanup never moves or settles a tenant
+  t.failpoints = false;
+  SM_ASSIGN_OR_RETURN(t.source_tables, mover::discoverTenantTables(src, o.tenant_columns));
+  PgConnection dst;
   if (!o.destination.dsn.empty()) {
-    SM_ASSIGN_OR_RETURN(PgConnection dst,
-                        PgConnection::connect(o.destination.dsn, o.destination.label));
-    SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(dst, rname, rname));
-    SM_RETURN_IF_ERROR(dst.query("SELECT pg_replication_origin_drop($1) WHERE "
-                                 "pg_replication_origin_oid($1) IS NOT NULL",
-                                 {name})
-                           .status());
-    SM_ASSIGN_OR_RETURN(auto tables, mover::discoverTenantTables(dst, o.tenant_columns));
-    if (!entry || served_by_dest || entry->state != routing::RouteState::kDualWrite) {
-      SM_RETURN_IF_ERROR(mover::unfenceTenant(dst, tenant));
+    SM_ASSIGN_OR_RETURN(dst, PgConnection::connect(o.destination.dsn, o.destination.label));
+    SM_ASSIGN_OR_RETURN(t.destination_tables, mover::discoverTenantTables(dst, o.tenant_columns));
+    t.destination = &dst;
+  }
+  std::vector<std::pair<std::string, std::string>> ids;  // (migration id, slot name)
+  for (const auto& r : mine) ids.emplace_back(r.id, r.slot_name);
+  const std::string own_id = mover::migrationId(tenant, o.source.name, o.destination.name);
+  if (std::none_of(ids.begin(), ids.end(), [&](const auto& p) { return p.first == own_id; })) {
+    ids.emplace_back(own_id, name);
+  }
+  for (const auto& [id, slot] : ids) {
+    SM_ASSIGN_OR_RETURN(auto ledger, Ledger::open(*store, id, control_plane_dsn));
+    std::vector<LedgerEntry> all = forwardLedgerEntries(slot);
+    for (auto& e : freezeLedgerEntries(slot + "_r", o.source.name, o.destination.name)) {
+      all.push_back(std::move(e));
     }
-    for (const auto& r : mine) SM_RETURN_IF_ERROR(mover::releaseFence(dst, r.id, tables, {}));
-    if (purge_destination) {
-      SM_RETURN_IF_ERROR(dst.exec("BEGIN; SET LOCAL session_replication_role = replica"));
-      for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
-        SM_ASSIGN_OR_RETURN(auto res, dst.query("DELETE FROM " + it->quoted() + " WHERE " +
-                                                    common::quoteIdent(it->tenant_column) + " = $1",
-                                                {tenant}));
-        out.destination_rows_deleted += std::stoull(PQcmdTuples(res.get()));
-      }
-      SM_RETURN_IF_ERROR(dst.exec("COMMIT"));
+    SM_RETURN_IF_ERROR(ledger->intend(all));
+    SM_ASSIGN_OR_RETURN(auto rep, teardown(*ledger, t));
+    for (const auto& e : rep.kept) {
+      spdlog::warn("cleanup: {} not checked (pass the destination to drop it)",
+                   describeLedgerEntry(e, o.source.label, o.destination.label));
     }
   }
+  if (t.destination != nullptr && purge_destination) {
+    const auto& tables = t.destination_tables;
+    SM_RETURN_IF_ERROR(dst.exec("BEGIN; SET LOCAL session_replication_role = replica"));
+    for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
+      SM_ASSIGN_OR_RETURN(auto res, dst.query("DELETE FROM " + it->quoted() + " WHERE " +
+                                                  common::quoteIdent(it->tenant_column) + " = $1",
+                                              {tenant}));
+      out.destination_rows_deleted += std::stoull(PQcmdTuples(res.get()));
+    }
+    SM_RETURN_IF_ERROR(dst.exec("COMMIT"));
+  }
   mover::CheckpointBatch b;
-  for (const auto& r : mine) {
-    b.deleteMigration(r.id);
-    out.records_removed++;
+  for (const auto& [id, slot] : ids) {
+    b.deleteMigration(id);  // its ledger is empty now, but for what could not be checked
+    if (std::any_of(mine.begin(), mine.end(), [&](const auto& r) { return r.id == id; })) {
+      out.records_removed++;
+    }
   }
   SM_RETURN_IF_ERROR(store->write(b));
   return out;

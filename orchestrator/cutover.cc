@@ -21,10 +21,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double msSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
 // What a compare-and-set did, when its reply may have been lost.
 struct CasOutcome {
   enum class Kind { kApplied, kNotApplied, kUnknown } kind = Kind::kNotApplied;

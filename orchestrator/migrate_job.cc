@@ -16,6 +16,8 @@
 #include "mover/fence.h"
 #include "mover/heartbeat.h"
 #include "orchestrator/control_plane.h"
+#include "orchestrator/ledger.h"
+#include "orchestrator/phase.h"
 #include "orchestrator/purge.h"
 #include "orchestrator/verify_job.h"
 #include "routing/routing_client.h"
@@ -555,6 +557,7 @@ class PreCutoverVerify {
 
 // Everything the cutover, soak and finalize steps need besides the streams.
 struct CutoverSetup {
+  std::unique_ptr<Ledger> ledger;  // every object below is recorded here before it is created
   std::unique_ptr<routing::PgRoutingDirectory> routes;
   PgConnection src;
   PgConnection dst;
@@ -571,6 +574,10 @@ Status prepareCutover(const MigrateOptions& o, const mover::MigrationRecord& rec
                       CutoverSetup& cs) {
   cs.routes = std::make_unique<routing::PgRoutingDirectory>(o.control_plane_dsn);
   SM_RETURN_IF_ERROR(cs.routes->ensureSchema());
+  // The entry is written by the freeze and the flips: recorded before any of them, so every
+  // teardown settles it.
+  SM_RETURN_IF_ERROR(cs.ledger->intend(
+      {{LedgerKind::kRoutingEntry, LedgerServer::kControlPlane, rec.tenant}}));
   SM_ASSIGN_OR_RETURN(auto entry, cs.routes->get(rec.tenant));
   if (!entry) SM_RETURN_IF_ERROR(cs.routes->put(rec.tenant, o.copy.source.name).status());
   SM_ASSIGN_OR_RETURN(cs.src, PgConnection::connect(o.copy.source.dsn, o.copy.source.label));
@@ -612,9 +619,11 @@ Status prepareCutover(const MigrateOptions& o, const mover::MigrationRecord& rec
 // restarted worker streams from it). Idempotent.
 Result<Lsn> prepareFreeze(const MigrateOptions& o, const mover::MigrationRecord& rec,
                           CutoverSetup& cs, mover::CheckpointStore& store) {
+  const std::string rname = reverseName(rec.slot_name);
+  SM_RETURN_IF_ERROR(cs.ledger->intend(
+      freezeLedgerEntries(rname, o.copy.source.name, o.copy.destination.name)));
   SM_RETURN_IF_ERROR(mover::acquireFence(cs.src, cs.src_tables, rec.id, {}));
   SM_RETURN_IF_ERROR(mover::acquireFence(cs.dst, cs.dst_tables, rec.id, {}));
-  const std::string rname = reverseName(rec.slot_name);
   SM_ASSIGN_OR_RETURN(bool pub, mover::publicationExists(cs.dst, rname));
   if (!pub) SM_RETURN_IF_ERROR(mover::createTenantPublication(cs.dst, rname, cs.dst_tables, rec.tenant));
   SM_ASSIGN_OR_RETURN(bool slot, mover::slotExists(cs.dst, rname));
@@ -630,20 +639,30 @@ Result<Lsn> prepareFreeze(const MigrateOptions& o, const mover::MigrationRecord&
   return Lsn::parse(note.value_or("")).value_or(Lsn());
 }
 
-Status dropOrigin(PgConnection& c, const std::string& name) {
-  // The apply session that used the origin has just disconnected; its backend releases the
-  // origin when it exits, a moment later.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (;;) {
-    auto r = c.query("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
-                     {name});
-    // 55006 object_in_use: the backend that used the origin has not exited yet.
-    if (r || r.status().sqlState() != "55006" ||
-        std::chrono::steady_clock::now() >= deadline) {
-      return r.status();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+// The cutover's context, one builder for both directions: forward (source -> destination,
+// active -> dual_write with the source as shadow) and the rollback during the soak, the same
+// steps backwards (destination -> source, dual_write -> active). `applier` and `drain` belong to
+// the stream that runs the cutover.
+enum class CutoverDirection { kForward, kReverse };
+CutoverContext buildCutoverContext(CutoverDirection dir, const MigrateOptions& o,
+                                   const mover::MigrationRecord& rec, CutoverSetup& cs,
+                                   mover::PgApplier& applier,
+                                   decltype(CutoverContext::drain) drain) {
+  const bool fwd = dir == CutoverDirection::kForward;
+  CutoverContext ctx;
+  ctx.tenant = rec.tenant;
+  ctx.source_stamp = fwd ? o.copy.source.name : o.copy.destination.name;
+  ctx.dest_stamp = fwd ? o.copy.destination.name : o.copy.source.name;
+  ctx.source = fwd ? &cs.src : &cs.dst;
+  ctx.destination = fwd ? &cs.dst : &cs.src;
+  ctx.routes = cs.routes.get();
+  ctx.applier = &applier;
+  ctx.tables = fwd ? cs.src_tables : cs.dst_tables;
+  ctx.expected_state = fwd ? routing::RouteState::kActive : routing::RouteState::kDualWrite;
+  ctx.flip_state = fwd ? routing::RouteState::kDualWrite : routing::RouteState::kActive;
+  ctx.flip_shadow = fwd ? std::optional<std::string>(o.copy.source.name) : std::nullopt;
+  ctx.drain = std::move(drain);
+  return ctx;
 }
 
 // Routers cache a resolved entry for up to routing::RoutingClientOptions::cache_ttl: one that
@@ -655,40 +674,38 @@ SteadyTime routerCachesExpiredAfter(SteadyTime flip) {
   return flip + routing::RoutingClientOptions{}.cache_ttl + std::chrono::milliseconds(250);
 }
 
-// Finalize: the reverse stream is stopped; drop slots, publications, origins and fences on
-// both sides, and make the destination the tenant's only stamp. The tenant is unfenced no
-// sooner than `unfence_after` (see routerCachesExpiredAfter).
+// The teardown's view of this migration: both stamps, the routing directory, the tables the
+// fence was installed on.
+TeardownTargets teardownTargets(const MigrateOptions& o, const mover::MigrationRecord& rec,
+                                CutoverSetup& cs, SteadyTime unfence_after) {
+  TeardownTargets t;
+  t.tenant = rec.tenant;
+  t.source_stamp = o.copy.source.name;
+  t.destination_stamp = o.copy.destination.name;
+  t.source = &cs.src;
+  t.destination = &cs.dst;
+  t.routes = cs.routes.get();
+  t.source_tables = cs.src_tables;
+  t.destination_tables = cs.dst_tables;
+  t.unfence_after = unfence_after;
+  return t;
+}
+
+// Finalize (and the teardown after a rollback's reverse flip): the reverse stream is stopped;
+// the ledger's teardown drops slots, publications, origins and fence references on both
+// sides, unfences the tenant no sooner than `unfence_after` (see routerCachesExpiredAfter) and
+// leaves the routing entry active on the stamp it names. Objects the ledger may lack (records
+// of older versions) are recorded first, so one teardown covers them too.
 Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs,
                          SteadyTime unfence_after) {
-  const std::string rname = reverseName(rec.slot_name);
-  SM_RETURN_IF_ERROR(common::failpoint("teardown.begin"));
-  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(cs.dst, rname, rname));
-  SM_RETURN_IF_ERROR(common::failpoint("teardown.after_reverse_slot"));
-  SM_RETURN_IF_ERROR(mover::dropSlotAndPublication(cs.src, rec.slot_name, rec.publication_name));
-  SM_RETURN_IF_ERROR(dropOrigin(cs.dst, rec.slot_name));
-  SM_RETURN_IF_ERROR(dropOrigin(cs.src, rname));
-  SM_RETURN_IF_ERROR(common::failpoint("teardown.after_origins"));
-  if (const auto now = std::chrono::steady_clock::now(); now < unfence_after) {
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(unfence_after - now);
-    spdlog::info("keeping the old primary fenced {} ms more, until routers' cached routes to it "
-                 "have expired", wait.count());
-    std::this_thread::sleep_for(wait);
+  std::vector<LedgerEntry> all = forwardLedgerEntries(rec.slot_name);
+  for (auto& e : freezeLedgerEntries(reverseName(rec.slot_name), o.copy.source.name,
+                                     o.copy.destination.name)) {
+    all.push_back(std::move(e));
   }
-  SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.src, rec.tenant));
-  SM_RETURN_IF_ERROR(mover::unfenceTenant(cs.dst, rec.tenant));
-  SM_RETURN_IF_ERROR(common::failpoint("teardown.after_unfence"));
-  SM_RETURN_IF_ERROR(mover::releaseFence(cs.src, rec.id, cs.src_tables, {}));
-  SM_RETURN_IF_ERROR(mover::releaseFence(cs.dst, rec.id, cs.dst_tables, {}));
-  SM_ASSIGN_OR_RETURN(auto entry, cs.routes->get(rec.tenant));
-  if (entry && entry->state != routing::RouteState::kActive) {
-    SM_RETURN_IF_ERROR(common::failpoint("teardown.before_active"));
-    SM_RETURN_IF_ERROR(cs.routes
-                           ->compareAndSet(rec.tenant, entry->epoch,
-                                           {entry->stamp, routing::RouteState::kActive, std::nullopt,
-                                            "finalize"})
-                           .status());
-  }
-  (void)o;
+  SM_RETURN_IF_ERROR(cs.ledger->intend(all));
+  SM_ASSIGN_OR_RETURN(auto rep, teardown(*cs.ledger, teardownTargets(o, rec, cs, unfence_after)));
+  spdlog::info("migration {}: teardown removed {} object(s)", rec.id, rep.removed.size());
   return Status::ok();
 }
 
@@ -742,26 +759,54 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   SM_ASSIGN_OR_RETURN(auto store, mover::openRocksDbCheckpointStore({o.copy.state_dir, true}));
   // Where the previous run stopped: a record past the flip never goes back to catching_up (the
   // forward slot is gone by then, and a rerun killed early would otherwise forget the flip).
-  const std::string prior_phase = rec.phase;
-  const bool past_flip = prior_phase == "dual_write" || prior_phase == "finalizing" ||
-                         prior_phase == "rolling_back" || prior_phase == "finalized" ||
-                         prior_phase == "rolled_back";
-  if (prior_phase == "finalized" || prior_phase == "rolled_back") {
+  const auto prior = parsePhase(rec.phase);
+  if (!prior) {
+    return Status::refused("migration " + rec.id + " is in phase '" + rec.phase +
+                           "', which this stampmover does not know (written by a newer "
+                           "version?); run that version, or `stampmover cleanup` to start over");
+  }
+  const Phase prior_phase = *prior;
+  const bool past_flip = isPastFlip(prior_phase);
+  if (isTerminal(prior_phase)) {
     // Done. Its teardown is not run again: the tenant may be in another migration by now,
     // whose fence an unfence from here would lift.
-    spdlog::info("migration {} is already {}; nothing to do", rec.id, prior_phase);
-    report.flipped = prior_phase == "finalized";
-    report.finalized = prior_phase == "finalized";
-    report.rolled_back = prior_phase == "rolled_back";
+    spdlog::info("migration {} is already {}; nothing to do", rec.id, rec.phase);
+    report.flipped = prior_phase == Phase::kFinalized || prior_phase == Phase::kRolledBack;
+    report.finalized = prior_phase == Phase::kFinalized;
+    report.rolled_back = prior_phase == Phase::kRolledBack;
+    report.aborted = prior_phase == Phase::kAborted;
     return report;
   }
-  if (!past_flip) SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "catching_up", &sink));
+  // The phase machine: each step is persisted in the record (and mirrored to the control
+  // plane's migrations row once the board is open) before it is taken; illegal steps refuse.
+  std::optional<MigrationBoard> board;
+  PhaseMachine pm(prior_phase, [&](Phase, Phase to) -> Status {
+    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, std::string(phaseName(to)), &sink));
+    if (board) {
+      board->report(rec.tenant, o.copy.source.name, o.copy.destination.name,
+                    std::string(phaseName(to)))
+          .ignore();  // visibility only; the record and the routing directory hold the truth
+    }
+    return Status::ok();
+  });
+  const bool resume_abort = prior_phase == Phase::kAborting;
+  if (!past_flip && !resume_abort) SM_RETURN_IF_ERROR(pm.advance(Phase::kCatchingUp));
   auto t0 = std::chrono::steady_clock::now();
 
   CutoverSetup cs;
+  SM_ASSIGN_OR_RETURN(cs.ledger, Ledger::open(*store, rec.id,
+                                              o.cutover_auto || o.cutover_manual
+                                                  ? o.control_plane_dsn : std::string()));
+  // Records written before the ledger existed: their forward objects are recorded now
+  // (idempotent; the teardown drops only what exists).
+  SM_RETURN_IF_ERROR(cs.ledger->intend(forwardLedgerEntries(rec.slot_name)));
   Lsn reverse_start;
   const bool cutover = o.cutover_auto || o.cutover_manual;
-  std::optional<MigrationBoard> board;
+  if (resume_abort && !cutover) {
+    return Status::refused("migration " + rec.id + " stopped while rolling back before the flip; "
+                           "rerun it with --cutover and --control-plane-dsn to finish, or run "
+                           "`stampmover cleanup`");
+  }
   if (cutover) {
     if (o.control_plane_dsn.empty()) {
       return Status::refused("--cutover needs the routing directory: pass --control-plane-dsn");
@@ -769,7 +814,8 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     SM_RETURN_IF_ERROR(prepareCutover(o, rec, cs));
     SM_ASSIGN_OR_RETURN(auto b, MigrationBoard::open(o.control_plane_dsn));
     board = std::move(b);
-    SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "catching_up"));
+    SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name,
+                                     std::string(phaseName(pm.current()))));
   }
   // Liveness and operator requests, checked at every caught-up heartbeat.
   auto takeRequest = [&](const std::string& phase) -> Result<std::optional<std::string>> {
@@ -834,20 +880,16 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
         freeze_ready = true;
         SM_RETURN_IF_ERROR(common::failpoint("migrate.after_prepare_freeze"));
       }
-      CutoverContext ctx;
-      ctx.tenant = rec.tenant;
-      ctx.source_stamp = o.copy.source.name;
-      ctx.dest_stamp = o.copy.destination.name;
-      ctx.source = &cs.src;
-      ctx.destination = &cs.dst;
-      ctx.routes = cs.routes.get();
-      ctx.applier = &applier;
-      ctx.tables = cs.src_tables;
-      ctx.flip_shadow = o.copy.source.name;
-      ctx.drain = [&](std::chrono::steady_clock::time_point deadline) {
-        return forward.drain(applier, source, deadline);
-      };
+      CutoverContext ctx = buildCutoverContext(
+          CutoverDirection::kForward, o, rec, cs, applier,
+          [&](std::chrono::steady_clock::time_point deadline) {
+            return forward.drain(applier, source, deadline);
+          });
+      // Persisted before the freeze: from here until the record says otherwise the tenant may
+      // be on the destination (a kill right after the flip), and cleanup treats it so.
+      SM_RETURN_IF_ERROR(pm.advance(Phase::kFreezing));
       SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
+      if (!rep.flipped) SM_RETURN_IF_ERROR(pm.advance(Phase::kCatchingUp));
       spdlog::info("{}", formatCutoverReport(rep));
       report.cutovers.push_back(rep);
       if (rep.flipped) flipped_at = std::chrono::steady_clock::now();
@@ -859,32 +901,37 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                                                 : Result<std::optional<routing::RouteEntry>>(
                                                       std::optional<routing::RouteEntry>()));
   const bool already_flipped = entry_now && entry_now->stamp == o.copy.destination.name;
+  if (resume_abort) {
+    // A rollback before the flip that was interrupted: finish its teardown.
+    spdlog::warn("migration {}: the previous run stopped during its rollback before the flip; "
+                 "finishing it", rec.id);
+    SM_RETURN_IF_ERROR(abortMigration(o, rec, cs));
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kAborted));
+    report.aborted = true;
+    return report;
+  }
   if (cutover && past_flip) {
     // A finalize or rollback that began is finished, never resumed as a soak (its reverse slot
     // may already be dropped). A reverse flip that happened before the record said so shows in
     // the entry: the tenant is on the source again.
     const bool on_source = entry_now && entry_now->stamp == o.copy.source.name;
-    const bool rollback = prior_phase == "rolling_back" || (prior_phase == "dual_write" && on_source);
-    const bool finalize = prior_phase == "finalizing" ||
-                          (prior_phase == "dual_write" && already_flipped &&
+    const bool rollback = prior_phase == Phase::kRollingBack ||
+                          (prior_phase == Phase::kDualWrite && on_source);
+    const bool finalize = prior_phase == Phase::kFinalizing ||
+                          (prior_phase == Phase::kDualWrite && already_flipped &&
                            entry_now->state == routing::RouteState::kActive);
     if (rollback || finalize) {
       spdlog::warn("migration {}: the previous run stopped during its {}; finishing it", rec.id,
                    rollback ? "rollback" : "finalize");
       report.flipped = true;
-      SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, rollback ? "rolling_back" : "finalizing"));
+      SM_RETURN_IF_ERROR(pm.advance(rollback ? Phase::kRollingBack : Phase::kFinalizing));
       // When the flip happened is not known here (it may be a moment ago): wait routers out.
       SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(std::chrono::steady_clock::now())));
-      SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, rollback ? "rolled_back" : "finalized"));
+      SM_RETURN_IF_ERROR(pm.advance(rollback ? Phase::kRolledBack : Phase::kFinalized));
       report.rolled_back = rollback;
       report.finalized = !rollback;
       if (!rollback && o.purge_source) {
         SM_ASSIGN_OR_RETURN(report.purged_rows, purgeTenant(cs.src, cs.dst, cs.src_tables, rec.tenant));
-      }
-      if (board) {
-        board->report(rec.tenant, o.copy.source.name, o.copy.destination.name,
-                      rollback ? "rolled_back" : "finalized")
-            .ignore();  // visibility only; the routing directory holds the truth
       }
       return report;
     }
@@ -904,15 +951,15 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   }
   if (!cutover) return report;
   if (abort_requested) {
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kAborting));
     SM_RETURN_IF_ERROR(abortMigration(o, rec, cs));
-    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back", &sink));
-    if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "rolled_back").ignore();
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kAborted));
     report.aborted = true;
     return report;
   }
   report.flipped = true;
   SM_RETURN_IF_ERROR(common::failpoint("migrate.before_dual_write_record"));
-  SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "dual_write", &sink));
+  SM_RETURN_IF_ERROR(pm.advance(Phase::kDualWrite));
   if (already_flipped) {
     // Resuming the soak: the reverse slot must still be there. Recreating it would start the
     // reverse stream after the destination writes made since, and a later rollback would flip
@@ -931,8 +978,16 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     reverse_start = Lsn::parse(note.value_or("")).value_or(Lsn());
   }
   // The forward slot is no longer needed: it would only retain WAL on the source.
-  mover::dropSlotAndPublication(cs.src, rec.slot_name, rec.publication_name)
-      .ignore();  // best effort here; finalize drops it again by name
+  for (const auto& e : forwardLedgerEntries(rec.slot_name)) {
+    if (e.server != LedgerServer::kSource) continue;  // the origin goes with the teardown
+    Status dropped = dropLedgerObject(e, teardownTargets(o, rec, cs, {}), rec.id);
+    if (dropped.isOk()) {
+      cs.ledger->erase(e).ignore();  // best effort: the teardown erases it again
+    } else {
+      spdlog::warn("dropping the forward {}: {} (the teardown retries)", ledgerKindName(e.kind),
+                   dropped.message());
+    }
+  }
 
   // Dual-write soak: the destination serves; the reverse stream keeps the source exact.
   StreamSpec rev{"reverse", o.copy.destination, o.copy.source, reverseName(rec.slot_name),
@@ -951,21 +1006,11 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     if (req && *req == "finalize_purge") purge = true;
     if (!want_rollback) return (req && req->rfind("finalize", 0) == 0) || soaked;  // finalize follows
     // Rollback during the soak: the same cutover, backwards.
-    CutoverContext ctx;
-    ctx.tenant = rec.tenant;
-    ctx.source_stamp = o.copy.destination.name;
-    ctx.dest_stamp = o.copy.source.name;
-    ctx.source = &cs.dst;
-    ctx.destination = &cs.src;
-    ctx.routes = cs.routes.get();
-    ctx.applier = &applier;
-    ctx.tables = cs.dst_tables;
-    ctx.expected_state = routing::RouteState::kDualWrite;
-    ctx.flip_state = routing::RouteState::kActive;
-    ctx.flip_shadow = std::nullopt;
-    ctx.drain = [&](std::chrono::steady_clock::time_point deadline) {
-      return reverse.drain(applier, source, deadline);
-    };
+    CutoverContext ctx = buildCutoverContext(
+        CutoverDirection::kReverse, o, rec, cs, applier,
+        [&](std::chrono::steady_clock::time_point deadline) {
+          return reverse.drain(applier, source, deadline);
+        });
     SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
     spdlog::info("rollback {}", formatCutoverReport(rep));
     report.rollbacks.push_back(rep);
@@ -982,21 +1027,19 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   if (report.rolled_back) {
     // Back on the source: drop everything the migration created; the source is unfenced.
     // Recorded first, so a rerun finishes this teardown (see prior_phase above).
-    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolling_back"));
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kRollingBack));
     SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(reverse_flipped_at)));
-    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "rolled_back"));
-    if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "rolled_back").ignore();
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kRolledBack));
     return report;
   }
   if (o.finalize || o.cutover_manual) {
-    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalizing"));
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kFinalizing));
     SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(flipped_at)));
-    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, "finalized"));
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kFinalized));
     report.finalized = true;
     if (purge) {
       SM_ASSIGN_OR_RETURN(report.purged_rows, purgeTenant(cs.src, cs.dst, cs.src_tables, rec.tenant));
     }
-    if (board) board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "finalized").ignore();
   }
   return report;
 }

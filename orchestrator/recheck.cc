@@ -23,10 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double msSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
 using KeyList = std::vector<const std::vector<PgParam>*>;
 
 // One array literal per primary-key column of `keys` ($1..$n), and the unnest() of them.

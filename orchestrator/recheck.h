@@ -6,6 +6,7 @@
 // a user-defined type whose domain must be resolved).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,6 +17,11 @@
 #include "mover/pg_applier.h"
 
 namespace stampmover::orch {
+
+// Milliseconds of the steady clock since `t0` (the cutover's and the re-check's timings).
+inline double msSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // Compares the rows whose keys the applier touched, on both sides, by primary key; a table
 // flagged whole (a TRUNCATE) or an overflowed set compares the tenant's whole table by digest.
