@@ -8,6 +8,7 @@
 #include "common/tenant_key.h"
 #include "orchestrator/control_plane.h"
 #include "orchestrator/copy_job.h"
+#include "orchestrator/ledger.h"
 
 using stampmover::common::Result;
 using stampmover::common::Status;
@@ -139,5 +140,23 @@ Status runBoardStatus(const std::string& control_plane_dsn, const std::string& r
     if (tenant.empty() || r.tenant == tenant) shown.push_back(r);
   }
   std::fputs(stampmover::orch::formatMigrationRows(shown).c_str(), stdout);
+  // Each migration's ledger as the worker mirrored it: what it still has on which server.
+  if (!shown.empty()) {
+    SM_ASSIGN_OR_RETURN(auto cp, stampmover::common::PgConnection::connect(control_plane_dsn,
+                                                                           "control plane"));
+    for (const auto& r : shown) {
+      const std::string id =
+          stampmover::mover::migrationId(r.tenant, r.source_stamp, r.destination_stamp);
+      SM_ASSIGN_OR_RETURN(auto entries, stampmover::orch::mirroredLedger(cp, id));
+      std::printf("ledger of %s: %s\n", id.c_str(),
+                  entries.empty() ? "empty" : (std::to_string(entries.size()) + " object(s)").c_str());
+      for (const auto& e : entries) {
+        std::printf("  %s\n", stampmover::orch::describeLedgerEntry(
+                                   e, "source stamp '" + r.source_stamp + "'",
+                                   "destination stamp '" + r.destination_stamp + "'")
+                                   .c_str());
+      }
+    }
+  }
   return Status::ok();
 }

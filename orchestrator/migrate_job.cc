@@ -1097,6 +1097,18 @@ Result<std::string> readStatus(const std::string& state_dir, const std::string& 
   for (const auto& r : recs) {
     if (!tenant.empty() && r.tenant != tenant) continue;
     out += "migration " + r.id + ": phase " + r.phase + ", slot " + r.slot_name + "\n";
+    // The ledger: every server-side object of the migration that is not verifiably gone.
+    SM_ASSIGN_OR_RETURN(auto ledger_rows, store->loadLedger(r.id));
+    out += "  ledger: " + (ledger_rows.empty() ? std::string("empty (nothing left on any server)")
+                                               : std::to_string(ledger_rows.size()) + " object(s)") +
+           "\n";
+    for (const auto& [key, value] : ledger_rows) {
+      auto e = decodeLedgerEntry(value);
+      out += "    " + (e ? describeLedgerEntry(*e, "source stamp '" + r.source + "'",
+                                               "destination stamp '" + r.destination + "'")
+                         : "unreadable entry " + key + ": " + e.status().message()) +
+             "\n";
+    }
     SM_ASSIGN_OR_RETURN(auto pos, store->loadStreamPosition(r.id, "forward"));
     if (pos) out += "  checkpoint: " + pos->lsn.toString() + "\n";
     for (const char* stream : {"status", "status_reverse"}) {

@@ -88,6 +88,13 @@ TEST(CatchUp, FollowsConcurrentWriterToIdenticalTenant) {
   EXPECT_EQ(st.exit_code, 0) << st.err;
   EXPECT_NE(st.out.find("phase catching_up"), std::string::npos) << st.out;
   EXPECT_NE(st.out.find("apply rate"), std::string::npos) << st.out;
+  // The ledger: what the migration has on each stamp (publication and slot on the source, the
+  // stream's origin on the destination), as the state directory records it.
+  EXPECT_NE(st.out.find("ledger: 3 object(s)"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("replication slot " + name + " on source stamp"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("publication " + name + " on source stamp"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("replication origin " + name + " on destination stamp"), std::string::npos)
+      << st.out;
 }
 
 TEST(CatchUp, DroppedSlotIsAClearError) {

@@ -304,9 +304,23 @@ TEST(Cutover, ManualCutoverThenFinalizeWithPurge) {
   EXPECT_EQ(st.exit_code, 0) << st.err;
   EXPECT_NE(st.out.find("dual_write"), std::string::npos) << st.out;
   EXPECT_NE(st.out.find(" ms"), std::string::npos) << "last window shown: " << st.out;
+  // The ledger as the control plane mirrors it: in dual_write the reverse stream's objects and
+  // both fence references are there; the forward slot was dropped at the flip.
+  const std::string name = stampmover::mover::replicationNameForTenant("42", e->db);
+  EXPECT_NE(st.out.find("reverse replication slot " + name + "_r on destination stamp"),
+            std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("fence reference"), std::string::npos) << st.out;
+  EXPECT_EQ(st.out.find("replication slot " + name + " on source stamp"), std::string::npos)
+      << st.out;
   auto f = runStampmover({"finalize", "--tenant", "42", "--purge-source", "--control-plane-dsn", cp});
   ASSERT_EQ(f.exit_code, 0) << f.err << readLog(log);
   EXPECT_EQ(child.wait(), 0) << readLog(log);
+  auto after = runStampmover({"status", "--control-plane-dsn", cp, "--tenant", "42", "--state-dir",
+                              e->state.path() + "/none"});
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_NE(after.out.find("ledger of "), std::string::npos) << after.out;
+  EXPECT_NE(after.out.find(": empty"), std::string::npos) << "ledger after finalize: " << after.out;
+  EXPECT_EQ(after.out.find("object(s)"), std::string::npos) << "ledger after finalize: " << after.out;
   for (const auto& [table, order] : kDemoTenantTables) {
     EXPECT_EQ(scalar(e->src, std::string("SELECT count(*) FROM ") + table + " WHERE tenant_id = 42"), "0")
         << "purged from the source: " << table;
