@@ -26,6 +26,7 @@
 
 #include "harness/loadgen.h"
 #include "harness/seed.h"
+#include "mover/checkpoint_store.h"
 #include "mover/source_setup.h"
 #include "routing/routing_directory.h"
 #include "tests/support/direct_writer.h"
@@ -185,6 +186,40 @@ void expectNothingLeft(PgConnection& c, const char* side, const std::string& sou
   if (scalar(c, "SELECT to_regclass('stampmover.fence_users') IS NOT NULL") == "t") {
     EXPECT_EQ(scalar(c, "SELECT count(*) FROM stampmover.fence_users"), "0") << side << ": fence users";
   }
+  // With no user left the fence's own objects go too (mover/fence.h, releaseFence).
+  EXPECT_EQ(scalar(c, "SELECT string_agg(c.oid::regclass::text, ',') FROM pg_class c JOIN pg_namespace n "
+                      "ON n.oid = c.relnamespace WHERE n.nspname = 'stampmover' AND c.relname IN "
+                      "('fence', 'fence_users')"),
+            "")
+      << side << ": fence tables";
+}
+
+// The migration's ledger is empty once it finalized or rolled back: in the worker's state
+// directory, in the control plane's mirror, and as `stampmover status` shows it; the record's
+// phase is the terminal one.
+void expectLedgerEmpty(const Env& e, const std::string& state_dir, const std::string& tenant,
+                       bool rolled_back) {
+  const std::string id = stampmover::mover::migrationId(tenant, e.src_name, e.dst_name);
+  {
+    auto store = stampmover::mover::openRocksDbCheckpointStore({state_dir, false, true});
+    ASSERT_TRUE(store) << store.status().message();
+    auto rec = (*store)->loadMigration(id);
+    ASSERT_TRUE(rec && rec->has_value()) << "no record of " << id;
+    EXPECT_EQ((*rec)->phase, rolled_back ? "rolled_back" : "finalized");
+    auto ledger = (*store)->loadLedger(id);
+    ASSERT_TRUE(ledger) << ledger.status().message();
+    std::string left;
+    for (const auto& [key, value] : *ledger) left += key + " ";
+    EXPECT_EQ(left, "") << "ledger of " << id << " in the state directory";
+  }
+  PgConnection cp = connectOrDie(e.cp_dsn);
+  EXPECT_EQ(scalar(cp, "SELECT count(*) FROM stampmover_routing.migration_ledger WHERE "
+                       "migration_id = $1", {id}),
+            "0")
+      << "ledger of " << id << " mirrored in the control plane";
+  auto st = runStampmover({"status", "--tenant", tenant, "--state-dir", state_dir});
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("ledger: empty"), std::string::npos) << st.out;
 }
 
 // A write of the tenant succeeds on `c` within the fence TTL (plus a margin).
@@ -317,6 +352,7 @@ void runChaos(KillAt how, const Plan& p) {
   checkEnd(*e, w, "42", p.rollback, others_src, others_dst, {"42"}, 900'000'001);
   expectNothingLeft(e->src, "source", e->db);
   expectNothingLeft(e->dst, "destination", e->db);
+  expectLedgerEmpty(*e, state.path(), "42", p.rollback);
 }
 
 struct FailpointCase {
@@ -456,6 +492,8 @@ TEST(Chaos, TwoConcurrentMigrationsFromOneSource) {
   expectNothingLeft(e->dst, "destination", e->db, "42");
   expectNothingLeft(e->src, "source", e->db, "2");
   expectNothingLeft(e->dst, "destination", e->db, "2");
+  expectLedgerEmpty(*e, state_a.path(), "42", false);
+  expectLedgerEmpty(*e, state_b.path(), "2", false);
 }
 
 namespace {
