@@ -15,6 +15,7 @@
 #include "mover/progress.h"
 #include "mover/fence.h"
 #include "mover/source_setup.h"
+#include "common/failpoint.h"
 #include "orchestrator/ledger.h"
 #include "orchestrator/phase.h"
 #include "routing/routing_directory.h"
@@ -54,7 +55,7 @@ Status saveRecord(mover::CheckpointStore& store, MigrationRecord& rec, const cha
   b.putMigration(rec);
   SM_RETURN_IF_ERROR(store.write(b));
   spdlog::info("migration {}: phase {}", rec.id, rec.phase);
-  return Status::ok();
+  return common::failpoint("phase." + rec.phase);  // a phase boundary (see phase.h)
 }
 
 struct Conns {
@@ -420,6 +421,7 @@ Result<CopyJobResult> runCopyJob(const CopyJobOptions& o, const std::atomic<bool
       SM_RETURN_IF_ERROR(ledger->intend(forwardLedgerEntries(rec.slot_name), &with));
       spdlog::info("migration {}: phase {}", rec.id, rec.phase);
     }
+    SM_RETURN_IF_ERROR(common::failpoint("phase.starting"));
     Status st = mover::createTenantPublication(c.src, rec.publication_name, result.preflight.tables,
                                                tenant.text());
     if (!st.isOk()) {

@@ -787,7 +787,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                     std::string(phaseName(to)))
           .ignore();  // visibility only; the record and the routing directory hold the truth
     }
-    return Status::ok();
+    return common::failpoint("phase." + std::string(phaseName(to)));  // a phase boundary
   });
   const bool resume_abort = prior_phase == Phase::kAborting;
   if (!past_flip && !resume_abort) SM_RETURN_IF_ERROR(pm.advance(Phase::kCatchingUp));

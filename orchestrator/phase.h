@@ -45,6 +45,9 @@ bool isLegalTransition(Phase from, Phase to);
 // OK, or kRefused naming both phases.
 common::Status checkTransition(Phase from, Phase to);
 
+// Every phase boundary is a failpoint (common/failpoint.h) named "phase.<name>" ("phase.freezing",
+// ...), passed right after the new phase was persisted: the chaos suite kills the worker there.
+
 // Holds the current phase and persists every step before taking it. Not thread-safe.
 class PhaseMachine {
  public:

@@ -1,9 +1,10 @@
 // Chaos suite (issue 11): the worker is killed (SIGKILL) at every failpoint of the migration —
-// inside the cutover window, around it, at each teardown step, in the reverse cutover of a
-// rollback — and at random moments, under two writers: an application writing through the
-// routing directory (harness::Loadgen: retries while frozen or fenced, logs every acknowledged
-// write) and a writer straight at the source (tests/support/direct_writer.h, with REPEATABLE
-// READ transactions that read first and write later). Then migrate is rerun with the same
+// at every phase boundary (phase.<name>), inside the cutover window, around it, at each
+// teardown step, in the reverse cutover of a rollback — and at random moments, under two
+// writers: an application writing through the routing directory (harness::Loadgen: retries
+// while frozen or fenced, logs every acknowledged write) and a writer straight at the source
+// (tests/support/direct_writer.h, with REPEATABLE READ transactions that read first and write
+// later). Then migrate is rerun with the same
 // arguments to completion, and the checks are independent of stampmover's code:
 //   - 0 acknowledged writes lost: each is on the stamp that serves the tenant at the end;
 //   - tenant 42 identical on both stamps (ordered SELECT t::text of every table; the routed
@@ -407,6 +408,23 @@ INSTANTIATE_TEST_SUITE_P(
                       FailpointCase{"teardown.after_reverse_slot", true},
                       FailpointCase{"teardown.after_origins", true},
                       FailpointCase{"teardown.after_unfence", true}),
+    caseName);
+// Every phase boundary: killed right after the new phase was persisted (before anything of
+// that phase ran); the copy's phases, each step of a finalize and of a rollback, and after the
+// terminal phase (the rerun has nothing to do).
+INSTANTIATE_TEST_SUITE_P(
+    Phases, ChaosFailpoint,
+    ::testing::Values(FailpointCase{"phase.starting", false},
+                      FailpointCase{"phase.copying", false},
+                      FailpointCase{"phase.copied", false},
+                      FailpointCase{"phase.catching_up", false},
+                      FailpointCase{"phase.freezing", false},
+                      FailpointCase{"phase.dual_write", false},
+                      FailpointCase{"phase.finalizing", false},
+                      FailpointCase{"phase.finalized", false},
+                      FailpointCase{"phase.dual_write", true},
+                      FailpointCase{"phase.rolling_back", true},
+                      FailpointCase{"phase.rolled_back", true}),
     caseName);
 INSTANTIATE_TEST_SUITE_P(
     Reverse, ChaosFailpoint,
