@@ -78,8 +78,11 @@ struct StreamSpec {
   mover::TxnStatementsFn commit_statements{};
 };
 
-// Called after each caught-up heartbeat; returns true to end the session.
-using CaughtUpHook = std::function<Result<bool>(mover::PgApplier&, cdc::PgoutputSource&)>;
+// What a stream does after a caught-up heartbeat: keep following, end (committed, flushed and
+// checkpointed), or hand control back to runMigrate's phase machine with the session still
+// open (a cutover runs outside the stream loop, then the stream resumes or finishes).
+enum class CaughtUp { kContinue, kStop, kYield };
+using CaughtUpHook = std::function<Result<CaughtUp>(mover::PgApplier&)>;
 
 struct Streamer {
   const MigrateOptions& o;
@@ -321,61 +324,81 @@ struct Streamer {
           report.caught_up = true;
           report.last_lag_seconds = lag_ms / 1e3;
           since_seq = hb_seen;  // the next check needs a newer heartbeat
-          SM_ASSIGN_OR_RETURN(bool stop, on_caught_up(applier, source));
-          if (stop) {
-            SM_RETURN_IF_ERROR(applier.commitPending());
-            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-            while (std::chrono::steady_clock::now() < deadline) {
-              SM_ASSIGN_OR_RETURN(Lsn durable, applier.durableLsn());
-              if (durable >= applier.committedLsn()) break;
-              std::this_thread::sleep_for(std::chrono::milliseconds(5));
-            }
-            return checkpoint(applier, source);
+          SM_ASSIGN_OR_RETURN(CaughtUp next, on_caught_up(applier));
+          if (next == CaughtUp::kYield) {
+            yielded = true;
+            return Status::ok();
           }
+          if (next == CaughtUp::kStop) return finish(applier, source);
         }
       }
     }
   }
 
-  // Connects and runs sessions until done, reconnecting retryable failures with jittered
-  // exponential backoff.
+  // The end of a stream: everything applied committed and flushed, then checkpointed.
+  Status finish(mover::PgApplier& applier, cdc::PgoutputSource& source) {
+    SM_RETURN_IF_ERROR(applier.commitPending());
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      SM_ASSIGN_OR_RETURN(Lsn durable, applier.durableLsn());
+      if (durable >= applier.committedLsn()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return checkpoint(applier, source);
+  }
+
+  // The open session after run() yielded (null otherwise): the caller's step (a cutover) drains
+  // through them.
+  mover::PgApplier* liveApplier() { return live_applier_.get(); }
+  cdc::PgoutputSource* liveSource() { return live_src_.get(); }
+  // After a yield: ends the stream as kStop would have (see finish()) and closes the session.
+  Status finishLive() {
+    Status st = live_applier_ && live_src_ ? finish(*live_applier_, *live_src_) : Status::ok();
+    closeLive();
+    return st;
+  }
+  // After a yield: the caller's step failed with `st`; the next run() handles it as a failure
+  // of the session (a retryable one reconnects with backoff, as if it happened inside).
+  void failLive(Status st) { pending_ = std::move(st); }
+  // Closes the session, keeping what the next applier carries on.
+  void closeLive() {
+    live_src_.reset();
+    if (live_applier_) {
+      // Kept for the next applier (more keys than committed is only more re-checking).
+      carried_touched = live_applier_->takeTouched();
+      const auto& s = live_applier_->stats();
+      totals.changes += s.changes;
+      totals.transactions += s.transactions;
+      totals.toast_repairs += s.toast_repairs;
+      upsert_through = std::max(upsert_through, live_applier_->conflictThrough());
+      live_applier_.reset();
+    }
+  }
+
+  // Connects and runs sessions until the stream ends (OK, session closed), the hook yields
+  // (OK, `yielded`, session left open for the caller, resumed by the next run()), or a
+  // non-retryable error; retryable failures reconnect with jittered exponential backoff.
   Status run() {
+    yielded = false;
     std::mt19937_64 rng(std::random_device{}());
     auto backoff = std::chrono::milliseconds(100);
     auto failing_since = std::chrono::steady_clock::time_point{};
     for (;;) {
-      mover::ApplierOptions ao;
-      ao.dest_dsn = spec.to.dsn;
-      ao.dest_label = spec.to.label;
-      ao.source_dsn = spec.from.dsn;
-      ao.source_label = spec.from.label;
-      ao.origin_name = spec.origin;
-      ao.skip_origin = spec.skip_origin;
-      ao.tenant = rec.tenant;
-      ao.tenant_columns = o.copy.tenant_columns;
-      ao.max_batch_changes = o.max_batch_changes;
-      ao.max_batch_age = o.max_batch_age;
-      ao.track_touched = spec.track_touched;
-      ao.heartbeat_identity = hb_identity;
-      ao.upsert_through = upsert_through;
-      ao.commit_statements = spec.commit_statements;
       Status st;
-      auto applier = mover::PgApplier::open(ao);
-      if (!applier) {
-        st = applier.status();
+      if (live_applier_ && live_src_) {
+        // Resuming after a yield.
+        st = pending_.isOk() ? session(*live_applier_, *live_src_) : pending_;
+        pending_ = Status::ok();
+        if (st.isOk() && yielded) return st;
+        closeLive();
+        if (st.isOk() || st.errorClass() != common::ErrorClass::kRetryable) return st;
       } else {
-        (*applier)->restoreTouched(std::move(carried_touched));
-        carried_touched = mover::TouchedKeys();
-        st = connectAndRun(**applier);
-        // Kept for the next applier (more keys than committed is only more re-checking).
-        carried_touched = (*applier)->takeTouched();
-        const auto& s = (*applier)->stats();
-        totals.changes += s.changes;
-        totals.transactions += s.transactions;
-        totals.toast_repairs += s.toast_repairs;
-        upsert_through = std::max(upsert_through, (*applier)->conflictThrough());
+        closeLive();
+        st = connectOnce();
+        if (st.isOk() && yielded) return st;
+        closeLive();
+        if (st.isOk() || st.errorClass() != common::ErrorClass::kRetryable) return st;
       }
-      if (st.isOk() || st.errorClass() != common::ErrorClass::kRetryable) return st;
       auto now = std::chrono::steady_clock::now();
       if (failing_since == std::chrono::steady_clock::time_point{}) failing_since = now;
       if (o.give_up_after.count() > 0 && now - failing_since > o.give_up_after) {
@@ -397,6 +420,31 @@ struct Streamer {
         connected_once_ = false;
       }
     }
+  }
+
+  // Opens an applier and a session and runs it (see run()).
+  Status connectOnce() {
+    mover::ApplierOptions ao;
+    ao.dest_dsn = spec.to.dsn;
+    ao.dest_label = spec.to.label;
+    ao.source_dsn = spec.from.dsn;
+    ao.source_label = spec.from.label;
+    ao.origin_name = spec.origin;
+    ao.skip_origin = spec.skip_origin;
+    ao.tenant = rec.tenant;
+    ao.tenant_columns = o.copy.tenant_columns;
+    ao.max_batch_changes = o.max_batch_changes;
+    ao.max_batch_age = o.max_batch_age;
+    ao.track_touched = spec.track_touched;
+    ao.heartbeat_identity = hb_identity;
+    ao.upsert_through = upsert_through;
+    ao.commit_statements = spec.commit_statements;
+    auto applier = mover::PgApplier::open(ao);
+    if (!applier) return applier.status();
+    live_applier_ = std::move(*applier);
+    live_applier_->restoreTouched(std::move(carried_touched));
+    carried_touched = mover::TouchedKeys();
+    return connectAndRun(*live_applier_);
   }
 
   // The slot's confirmed position is what we acknowledged, which never passes what the
@@ -429,8 +477,11 @@ struct Streamer {
         rec.tenant + " --purge-destination` with the same --from/--to, then migrate again");
   }
 
-  std::unique_ptr<cdc::PgoutputSource>* live_source = nullptr;
   bool connected_once_ = false;
+  bool yielded = false;  // the last run() returned at a kYield, session open
+  std::unique_ptr<mover::PgApplier> live_applier_;
+  std::unique_ptr<cdc::PgoutputSource> live_src_;
+  Status pending_ = Status::ok();  // failLive()
 
   Status connectAndRun(mover::PgApplier& applier) {
     SM_ASSIGN_OR_RETURN(Lsn origin, applier.originProgress());
@@ -465,7 +516,8 @@ struct Streamer {
     }
     connected_once_ = true;
     spdlog::info("{} stream: slot {} from {}", spec.name, spec.slot, start.toString());
-    return session(applier, **src);
+    live_src_ = std::move(*src);
+    return session(applier, *live_src_);
   }
 };
 
@@ -857,46 +909,54 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   };
   if (cutover) forward.prune_touched = pruner(cs.src, cs.dst, cs.src_tables, "forward");
   if (o.until_caught_up || cutover) {
-    forward.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
-      if (!cutover) return true;
+    // Only decides; the attempt itself is the freezing step below, outside the stream loop.
+    forward.on_caught_up = [&](mover::PgApplier&) -> Result<CaughtUp> {
+      if (!cutover) return CaughtUp::kStop;
       SM_ASSIGN_OR_RETURN(auto req, takeRequest("catching_up"));
       if (req && *req == "rollback") {
         abort_requested = true;
-        return true;
+        return CaughtUp::kStop;
       }
       if (req && *req == "cutover") cutover_requested = true;  // kept while the comparison runs
-      if (o.cutover_manual && !cutover_requested) return false;  // keep following
+      if (o.cutover_manual && !cutover_requested) return CaughtUp::kContinue;
       SM_ASSIGN_OR_RETURN(bool verified, pre_verify.poll(o, rec, cancel, report));
-      if (!verified) return false;  // keep following until the comparison has passed
+      if (!verified) return CaughtUp::kContinue;  // until the comparison has passed
       if (report.cutovers.size() >= o.cutover_attempts) {
         // Terminal for this run (not a connection problem to retry here): rerun to try again.
         return Status::refused("cutover did not succeed in " + std::to_string(o.cutover_attempts) +
                                " attempts (see the reasons above); the tenant stays on the source, "
                                "unfrozen; rerun migrate to try again");
       }
-      if (!freeze_ready) {
-        SM_RETURN_IF_ERROR(common::failpoint("migrate.before_prepare_freeze"));
-        SM_ASSIGN_OR_RETURN(reverse_start, prepareFreeze(o, rec, cs, *store));
-        freeze_ready = true;
-        SM_RETURN_IF_ERROR(common::failpoint("migrate.after_prepare_freeze"));
-      }
-      CutoverContext ctx = buildCutoverContext(
-          CutoverDirection::kForward, o, rec, cs, applier,
-          [&](std::chrono::steady_clock::time_point deadline) {
-            return forward.drain(applier, source, deadline);
-          });
-      // Persisted before the freeze: from here until the record says otherwise the tenant may
-      // be on the destination (a kill right after the flip), and cleanup treats it so.
-      SM_RETURN_IF_ERROR(pm.advance(Phase::kFreezing));
-      SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
-      if (!rep.flipped) SM_RETURN_IF_ERROR(pm.advance(Phase::kCatchingUp));
-      spdlog::info("{}", formatCutoverReport(rep));
-      report.cutovers.push_back(rep);
-      if (rep.flipped) flipped_at = std::chrono::steady_clock::now();
-      recordWindow(rep, rep.flipped ? "dual_write" : "catching_up");
-      return rep.flipped;
+      return CaughtUp::kYield;
     };
   }
+  // The freezing step: one forward cutover attempt through the forward stream's open session.
+  // Returns whether it flipped; catching_up again when it rolled back.
+  auto freezingStep = [&]() -> Result<bool> {
+    if (!freeze_ready) {
+      SM_RETURN_IF_ERROR(common::failpoint("migrate.before_prepare_freeze"));
+      SM_ASSIGN_OR_RETURN(reverse_start, prepareFreeze(o, rec, cs, *store));
+      freeze_ready = true;
+      SM_RETURN_IF_ERROR(common::failpoint("migrate.after_prepare_freeze"));
+    }
+    mover::PgApplier& applier = *forward.liveApplier();
+    cdc::PgoutputSource& source = *forward.liveSource();
+    CutoverContext ctx = buildCutoverContext(
+        CutoverDirection::kForward, o, rec, cs, applier,
+        [&](std::chrono::steady_clock::time_point deadline) {
+          return forward.drain(applier, source, deadline);
+        });
+    // Persisted before the freeze: from here until the record says otherwise the tenant may
+    // be on the destination (a kill right after the flip), and cleanup treats it so.
+    SM_RETURN_IF_ERROR(pm.advance(Phase::kFreezing));
+    SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
+    if (!rep.flipped) SM_RETURN_IF_ERROR(pm.advance(Phase::kCatchingUp));
+    spdlog::info("{}", formatCutoverReport(rep));
+    report.cutovers.push_back(rep);
+    if (rep.flipped) flipped_at = std::chrono::steady_clock::now();
+    recordWindow(rep, rep.flipped ? "dual_write" : "catching_up");
+    return rep.flipped;
+  };
   SM_ASSIGN_OR_RETURN(auto entry_now, cs.routes ? cs.routes->get(rec.tenant)
                                                 : Result<std::optional<routing::RouteEntry>>(
                                                       std::optional<routing::RouteEntry>()));
@@ -939,7 +999,27 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   if (already_flipped && board) {
     SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "dual_write"));
   }
-  Status st = already_flipped ? Status::ok() : forward.run();
+  // Catching up, and freezing each time the stream yields for an attempt; the stream's session
+  // stays open across an attempt that rolled back.
+  Status st = Status::ok();
+  while (!already_flipped) {
+    st = forward.run();
+    if (!st.isOk() || !forward.yielded) break;
+    Result<bool> flipped = freezingStep();
+    if (!flipped) {
+      if (flipped.status().errorClass() != common::ErrorClass::kRetryable) {
+        forward.closeLive();
+        st = flipped.status();
+        break;
+      }
+      forward.failLive(flipped.status());  // reconnects with backoff, as inside the stream
+      continue;
+    }
+    if (*flipped) {
+      st = forward.finishLive();
+      break;
+    }
+  }
   report.changes = forward.totals.changes;
   report.transactions = forward.totals.transactions;
   report.toast_repairs = forward.totals.toast_repairs;
@@ -999,13 +1079,20 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   reverse.prune_touched = pruner(cs.dst, cs.src, cs.dst_tables, "reverse");
   const auto soak_end = std::chrono::steady_clock::now() + o.soak;
   bool purge = o.purge_source;
-  reverse.on_caught_up = [&](mover::PgApplier& applier, cdc::PgoutputSource& source) -> Result<bool> {
+  // Only decides: finalize follows a stop; a rollback is the reverse cutover step below.
+  reverse.on_caught_up = [&](mover::PgApplier&) -> Result<CaughtUp> {
     SM_ASSIGN_OR_RETURN(auto req, takeRequest("dual_write"));
     const bool soaked = !o.cutover_manual && std::chrono::steady_clock::now() >= soak_end;
     const bool want_rollback = (req && *req == "rollback") || (soaked && o.rollback_after_soak);
     if (req && *req == "finalize_purge") purge = true;
-    if (!want_rollback) return (req && req->rfind("finalize", 0) == 0) || soaked;  // finalize follows
-    // Rollback during the soak: the same cutover, backwards.
+    if (want_rollback) return CaughtUp::kYield;
+    return (req && req->rfind("finalize", 0) == 0) || soaked ? CaughtUp::kStop : CaughtUp::kContinue;
+  };
+  // Rollback during the soak: the same cutover, backwards, through the reverse stream's open
+  // session. Returns whether the stream is done (flipped back, or out of attempts).
+  auto reverseCutoverStep = [&]() -> Result<bool> {
+    mover::PgApplier& applier = *reverse.liveApplier();
+    cdc::PgoutputSource& source = *reverse.liveSource();
     CutoverContext ctx = buildCutoverContext(
         CutoverDirection::kReverse, o, rec, cs, applier,
         [&](std::chrono::steady_clock::time_point deadline) {
@@ -1021,7 +1108,24 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     }
     return rep.flipped || report.rollbacks.size() >= o.cutover_attempts;
   };
-  st = reverse.run();
+  for (;;) {
+    st = reverse.run();
+    if (!st.isOk() || !reverse.yielded) break;
+    Result<bool> done = reverseCutoverStep();
+    if (!done) {
+      if (done.status().errorClass() != common::ErrorClass::kRetryable) {
+        reverse.closeLive();
+        st = done.status();
+        break;
+      }
+      reverse.failLive(done.status());  // reconnects with backoff, as inside the stream
+      continue;
+    }
+    if (*done) {
+      st = reverse.finishLive();
+      break;
+    }
+  }
   report.reverse_changes = reverse.totals.changes;
   if (!st.isOk()) return st;
   if (report.rolled_back) {
