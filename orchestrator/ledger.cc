@@ -246,13 +246,38 @@ bool Ledger::contains(const LedgerEntry& entry) const {
   return all && std::find(all->begin(), all->end(), entry) != all->end();
 }
 
-Status dropLedgerObject(const LedgerEntry& e, const TeardownTargets& t,
-                        const std::string& migration_id) {
-  if (e.kind == LedgerKind::kRoutingEntry || e.kind == LedgerKind::kControlPlaneRow) {
-    return Status::ok();  // settled by teardown(), never deleted
+Result<bool> ledgerObjectExists(const LedgerEntry& e, PgConnection& c,
+                                const std::string& migration_id) {
+  auto isTrue = [&](const std::string& sql) -> Result<bool> {
+    SM_ASSIGN_OR_RETURN(auto v, c.queryValue(sql, {e.name}));
+    return v.value_or("f") == "t";
+  };
+  switch (e.kind) {
+    case LedgerKind::kSlot:
+    case LedgerKind::kReverseSlot:
+      return mover::slotExists(c, e.name);
+    case LedgerKind::kPublication:
+    case LedgerKind::kReversePublication:
+      return mover::publicationExists(c, e.name);
+    case LedgerKind::kOrigin:
+    case LedgerKind::kReverseOrigin:
+      return isTrue("SELECT pg_replication_origin_oid($1) IS NOT NULL");
+    case LedgerKind::kStagingTable:
+      return isTrue("SELECT to_regclass($1) IS NOT NULL");
+    case LedgerKind::kFenceRef: {
+      SM_ASSIGN_OR_RETURN(auto users, mover::fenceUsers(c));
+      return std::find(users.begin(), users.end(), migration_id) != users.end();
+    }
+    default:
+      return false;
   }
-  PgConnection* c = connFor(e.server, t);
-  if (c == nullptr) return Status::refused("no connection to the " + std::string(ledgerServerName(e.server)));
+}
+
+namespace {
+
+// Drops the object (idempotent: absent is success); dropLedgerObject() verifies afterwards.
+Status dropOnly(const LedgerEntry& e, const TeardownTargets& t, const std::string& migration_id,
+                PgConnection* c) {
   switch (e.kind) {
     case LedgerKind::kSlot:
     case LedgerKind::kReverseSlot:
@@ -273,6 +298,25 @@ Status dropLedgerObject(const LedgerEntry& e, const TeardownTargets& t,
     default:
       return Status::ok();
   }
+}
+
+}  // namespace
+
+Status dropLedgerObject(const LedgerEntry& e, const TeardownTargets& t,
+                        const std::string& migration_id) {
+  if (e.kind == LedgerKind::kRoutingEntry || e.kind == LedgerKind::kControlPlaneRow) {
+    return Status::ok();  // settled by teardown(), never deleted
+  }
+  PgConnection* c = connFor(e.server, t);
+  if (c == nullptr) return Status::refused("no connection to the " + std::string(ledgerServerName(e.server)));
+  SM_RETURN_IF_ERROR(dropOnly(e, t, migration_id, c));
+  // Verifiably gone before the caller erases the entry.
+  SM_ASSIGN_OR_RETURN(bool still, ledgerObjectExists(e, *c, migration_id));
+  if (still) {
+    return Status::retryable(describeLedgerEntry(e, "source", "destination") +
+                             " still exists after it was dropped; rerun to finish the teardown");
+  }
+  return Status::ok();
 }
 
 Result<TeardownReport> teardown(Ledger& ledger, const TeardownTargets& t) {

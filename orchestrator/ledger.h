@@ -135,9 +135,15 @@ struct TeardownReport {
 // use by a running process); entries not yet handled stay in the ledger.
 common::Result<TeardownReport> teardown(Ledger& ledger, const TeardownTargets& targets);
 
-// Drops one object if it exists (no ledger involved). Errors as teardown().
+// Drops one object if it exists (no ledger involved), then checks on its server that it is
+// gone. Errors as teardown(); kRetryable when it is still there after the drop.
 common::Status dropLedgerObject(const LedgerEntry& entry, const TeardownTargets& targets,
                                 const std::string& migration_id);
+// True while the object is on `conn` (its server): a slot, publication, origin or table by
+// name; a fence reference while `migration_id` is among the stamp's fence users. Routing
+// entries and control-plane rows: false. Read-only.
+common::Result<bool> ledgerObjectExists(const LedgerEntry& entry, common::PgConnection& conn,
+                                        const std::string& migration_id);
 
 // The control plane's mirror rows of a migration, for `status` without the state directory.
 common::Result<std::vector<LedgerEntry>> mirroredLedger(common::PgConnection& control_plane,
