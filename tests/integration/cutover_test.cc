@@ -351,6 +351,39 @@ TEST(Cutover, ManualRollbackBeforeTheFlipLeavesNothing) {
   execOrDie(e->src, "UPDATE orders SET status = 'still here' WHERE tenant_id = 42 AND order_id = 5");
 }
 
+// A rollback before the flip whose worker is killed right after it recorded "aborting" (before
+// any teardown) is finished by a rerun of migrate: phase aborted, the partial copy and every
+// object gone, the ledger empty, the tenant on the source and writable.
+TEST(Cutover, RollbackBeforeTheFlipKilledMidwayIsFinishedByARerun) {
+  auto e = setUp();
+  std::string log = e->state.path() + "/migrate.log";
+  setenv("STAMPMOVER_FAILPOINTS", "phase.aborting=kill", 1);
+  ChildProcess child(spawnStampmover(manualArgs(*e), log));
+  unsetenv("STAMPMOVER_FAILPOINTS");
+  ASSERT_TRUE(waitForPhase(e->cp, "catching_up", 60)) << readLog(log);
+  const std::string cp = destCluster().dsn(e->cp_db);
+  // The worker dies before it settles: the request is left unanswered.
+  runStampmover({"rollback", "--tenant", "42", "--control-plane-dsn", cp, "--wait", "5"});
+  EXPECT_EQ(child.wait(), -SIGKILL) << readLog(log);
+  ASSERT_NE(readLog(log).find("failpoint phase.aborting: kill"), std::string::npos) << readLog(log);
+  auto mid = runStampmover({"status", "--tenant", "42", "--state-dir", e->state.path()});
+  EXPECT_NE(mid.out.find("phase aborting"), std::string::npos) << mid.out;
+  EXPECT_EQ(mid.out.find("ledger: empty"), std::string::npos) << "objects are left: " << mid.out;
+  auto rerun = runStampmover(manualArgs(*e));
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
+  auto after = runStampmover({"status", "--tenant", "42", "--state-dir", e->state.path()});
+  EXPECT_NE(after.out.find("phase aborted"), std::string::npos) << after.out;
+  EXPECT_NE(after.out.find("ledger: empty"), std::string::npos) << after.out;
+  EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM orders WHERE tenant_id = 42"), "0");
+  EXPECT_NE(scalar(e->src, "SELECT count(*) FROM orders WHERE tenant_id = 42"), "0");
+  EXPECT_EQ(scalar(e->cp, "SELECT state || ',' || (stamp LIKE '%/' || $1) FROM "
+                          "stampmover_routing.routes WHERE tenant = '42'", {e->db}),
+            "active,true");
+  expectNothingLeft(e->src, "source", e->db);
+  expectNothingLeft(e->dst, "destination", e->db);
+  execOrDie(e->src, "UPDATE orders SET status = 'still here' WHERE tenant_id = 42 AND order_id = 5");
+}
+
 // The re-check outside the window keeps exactly the touched keys whose rows differ: changed,
 // missing or extra at the destination; equal rows and keys gone from both sides are dropped.
 // Key values with commas and quotes, and a numeric key spelled with trailing zeros.
