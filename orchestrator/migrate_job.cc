@@ -854,10 +854,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   SM_RETURN_IF_ERROR(cs.ledger->intend(forwardLedgerEntries(rec.slot_name)));
   Lsn reverse_start;
   const bool cutover = o.cutover_auto || o.cutover_manual;
-  if (resume_abort && !cutover) {
-    return Status::refused("migration " + rec.id + " stopped while rolling back before the flip; "
-                           "rerun it with --cutover and --control-plane-dsn to finish, or run "
-                           "`stampmover cleanup`");
+  if ((resume_abort || past_flip) && !cutover) {
+    return Status::refused("migration " + rec.id + " is in phase " + rec.phase +
+                           "; rerun it with --cutover and --control-plane-dsn to finish it, or "
+                           "run `stampmover cleanup`");
   }
   if (cutover) {
     if (o.control_plane_dsn.empty()) {
@@ -960,192 +960,241 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   SM_ASSIGN_OR_RETURN(auto entry_now, cs.routes ? cs.routes->get(rec.tenant)
                                                 : Result<std::optional<routing::RouteEntry>>(
                                                       std::optional<routing::RouteEntry>()));
+  // The routing entry already points at the destination: the flip happened (perhaps in a run
+  // killed before it recorded dual_write).
   const bool already_flipped = entry_now && entry_now->stamp == o.copy.destination.name;
-  if (resume_abort) {
-    // A rollback before the flip that was interrupted: finish its teardown.
-    spdlog::warn("migration {}: the previous run stopped during its rollback before the flip; "
-                 "finishing it", rec.id);
-    SM_RETURN_IF_ERROR(abortMigration(o, rec, cs));
-    SM_RETURN_IF_ERROR(pm.advance(Phase::kAborted));
-    report.aborted = true;
-    return report;
-  }
-  if (cutover && past_flip) {
+  if (past_flip && prior_phase == Phase::kDualWrite) {
     // A finalize or rollback that began is finished, never resumed as a soak (its reverse slot
     // may already be dropped). A reverse flip that happened before the record said so shows in
     // the entry: the tenant is on the source again.
     const bool on_source = entry_now && entry_now->stamp == o.copy.source.name;
-    const bool rollback = prior_phase == Phase::kRollingBack ||
-                          (prior_phase == Phase::kDualWrite && on_source);
-    const bool finalize = prior_phase == Phase::kFinalizing ||
-                          (prior_phase == Phase::kDualWrite && already_flipped &&
-                           entry_now->state == routing::RouteState::kActive);
-    if (rollback || finalize) {
-      spdlog::warn("migration {}: the previous run stopped during its {}; finishing it", rec.id,
-                   rollback ? "rollback" : "finalize");
-      report.flipped = true;
-      SM_RETURN_IF_ERROR(pm.advance(rollback ? Phase::kRollingBack : Phase::kFinalizing));
-      // When the flip happened is not known here (it may be a moment ago): wait routers out.
-      SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(std::chrono::steady_clock::now())));
-      SM_RETURN_IF_ERROR(pm.advance(rollback ? Phase::kRolledBack : Phase::kFinalized));
-      report.rolled_back = rollback;
-      report.finalized = !rollback;
-      if (!rollback && o.purge_source) {
-        SM_ASSIGN_OR_RETURN(report.purged_rows, purgeTenant(cs.src, cs.dst, cs.src_tables, rec.tenant));
-      }
-      return report;
+    if (on_source) {
+      SM_RETURN_IF_ERROR(pm.advance(Phase::kRollingBack));
+    } else if (already_flipped && entry_now->state == routing::RouteState::kActive) {
+      SM_RETURN_IF_ERROR(pm.advance(Phase::kFinalizing));
     }
   }
-  if (already_flipped && board) {
-    SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name, o.copy.destination.name, "dual_write"));
+  if (pm.current() == Phase::kRollingBack || pm.current() == Phase::kFinalizing ||
+      pm.current() == Phase::kAborting) {
+    spdlog::warn("migration {}: the previous run stopped during its {}; finishing it", rec.id,
+                 phaseName(pm.current()));
+    // When the flip happened is not known here (it may be a moment ago): wait routers out.
+    flipped_at = reverse_flipped_at = std::chrono::steady_clock::now();
   }
-  // Catching up, and freezing each time the stream yields for an attempt; the stream's session
-  // stays open across an attempt that rolled back.
-  Status st = Status::ok();
-  while (!already_flipped) {
-    st = forward.run();
-    if (!st.isOk() || !forward.yielded) break;
-    Result<bool> flipped = freezingStep();
-    if (!flipped) {
-      if (flipped.status().errorClass() != common::ErrorClass::kRetryable) {
-        forward.closeLive();
-        st = flipped.status();
-        break;
-      }
-      forward.failLive(flipped.status());  // reconnects with backoff, as inside the stream
-      continue;
-    }
-    if (*flipped) {
-      st = forward.finishLive();
-      break;
-    }
-  }
-  report.changes = forward.totals.changes;
-  report.transactions = forward.totals.transactions;
-  report.toast_repairs = forward.totals.toast_repairs;
-  report.applied = forward.acked;
-  report.catchup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!st.isOk()) {
-    if (st.errorClass() == common::ErrorClass::kCancelled) spdlog::info("{}", st.message());
-    return st;
-  }
-  if (!cutover) return report;
-  if (abort_requested) {
-    SM_RETURN_IF_ERROR(pm.advance(Phase::kAborting));
-    SM_RETURN_IF_ERROR(abortMigration(o, rec, cs));
-    SM_RETURN_IF_ERROR(pm.advance(Phase::kAborted));
-    report.aborted = true;
-    return report;
-  }
-  report.flipped = true;
-  SM_RETURN_IF_ERROR(common::failpoint("migrate.before_dual_write_record"));
-  SM_RETURN_IF_ERROR(pm.advance(Phase::kDualWrite));
-  if (already_flipped) {
-    // Resuming the soak: the reverse slot must still be there. Recreating it would start the
-    // reverse stream after the destination writes made since, and a later rollback would flip
-    // to a source that lacks them.
-    const std::string rname = reverseName(rec.slot_name);
-    SM_ASSIGN_OR_RETURN(bool rslot, mover::slotExists(cs.dst, rname));
-    if (!rslot) {
-      return Status::refused(
-          "tenant " + rec.tenant + " is in dual_write on " + o.copy.destination.label +
-          " but the reverse slot " + rname + " is gone (dropped behind our back?): the source no "
-          "longer follows the destination and is not a safe rollback target. Finalize "
-          "(`stampmover finalize --tenant " + rec.tenant + "`) to keep the destination, or "
-          "re-copy the tenant back before any rollback");
-    }
-    SM_ASSIGN_OR_RETURN(auto note, store->loadNote(rec.id, "reverse_start"));
-    reverse_start = Lsn::parse(note.value_or("")).value_or(Lsn());
-  }
-  // The forward slot is no longer needed: it would only retain WAL on the source.
-  for (const auto& e : forwardLedgerEntries(rec.slot_name)) {
-    if (e.server != LedgerServer::kSource) continue;  // the origin goes with the teardown
-    Status dropped = dropLedgerObject(e, teardownTargets(o, rec, cs, {}), rec.id);
-    if (dropped.isOk()) {
-      cs.ledger->erase(e).ignore();  // best effort: the teardown erases it again
-    } else {
-      spdlog::warn("dropping the forward {}: {} (the teardown retries)", ledgerKindName(e.kind),
-                   dropped.message());
-    }
-  }
-
-  // Dual-write soak: the destination serves; the reverse stream keeps the source exact.
-  StreamSpec rev{"reverse", o.copy.destination, o.copy.source, reverseName(rec.slot_name),
-                 reverseName(rec.slot_name), reverseName(rec.slot_name), rec.slot_name,
-                 reverse_start, true, o.reverse_commit_statements};
-  Streamer reverse{o, rev, rec, *store, cancel, report};
-  reverse.progress = &sink;
-  reverse.changes_before = report.changes;
-  reverse.prune_touched = pruner(cs.dst, cs.src, cs.dst_tables, "reverse");
-  const auto soak_end = std::chrono::steady_clock::now() + o.soak;
   bool purge = o.purge_source;
-  // Only decides: finalize follows a stop; a rollback is the reverse cutover step below.
-  reverse.on_caught_up = [&](mover::PgApplier&) -> Result<CaughtUp> {
-    SM_ASSIGN_OR_RETURN(auto req, takeRequest("dual_write"));
-    const bool soaked = !o.cutover_manual && std::chrono::steady_clock::now() >= soak_end;
-    const bool want_rollback = (req && *req == "rollback") || (soaked && o.rollback_after_soak);
-    if (req && *req == "finalize_purge") purge = true;
-    if (want_rollback) return CaughtUp::kYield;
-    return (req && req->rfind("finalize", 0) == 0) || soaked ? CaughtUp::kStop : CaughtUp::kContinue;
-  };
-  // Rollback during the soak: the same cutover, backwards, through the reverse stream's open
-  // session. Returns whether the stream is done (flipped back, or out of attempts).
-  auto reverseCutoverStep = [&]() -> Result<bool> {
-    mover::PgApplier& applier = *reverse.liveApplier();
-    cdc::PgoutputSource& source = *reverse.liveSource();
-    CutoverContext ctx = buildCutoverContext(
-        CutoverDirection::kReverse, o, rec, cs, applier,
-        [&](std::chrono::steady_clock::time_point deadline) {
-          return reverse.drain(applier, source, deadline);
-        });
-    SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
-    spdlog::info("rollback {}", formatCutoverReport(rep));
-    report.rollbacks.push_back(rep);
-    recordWindow(rep, rep.flipped ? "rolled_back" : "dual_write");
-    if (rep.flipped) {
-      report.rolled_back = true;
-      reverse_flipped_at = std::chrono::steady_clock::now();
-    }
-    return rep.flipped || report.rollbacks.size() >= o.cutover_attempts;
-  };
-  for (;;) {
-    st = reverse.run();
-    if (!st.isOk() || !reverse.yielded) break;
-    Result<bool> done = reverseCutoverStep();
-    if (!done) {
-      if (done.status().errorClass() != common::ErrorClass::kRetryable) {
-        reverse.closeLive();
-        st = done.status();
+  bool flipped_here = false;  // this process ran the forward flip (prepareFreeze ran here)
+
+  // The dual-write soak: the destination serves; the reverse stream keeps the source exact
+  // until finalize (a stop) or a rollback (the reverse cutover step, outside the stream loop).
+  // Returns whether the tenant was flipped back to the source.
+  auto runSoak = [&]() -> Result<bool> {
+    StreamSpec rev{"reverse", o.copy.destination, o.copy.source, reverseName(rec.slot_name),
+                   reverseName(rec.slot_name), reverseName(rec.slot_name), rec.slot_name,
+                   reverse_start, true, o.reverse_commit_statements};
+    Streamer reverse{o, rev, rec, *store, cancel, report};
+    reverse.progress = &sink;
+    reverse.changes_before = report.changes;
+    reverse.prune_touched = pruner(cs.dst, cs.src, cs.dst_tables, "reverse");
+    const auto soak_end = std::chrono::steady_clock::now() + o.soak;
+    // Only decides: finalize follows a stop; a rollback is the reverse cutover step below.
+    reverse.on_caught_up = [&](mover::PgApplier&) -> Result<CaughtUp> {
+      SM_ASSIGN_OR_RETURN(auto req, takeRequest("dual_write"));
+      const bool soaked = !o.cutover_manual && std::chrono::steady_clock::now() >= soak_end;
+      const bool want_rollback = (req && *req == "rollback") || (soaked && o.rollback_after_soak);
+      if (req && *req == "finalize_purge") purge = true;
+      if (want_rollback) return CaughtUp::kYield;
+      return (req && req->rfind("finalize", 0) == 0) || soaked ? CaughtUp::kStop
+                                                               : CaughtUp::kContinue;
+    };
+    // Rollback during the soak: the same cutover, backwards, through the reverse stream's open
+    // session. Returns whether the stream is done (flipped back, or out of attempts).
+    auto reverseCutoverStep = [&]() -> Result<bool> {
+      mover::PgApplier& applier = *reverse.liveApplier();
+      cdc::PgoutputSource& source = *reverse.liveSource();
+      CutoverContext ctx = buildCutoverContext(
+          CutoverDirection::kReverse, o, rec, cs, applier,
+          [&](std::chrono::steady_clock::time_point deadline) {
+            return reverse.drain(applier, source, deadline);
+          });
+      SM_ASSIGN_OR_RETURN(auto rep, runCutover(ctx, o.cutover));
+      spdlog::info("rollback {}", formatCutoverReport(rep));
+      report.rollbacks.push_back(rep);
+      recordWindow(rep, rep.flipped ? "rolled_back" : "dual_write");
+      if (rep.flipped) {
+        report.rolled_back = true;
+        reverse_flipped_at = std::chrono::steady_clock::now();
+      }
+      return rep.flipped || report.rollbacks.size() >= o.cutover_attempts;
+    };
+    Status st = Status::ok();
+    for (;;) {
+      st = reverse.run();
+      if (!st.isOk() || !reverse.yielded) break;
+      Result<bool> done = reverseCutoverStep();
+      if (!done) {
+        if (done.status().errorClass() != common::ErrorClass::kRetryable) {
+          reverse.closeLive();
+          st = done.status();
+          break;
+        }
+        reverse.failLive(done.status());  // reconnects with backoff, as inside the stream
+        continue;
+      }
+      if (*done) {
+        st = reverse.finishLive();
         break;
       }
-      reverse.failLive(done.status());  // reconnects with backoff, as inside the stream
-      continue;
     }
-    if (*done) {
-      st = reverse.finishLive();
-      break;
+    report.reverse_changes = reverse.totals.changes;
+    SM_RETURN_IF_ERROR(st);
+    return report.rolled_back;
+  };
+
+  // The phase machine's steps, from the persisted phase to a terminal one (or to the end of a
+  // run that only follows, or an error: the phase stays where a rerun resumes).
+  for (;;) {
+    switch (pm.current()) {
+      case Phase::kCatchingUp:
+      case Phase::kFreezing: {
+        if (already_flipped) {
+          report.flipped = true;
+          SM_RETURN_IF_ERROR(pm.advance(Phase::kDualWrite));
+          break;
+        }
+        // Catching up, and freezing each time the stream yields for an attempt; the stream's
+        // session stays open across an attempt that rolled back.
+        Status st = Status::ok();
+        bool flipped = false;
+        for (;;) {
+          st = forward.run();
+          if (!st.isOk() || !forward.yielded) break;
+          Result<bool> attempt = freezingStep();
+          if (!attempt) {
+            if (attempt.status().errorClass() != common::ErrorClass::kRetryable) {
+              forward.closeLive();
+              st = attempt.status();
+              break;
+            }
+            forward.failLive(attempt.status());  // reconnects with backoff, as inside the stream
+            continue;
+          }
+          if (*attempt) {
+            flipped = true;
+            st = forward.finishLive();
+            break;
+          }
+        }
+        report.changes = forward.totals.changes;
+        report.transactions = forward.totals.transactions;
+        report.toast_repairs = forward.totals.toast_repairs;
+        report.applied = forward.acked;
+        report.catchup_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!st.isOk()) {
+          if (st.errorClass() == common::ErrorClass::kCancelled) spdlog::info("{}", st.message());
+          return st;
+        }
+        if (!cutover) return report;  // followed until caught up
+        if (abort_requested) {
+          SM_RETURN_IF_ERROR(pm.advance(Phase::kAborting));
+          break;
+        }
+        if (!flipped) {
+          return Status::internal("the forward stream of migration " + rec.id +
+                                  " ended without a flip or a request");
+        }
+        flipped_here = true;
+        report.flipped = true;
+        SM_RETURN_IF_ERROR(common::failpoint("migrate.before_dual_write_record"));
+        SM_RETURN_IF_ERROR(pm.advance(Phase::kDualWrite));
+        break;
+      }
+
+      case Phase::kDualWrite: {
+        report.flipped = true;
+        if (!flipped_here) {
+          // Resuming the soak: the reverse slot must still be there. Recreating it would start
+          // the reverse stream after the destination writes made since, and a later rollback
+          // would flip to a source that lacks them.
+          const std::string rname = reverseName(rec.slot_name);
+          SM_ASSIGN_OR_RETURN(bool rslot, mover::slotExists(cs.dst, rname));
+          if (!rslot) {
+            return Status::refused(
+                "tenant " + rec.tenant + " is in dual_write on " + o.copy.destination.label +
+                " but the reverse slot " + rname + " is gone (dropped behind our back?): the "
+                "source no longer follows the destination and is not a safe rollback target. "
+                "Finalize (`stampmover finalize --tenant " + rec.tenant + "`) to keep the "
+                "destination, or re-copy the tenant back before any rollback");
+          }
+          SM_ASSIGN_OR_RETURN(auto note, store->loadNote(rec.id, "reverse_start"));
+          reverse_start = Lsn::parse(note.value_or("")).value_or(Lsn());
+          if (board) {
+            SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name,
+                                             o.copy.destination.name, "dual_write"));
+          }
+        }
+        // The forward slot is no longer needed: it would only retain WAL on the source.
+        for (const auto& e : forwardLedgerEntries(rec.slot_name)) {
+          if (e.server != LedgerServer::kSource) continue;  // the origin goes with the teardown
+          Status dropped = dropLedgerObject(e, teardownTargets(o, rec, cs, {}), rec.id);
+          if (dropped.isOk()) {
+            cs.ledger->erase(e).ignore();  // best effort: the teardown erases it again
+          } else {
+            spdlog::warn("dropping the forward {}: {} (the teardown retries)",
+                         ledgerKindName(e.kind), dropped.message());
+          }
+        }
+        SM_ASSIGN_OR_RETURN(bool rolled_back, runSoak());
+        if (rolled_back) {
+          // Back on the source: drop everything the migration created; the source is
+          // unfenced. Recorded first, so a rerun finishes this teardown.
+          SM_RETURN_IF_ERROR(pm.advance(Phase::kRollingBack));
+        } else if (o.finalize || o.cutover_manual) {
+          SM_RETURN_IF_ERROR(pm.advance(Phase::kFinalizing));
+        } else {
+          return report;  // left in dual_write (--no-finalize)
+        }
+        break;
+      }
+
+      case Phase::kRollingBack:
+        report.flipped = true;
+        SM_RETURN_IF_ERROR(
+            finalizeMigration(o, rec, cs, routerCachesExpiredAfter(reverse_flipped_at)));
+        SM_RETURN_IF_ERROR(pm.advance(Phase::kRolledBack));
+        report.rolled_back = true;
+        break;
+
+      case Phase::kFinalizing:
+        report.flipped = true;
+        SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(flipped_at)));
+        SM_RETURN_IF_ERROR(pm.advance(Phase::kFinalized));
+        report.finalized = true;
+        if (purge) {
+          SM_ASSIGN_OR_RETURN(report.purged_rows,
+                              purgeTenant(cs.src, cs.dst, cs.src_tables, rec.tenant));
+        }
+        break;
+
+      case Phase::kAborting:
+        // Rollback before the flip: drop what was created and the partial copy.
+        SM_RETURN_IF_ERROR(abortMigration(o, rec, cs));
+        SM_RETURN_IF_ERROR(pm.advance(Phase::kAborted));
+        report.aborted = true;
+        break;
+
+      case Phase::kFinalized:
+      case Phase::kRolledBack:
+      case Phase::kAborted:
+        return report;
+
+      default:
+        return Status::refused("migration " + rec.id + " is in phase " +
+                               std::string(phaseName(pm.current())) +
+                               ", from which migrate cannot go on; roll it back "
+                               "(`stampmover rollback`) or run `stampmover cleanup`");
     }
   }
-  report.reverse_changes = reverse.totals.changes;
-  if (!st.isOk()) return st;
-  if (report.rolled_back) {
-    // Back on the source: drop everything the migration created; the source is unfenced.
-    // Recorded first, so a rerun finishes this teardown (see prior_phase above).
-    SM_RETURN_IF_ERROR(pm.advance(Phase::kRollingBack));
-    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(reverse_flipped_at)));
-    SM_RETURN_IF_ERROR(pm.advance(Phase::kRolledBack));
-    return report;
-  }
-  if (o.finalize || o.cutover_manual) {
-    SM_RETURN_IF_ERROR(pm.advance(Phase::kFinalizing));
-    SM_RETURN_IF_ERROR(finalizeMigration(o, rec, cs, routerCachesExpiredAfter(flipped_at)));
-    SM_RETURN_IF_ERROR(pm.advance(Phase::kFinalized));
-    report.finalized = true;
-    if (purge) {
-      SM_ASSIGN_OR_RETURN(report.purged_rows, purgeTenant(cs.src, cs.dst, cs.src_tables, rec.tenant));
-    }
-  }
-  return report;
 }
 
 std::string formatMigrateReport(const MigrateReport& r) {

@@ -97,8 +97,13 @@ struct MigrateReport {
   std::vector<CutoverReport> rollbacks;   // the reverse cutover, when rolled back
 };
 
-// Runs copy + catch-up. Errors keep their class; kCancelled when `cancel` was set (after a
-// clean stop at a checkpoint).
+// Runs copy + catch-up (and, with a cutover, the rest). The migration is a persisted phase
+// machine (orchestrator/phase.h): runMigrate resumes at the phase its record holds (and what
+// the routing entry says happened since), takes one step per phase until a terminal one or
+// until a run that only follows ends, and refuses an illegal step. Every server-side object
+// is in the migration's ledger (orchestrator/ledger.h) before it is created; finalize,
+// rollback and abort end with its one teardown. Errors keep their class; kCancelled when
+// `cancel` was set (after a clean stop at a checkpoint); the phase stays where a rerun resumes.
 common::Result<MigrateReport> runMigrate(const MigrateOptions& options,
                                          const std::atomic<bool>* cancel);
 
