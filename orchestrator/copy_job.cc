@@ -500,6 +500,23 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
                                "checked");
       }
     }
+    // A worker killed between the flip's compare-and-set and writing "dual_write" to its record
+    // leaves a record that still says catching_up while the destination serves the tenant; so
+    // does a lost state directory. The reverse stream, created just before the first freeze
+    // and dropped by every teardown, says a flip may have happened.
+    if (control_plane_dsn.empty() && !o.destination.dsn.empty()) {
+      SM_ASSIGN_OR_RETURN(PgConnection dst,
+                          PgConnection::connect(o.destination.dsn, o.destination.label));
+      const std::string rname = name + "_r";  // the reverse stream's slot and publication
+      SM_ASSIGN_OR_RETURN(const bool reverse_slot, mover::slotExists(dst, rname));
+      SM_ASSIGN_OR_RETURN(const bool reverse_pub, mover::publicationExists(dst, rname));
+      if (reverse_slot || reverse_pub) {
+        return Status::refused("not purging: the reverse stream " + rname + " exists on " +
+                               o.destination.label + ", so a cutover of tenant " + tenant +
+                               " was prepared and the destination may serve it; pass "
+                               "--control-plane-dsn so the routing entry can be checked");
+      }
+    }
   }
   SM_ASSIGN_OR_RETURN(out.dropped_slot, mover::slotExists(src, name));
   SM_ASSIGN_OR_RETURN(out.dropped_publication, mover::publicationExists(src, name));

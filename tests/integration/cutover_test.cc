@@ -452,5 +452,15 @@ TEST(Cutover, CleanupNeverPurgesTheDestinationThatServesTheTenant) {
   auto r2 = runStampmover(base);
   EXPECT_EQ(r2.exit_code, 2) << r2.out << r2.err;
   EXPECT_NE(r2.err.find("--control-plane-dsn"), std::string::npos) << r2.err;
+  // The state directory lost (a new machine, a wiped volume): no record says how far the
+  // migration got, but the reverse stream on the destination says a flip may have happened.
+  TempDir empty_state;
+  auto lost = base;
+  for (size_t i = 0; i + 1 < lost.size(); ++i) {
+    if (lost[i] == "--state-dir") lost[i + 1] = empty_state.path();
+  }
+  auto r3 = runStampmover(lost);
+  EXPECT_EQ(r3.exit_code, 2) << r3.out << r3.err;
+  EXPECT_NE(r3.err.find("reverse stream"), std::string::npos) << r3.err;
   EXPECT_EQ(scalar(e->dst, "SELECT count(*) FROM orders WHERE tenant_id = 42"), rows);
 }
