@@ -67,6 +67,15 @@ KafkaDebeziumSource::~KafkaDebeziumSource() {
   }
 }
 
+std::map<std::string, std::string> KafkaDebeziumSource::fetchSettings() {
+  return {
+      // librdkafka's default (100000): a small count makes the fetcher pause whenever that many
+      // records wait, and resume only at its next wakeup (measured: 1000 here cost 20x); memory
+      // stays bounded by queued.max.messages.kbytes.
+      {"queued.min.messages", "100000"},
+  };
+}
+
 Result<std::unique_ptr<KafkaDebeziumSource>> KafkaDebeziumSource::open(KafkaSourceOptions options,
                                                                         DebeziumDecoder decoder) {
   if (options.kafka.count("bootstrap.servers") == 0)
@@ -92,14 +101,11 @@ Result<std::unique_ptr<KafkaDebeziumSource>> KafkaDebeziumSource::open(KafkaSour
       {"auto.offset.reset", "error"},
       {"enable.partition.eof", "true"},
       {"queued.max.messages.kbytes", std::to_string(per_partition_kb)},
-      // librdkafka's default (100000): a small count makes the fetcher pause whenever that many
-      // records wait, and resume only at its next wakeup (measured: 1000 here cost 20x); memory
-      // stays bounded by queued.max.messages.kbytes above.
-      {"queued.min.messages", "100000"},
       {"fetch.message.max.bytes", std::to_string(std::min<size_t>(per_partition_kb * 1024, 1u << 20))},
       {"reconnect.backoff.ms", std::to_string(o.reconnect_backoff.count())},
       {"reconnect.backoff.max.ms", std::to_string(o.reconnect_backoff_max.count())},
   };
+  for (const auto& [k, v] : fetchSettings()) mine.emplace(k, v);
   SM_ASSIGN_OR_RETURN(common::KafkaConf conf, makeConf(mine, o.kafka));
   rd_kafka_conf_set_error_cb(conf.get(), onError);
   rd_kafka_conf_set_opaque(conf.get(), &src->health_);

@@ -151,6 +151,10 @@ class KafkaDebeziumSource final : public ChangeSource {
       const std::map<std::string, std::string>& kafka, const std::vector<std::string>& topics,
       std::chrono::milliseconds timeout);
 
+  // The librdkafka fetch settings open() sets (a caller's properties override them); see
+  // kafka_source.cc for why each value. Exposed so the benchmark's bare consumer uses the same.
+  static std::map<std::string, std::string> fetchSettings();
+
  private:
   KafkaDebeziumSource(KafkaSourceOptions options, DebeziumDecoder decoder);
   common::Status handleMessage(const rd_kafka_message_t* msg);

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,6 +60,59 @@ Result<std::string> tenantDigest(PgConnection& c) {
     out += v.value_or("") + " ";
   }
   return out;
+}
+
+// The ceiling the mock cluster allows: a bare consumer (same assignment from the beginning, same
+// fetch settings as the source, no decode, no apply) reading every record of the same topics
+// until every partition reports its end.
+Status bareConsumer(const std::map<std::string, std::string>& kconf,
+                    const std::vector<cdc::PartitionOffset>& parts) {
+  common::KafkaConf conf(rd_kafka_conf_new());
+  char err[512];
+  std::map<std::string, std::string> all = {{"group.id", "bench_bare"},
+                                            {"enable.auto.commit", "false"},
+                                            {"enable.partition.eof", "true"}};
+  for (const auto& [k, v] : cdc::KafkaDebeziumSource::fetchSettings()) all[k] = v;
+  for (const auto& [k, v] : kconf) all[k] = v;
+  for (const auto& [k, v] : all)
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+      return Status::internal("bare consumer: " + k + ": " + err);
+  const auto t0 = Clock::now();
+  common::KafkaHandle rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf.release(), err, sizeof err));
+  if (!rk) return Status::internal(std::string("bare consumer: ") + err);
+  rd_kafka_poll_set_consumer(rk.get());
+  common::KafkaTopicPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(parts.size())));
+  for (const auto& p : parts)
+    rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset = p.offset;
+  if (rd_kafka_assign(rk.get(), list.get()) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return Status::internal("bare consumer: assign failed");
+  common::KafkaQueue q(rd_kafka_queue_get_consumer(rk.get()));
+  std::vector<rd_kafka_message_t*> msgs(1024);
+  std::set<std::pair<std::string, int32_t>> eof;
+  uint64_t records = 0;
+  double first = -1, last = 0;
+  while (eof.size() < parts.size() && secondsSince(t0) < 60) {
+    const ssize_t n = rd_kafka_consume_batch_queue(q.get(), 100, msgs.data(), msgs.size());
+    for (ssize_t i = 0; i < n; ++i) {
+      rd_kafka_message_t* m = msgs[i];
+      if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        eof.insert({rd_kafka_topic_name(m->rkt), m->partition});
+      } else if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (records++ == 0) first = secondsSince(t0);
+        last = secondsSince(t0);
+        eof.erase({rd_kafka_topic_name(m->rkt), m->partition});
+      }
+      rd_kafka_message_destroy(m);
+    }
+  }
+  const double secs = secondsSince(t0);
+  say("bare consumer (mock cluster ceiling, no decode, no apply): %llu records in %.2f s: first "
+      "after %.2f s, last at %.2f s, end seen at %.2f s (%.0f records/s first to last)\n",
+      static_cast<unsigned long long>(records), secs, first, last, secs,
+      last > first ? static_cast<double>(records) / (last - first) : 0.0);
+  q.reset();
+  rd_kafka_consumer_close(rk.get());
+  return Status::ok();
 }
 
 mover::ApplierOptions applierOptions(const harness::LocalCluster& src, const harness::LocalCluster& dst,
@@ -184,6 +238,7 @@ Status run(uint64_t items, uint64_t txns) {
     so.kafka = kconf;
     if (const char* w = std::getenv("BENCH_FETCH_WAIT_MS")) so.kafka["fetch.wait.max.ms"] = w;
     SM_ASSIGN_OR_RETURN(so.start, cdc::KafkaDebeziumSource::partitionsOf(kconf, topics, std::chrono::seconds(10)));
+    SM_RETURN_IF_ERROR(bareConsumer(so.kafka, so.start));
     auto ao = applierOptions(*src, *dst, "kafka_path");
     ao.plain_inserts = false;
     cdc::KafkaDebeziumSource* raw = nullptr;
