@@ -44,8 +44,9 @@ struct KafkaSourceOptions {
   // Partitions to read and where to start; every partition of every change topic must be
   // listed (partitionsOf() lists them). Default: none (required).
   std::vector<PartitionOffset> start;
-  // Bytes librdkafka may prefetch over all partitions (queued.max.messages.kbytes is split
-  // evenly); the source itself holds at most one message's events. Default: 64 MiB.
+  // Bytes librdkafka may prefetch over all partitions together (queued.max.messages.kbytes:
+  // librdkafka 2.0.2 applies it to the one consumer queue every partition feeds); the source
+  // itself holds at most one message's events. Default: 64 MiB.
   size_t max_buffered_bytes = 64u << 20;
   // Synthetic position of the first event handed out (see "Positions" below): give a value
   // above the destination origin's progress so positions never go backwards. Default: 1.

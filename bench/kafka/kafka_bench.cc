@@ -81,6 +81,16 @@ Status bareConsumer(const std::map<std::string, std::string>& kconf,
   common::KafkaHandle rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf.release(), err, sizeof err));
   if (!rk) return Status::internal(std::string("bare consumer: ") + err);
   rd_kafka_poll_set_consumer(rk.get());
+  {
+    // Leaders known before assign(), as the source does (else a 500 ms offset-query retry).
+    std::set<std::string> names;
+    for (const auto& p : parts) names.insert(p.topic);
+    std::vector<std::unique_ptr<rd_kafka_topic_t, decltype(&rd_kafka_topic_destroy)>> handles;
+    for (const auto& t : names) handles.emplace_back(rd_kafka_topic_new(rk.get(), t.c_str(), nullptr), rd_kafka_topic_destroy);
+    const rd_kafka_metadata_t* md = nullptr;
+    if (rd_kafka_metadata(rk.get(), 0, nullptr, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+      rd_kafka_metadata_destroy(md);
+  }
   common::KafkaTopicPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(parts.size())));
   for (const auto& p : parts)
     rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset = p.offset;
