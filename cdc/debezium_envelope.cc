@@ -583,6 +583,30 @@ Result<DebeziumRecord> DebeziumDecoder::decode(std::string_view value,
     if (rel->columns[i].name == tenant_col) tenant_idx = static_cast<int>(i);
   if (tenant_idx < 0) return Status::refused("table " + key + " has no tenant column " + tenant_col);
 
+  {
+    // Another tenant's row (most records of a shared topic): decided from its tenant column
+    // alone, before the other columns are decoded. Anything unusual (the column absent, NULL,
+    // a placeholder, undecodable) goes the full way below, which reports it.
+    const char* side = rec.op == 'd' ? "before" : (rec.op == 'c' || rec.op == 'r' || rec.op == 'u') ? "after" : nullptr;
+    auto obj = side ? payload->find(side) : payload->end();
+    if (obj != payload->end() && obj->is_object()) {
+      auto v = obj->find(tenant_col);
+      if (v != obj->end() && v->is_primitive() && !v->is_null()) {
+        static const FieldSchema kNone;
+        auto s = schemas.find(tenant_col);
+        const auto& col = rel->columns[static_cast<size_t>(tenant_idx)];
+        Ctx c{col.type_oid, col.type_modifier, s == schemas.end() ? kNone : s->second, modes_,
+              placeholder_bytes_};
+        auto d = datumOf(*v, c);
+        if (d && d->kind == Datum::Kind::kText && d->text != tenant_.tenant) {
+          rec.kind = DebeziumRecord::Kind::kSkipped;
+          rec.skip_reason = "row of another tenant";
+          return rec;
+        }
+      }
+    }
+  }
+
   const common::Tuple* checked = nullptr;
   switch (rec.op) {
     case 'c':
