@@ -112,6 +112,9 @@ Result<std::unique_ptr<KafkaDebeziumSource>> KafkaDebeziumSource::open(KafkaSour
       {"enable.partition.eof", "true"},
       {"queued.max.messages.kbytes", std::to_string(queue_kb)},
       {"fetch.message.max.bytes", std::to_string(std::min<size_t>(queue_kb * 1024, 1u << 20))},
+      // One fetch response per broker may be in flight on top of the queue: a quarter of the
+      // budget each (librdkafka's default is 50 MiB per broker whatever the budget).
+      {"fetch.max.bytes", std::to_string(std::clamp<size_t>(queue_kb * 1024 / 4, 1u << 20, 50u << 20))},
       {"reconnect.backoff.ms", std::to_string(o.reconnect_backoff.count())},
       {"reconnect.backoff.max.ms", std::to_string(o.reconnect_backoff_max.count())},
   };
