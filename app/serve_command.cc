@@ -58,7 +58,7 @@ Result<std::pair<orch::Config, YAML::Node>> loadServeConfig(const std::string& p
     serve = YAML::Clone(root["serve"]);
     root.remove("serve");
   }
-  if (!serve) {
+  if (!serve || serve.IsNull()) {
     SM_ASSIGN_OR_RETURN(orch::Config c, orch::loadConfig(path));
     return std::make_pair(std::move(c), serve);
   }
@@ -88,7 +88,7 @@ Result<std::pair<orch::Config, YAML::Node>> loadServeConfig(const std::string& p
 
 // Applies the `serve:` section to `f` unless the flag was given. Unknown keys are refused.
 Status applyServeSection(const YAML::Node& s, const std::string& path, ServeFlags& f) {
-  if (!s) return Status::ok();
+  if (!s || s.IsNull()) return Status::ok();  // absent (a default Node is Null, not undefined)
   if (!s.IsMap()) return Status::refused(path + ": serve: expected a mapping");
   auto given = [&](const char* flag) { return f.cmd != nullptr && f.cmd->count(flag) > 0; };
   try {

@@ -331,6 +331,15 @@ TEST(ApiTest, RefusesPlaintextOnANonLoopbackAddress) {
                          s.dir.path() + "/missing-tokens"});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("missing-tokens"), std::string::npos) << r.err;
+  // A stamps file without a serve: section is read (every setting from flags): the error is
+  // the first missing flag, not the section.
+  ASSERT_NE(text.find("\nserve:"), std::string::npos) << text;
+  writeFile(s.dir.path() + "/no-serve.yaml", text.substr(0, text.find("\nserve:") + 1));
+  r = st::runStampmover(
+      {"--config", s.dir.path() + "/no-serve.yaml", "serve", "--listen", "127.0.0.1:0"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.err.find("expected a mapping"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--tokens-file"), std::string::npos) << r.err;
   // A tokens file with a short token: refused, naming the line, never echoing the token.
   writeFile(s.dir.path() + "/short-tokens", "sekrit operate\n");
   r = st::runStampmover({"--config", cfg, "serve", "--listen", "127.0.0.1:0", "--tokens-file",
