@@ -253,45 +253,69 @@ Result<uint64_t> purgeDeparted(World& w, const std::string& stamp, bool print,
   return purged_tenants;
 }
 
-// Enqueues the moves of `plan` that still make sense; prints one line per move.
-Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
-  // Utilization as it is now, updated as moves are enqueued (a queued move counts at its
-  // destination, as the planner counts moves in flight).
-  std::map<std::string, double> bytes, cap;
+// Utilization as it is now: bytes per stamp (an open move counts at its destination, as the
+// planner counts moves in flight) and capacity per stamp. The worker's re-check
+// (`except_move` set) leaves out that move and counts only moves already started (running or
+// paused): a queued move may itself be skipped, so it must not make another look better or worse.
+void utilizationNow(const World& w, std::map<std::string, double>& bytes,
+                    std::map<std::string, double>& cap, int64_t except_move = 0) {
   for (const auto& s : w.fleet.stamps) cap[s.name] = static_cast<double>(s.capacity_bytes);
   for (const auto& t : w.fleet.tenants) bytes[t.stamp] += static_cast<double>(t.bytes);
-  for (const auto& m : w.fleet.in_flight) {
+  for (const auto& om : w.open_moves) {
+    if (om.id == except_move) continue;
+    if (except_move != 0 && om.state == q::MoveState::kQueued) continue;
     for (const auto& t : w.fleet.tenants) {
-      if (t.key == m.tenant) {
-        bytes[m.from] -= static_cast<double>(t.bytes);
-        bytes[m.to] += static_cast<double>(t.bytes);
+      if (t.key == om.spec.tenant) {
+        bytes[om.spec.from_stamp] -= static_cast<double>(t.bytes);
+        bytes[om.spec.to_stamp] += static_cast<double>(t.bytes);
       }
     }
   }
+}
+
+// Why planned move `m` of `plan` should not run now ("" when it still should): a stamp gone from
+// the stamps file, another open move of the tenant (not `self`), the tenant served elsewhere, the
+// destination draining, or (rebalance plans) a gain below the plan's improvement_fraction of
+// the utilization it shifts, with `bytes` the tenant's size now.
+std::string skipReason(const World& w, const pl::Plan& plan, const pl::Move& m, uint64_t size,
+                       std::map<std::string, double>& bytes, std::map<std::string, double>& cap,
+                       int64_t self = 0) {
+  auto r = w.routes.find(m.tenant);
+  const std::string now_on = r != w.routes.end() ? r->second.stamp : "";
+  if (!w.config.stamps.count(m.from) || !w.config.stamps.count(m.to)) {
+    return "a stamp of the move is no longer in the stamps file";
+  }
+  for (const auto& om : w.open_moves) {
+    if (om.spec.tenant == m.tenant && om.id != self) {
+      return "move " + std::to_string(om.id) + " of this tenant is already " +
+             q::moveStateName(om.state);
+    }
+  }
+  if (!now_on.empty() && now_on != m.from) {
+    return "the tenant is now served by " + now_on + ", not " + m.from;
+  }
+  if (w.draining.count(m.to)) return m.to + " is draining";
+  if (plan.kind == pl::PlanKind::kRebalance && cap[m.from] > 0 && cap[m.to] > 0) {
+    const double x = static_cast<double>(size);
+    const double us = bytes[m.from] / cap[m.from], ut = bytes[m.to] / cap[m.to];
+    const double gain = (us - ut) - std::fabs((us - x / cap[m.from]) - (ut + x / cap[m.to]));
+    const double need = plan.options.improvement_fraction * (x / cap[m.from] + x / cap[m.to]);
+    if (gain + 1e-12 < need) {
+      return "no longer improves balance enough: " + m.from + " at " + pct(us) + ", " + m.to +
+             " at " + pct(ut) + ", gain " + pct(gain) + " < " + pct(need);
+    }
+  }
+  return "";
+}
+
+// Enqueues the moves of `plan` that still make sense; prints one line per move.
+Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
+  // Utilization as it is now, updated as moves are enqueued.
+  std::map<std::string, double> bytes, cap;
+  utilizationNow(w, bytes, cap);
   uint32_t queued = 0;
   for (const auto& m : plan.moves) {
-    std::string skip;
-    auto r = w.routes.find(m.tenant);
-    const std::string now_on = r != w.routes.end() ? r->second.stamp : "";
-    if (!w.config.stamps.count(m.from) || !w.config.stamps.count(m.to)) {
-      skip = "a stamp of the move is no longer in the stamps file";
-    } else if (const q::Move* open = openMoveOf(w, m.tenant)) {
-      skip = "move " + std::to_string(open->id) + " of this tenant is already " +
-             q::moveStateName(open->state);
-    } else if (!now_on.empty() && now_on != m.from) {
-      skip = "the tenant is now served by " + now_on + ", not " + m.from;
-    } else if (w.draining.count(m.to)) {
-      skip = m.to + " is draining";
-    } else if (plan.kind == pl::PlanKind::kRebalance && cap[m.from] > 0 && cap[m.to] > 0) {
-      const double x = static_cast<double>(m.bytes);
-      const double us = bytes[m.from] / cap[m.from], ut = bytes[m.to] / cap[m.to];
-      const double gain = (us - ut) - std::fabs((us - x / cap[m.from]) - (ut + x / cap[m.to]));
-      const double need = plan.options.improvement_fraction * (x / cap[m.from] + x / cap[m.to]);
-      if (gain + 1e-12 < need) {
-        skip = "no longer improves balance enough: " + m.from + " at " + pct(us) + ", " + m.to +
-               " at " + pct(ut) + ", gain " + pct(gain) + " < " + pct(need);
-      }
-    }
+    std::string skip = skipReason(w, plan, m, m.bytes, bytes, cap);
     if (!skip.empty()) {
       std::printf("  %3u. tenant %s: skipped: %s\n", m.seq, m.tenant.c_str(), skip.c_str());
       continue;
@@ -334,6 +358,35 @@ Result<uint32_t> enqueuePlan(World& w, const pl::Plan& plan) {
   }
   return queued;
 }
+
+}  // namespace
+
+Result<std::string> recheckPlannedMove(const std::string& config_path,
+                                       const std::string& control_plane_dsn, int64_t move_id,
+                                       const std::string& plan_id, const std::string& tenant) {
+  World w;
+  SM_ASSIGN_OR_RETURN(w.config, orch::loadConfig(config_path));
+  SM_ASSIGN_OR_RETURN(w.planner, pl::loadPlannerConfig(config_path));
+  w.cp_dsn = control_plane_dsn;
+  SM_ASSIGN_OR_RETURN(pl::PlanStore store, pl::PlanStore::open(w.cp_dsn));
+  SM_ASSIGN_OR_RETURN(auto sp, store.load(plan_id));
+  if (!sp) return std::string("its plan '" + plan_id + "' is no longer in the control plane");
+  const pl::Move* planned = nullptr;
+  for (const auto& m : sp->plan.moves) {
+    if (m.tenant == tenant) planned = &m;
+  }
+  if (!planned) return std::string();  // not a move of the plan: nothing to judge it by
+  SM_RETURN_IF_ERROR(readFleet(w));
+  uint64_t size = planned->bytes;
+  for (const auto& t : w.fleet.tenants) {
+    if (t.key == tenant) size = t.bytes;
+  }
+  std::map<std::string, double> bytes, cap;
+  utilizationNow(w, bytes, cap, move_id);
+  return skipReason(w, sp->plan, *planned, size, bytes, cap, move_id);
+}
+
+namespace {
 
 // The plan stored under a.plan_id, or a refusal naming it.
 Result<pl::StoredPlan> storedPlan(const PlannerCliArgs& a, World& w) {
@@ -391,6 +444,7 @@ int runShow(const PlannerCliArgs& a, World& w) {
                     {"state", q::moveStateName(m.state)},
                     {"phase", m.progress.phase},
                     {"eta_seconds", m.progress.eta_seconds},
+                    {"last_error", m.last_error},
                     {"errors", errors}});
     }
     j["queued_moves"] = qm;
@@ -412,6 +466,7 @@ int runShow(const PlannerCliArgs& a, World& w) {
                 q::moveStateName(m.state),
                 m.progress.phase.empty() ? "" : (" (" + m.progress.phase + ")").c_str());
     if (m.progress.eta_seconds >= 0) std::printf(", ETA %.0f s", m.progress.eta_seconds);
+    if (m.last_error.rfind("skipped: ", 0) == 0) std::printf(", %s", m.last_error.c_str());
     std::printf("\n");
     for (const auto& e : m.errors) {
       std::printf("      attempt %u (%s, %s): %s\n", e.attempt, e.at.c_str(), e.error_class.c_str(),

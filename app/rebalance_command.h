@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/status.h"
+
 namespace CLI {
 class App;
 }
@@ -47,3 +49,15 @@ bool plannerCommandChosen(const PlannerCliArgs& args);
 // 130 interrupted.
 int runPlannerCommand(const PlannerCliArgs& args, const std::string& config_path,
                       const std::atomic<bool>& cancel);
+
+// The worker's re-check of a queued move of plan `plan_id` when its turn comes (serve's worker
+// pool calls it after the claim, before anything runs), against the fleet as it is now (stamps
+// file, catalogs, routing, open moves other than `move_id`): "" when the move should run,
+// otherwise why it is skipped (tenant served elsewhere, another open move of the tenant,
+// destination draining, or it no longer improves balance enough, with the numbers).
+// Errors: the control plane's or a stamp's (the move is then retried, not skipped).
+stampmover::common::Result<std::string> recheckPlannedMove(const std::string& config_path,
+                                                           const std::string& control_plane_dsn,
+                                                           int64_t move_id,
+                                                           const std::string& plan_id,
+                                                           const std::string& tenant);

@@ -1,6 +1,7 @@
 // `stampmover serve` (see serve_command.h): settings from the config's `serve:` section and flags,
 // the control-plane queue, the API server, the worker pool, a metrics refresher, and the drain.
 #include "app/serve_command.h"
+#include "app/rebalance_command.h"
 
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -389,6 +390,10 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
       registry.forgetMove(std::to_string(id));
       std::lock_guard<std::mutex> g(seen->first);
       seen->second.erase(id);
+    };
+    // A queued move of a rebalance or drain plan is re-checked when its turn comes.
+    po.skip_check = [config_path, cp_dsn](const q::Move& m) -> Result<std::string> {
+      return recheckPlannedMove(config_path, cp_dsn, m.id, *m.spec.plan_id, m.spec.tenant);
     };
     pool = std::make_unique<q::WorkerPool>(*queue, po);
     if (Status st = pool->start(); !st) return fail(st);

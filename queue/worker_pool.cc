@@ -513,6 +513,23 @@ struct WorkerPool::Impl {
       if (!r.move.progress.flipped) r.stop(StopReason::kCancel);
     }
     if (draining) r.stop(StopReason::kDrain);
+    if (!r.cancel && options.skip_check && r.move.spec.plan_id && r.move.progress.phase.empty()) {
+      auto why = options.skip_check(r.move);
+      if (!why) {
+        spdlog::warn("move {}: re-checking it against plan '{}' failed: {}", lease.move_id,
+                     *r.move.spec.plan_id, why.status().message());
+        queue->failAttempt(lease, why.status().withContext("re-checking the planned move"), false)
+            .ignore();  // best effort: otherwise the lease lapses
+        return;
+      }
+      if (!why->empty()) {
+        spdlog::info("move {}: tenant {} skipped (plan '{}'): {}", lease.move_id,
+                     r.move.spec.tenant, *r.move.spec.plan_id, *why);
+        Status st = queue->finish(lease, MoveState::kCancelled, "skipped: " + *why);
+        if (!st) spdlog::warn("move {}: recording the skip failed: {}", lease.move_id, st.message());
+        return;
+      }
+    }
 
     MoveRunResult res;
     if (!r.cancel) {

@@ -69,6 +69,11 @@ struct WorkerPoolOptions {
   std::chrono::milliseconds throttle_check_interval{2000};  // Default: 2 s
   MigrateOptionsFn migrate_options;                   // required unless `runner` is set
   MoveRunnerFn runner;                                // Default: runMigrate
+  // Re-checks a claimed move that belongs to a plan (spec.plan_id) and has not started yet
+  // (no phase recorded), before anything runs: "" runs it; a reason ends it as cancelled with
+  // last_error "skipped: <reason>" (shown by `move show` and `rebalance show`). An error gives
+  // the move back to the queue with backoff (failAttempt, retryable).
+  std::function<common::Result<std::string>(const Move& move)> skip_check;  // Default: none
   // Observers (serve feeds its metrics from them). Called on the pool's threads, possibly
   // several at once: thread-safe and quick. on_progress gets every progress report of a held
   // move (unthrottled); on_finished each run's result once the run ended, whatever its outcome.

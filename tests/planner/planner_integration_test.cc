@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -364,6 +365,146 @@ TEST(PerStampLimit, AMoveCountsAgainstBothItsStamps) {
   auto third = (*q)->claim("w3", split);
   ASSERT_TRUE(third.isOk());
   EXPECT_TRUE(third->has_value());
+  (*cluster)->stop().ignore();  // best effort: the destructor stops it too
+}
+
+// A queued move of a plan is re-checked when a worker claims it (issue 13, execution): after
+// `rebalance apply`, one tenant is routed elsewhere and a large tenant lands on the destination
+// stamp; serve's worker skips both moves instead of running them, each with its reason, shown
+// by the queue, `move show` and `rebalance show`. Two stamps (databases of one harness cluster)
+// with their own capacities.
+TEST(SkipAtWorker, MovesThatNoLongerHelpAreSkippedWithTheirReason) {
+  harness::ClusterOptions o;
+  o.name = "skip";
+  auto cluster = harness::LocalCluster::start(o);
+  ASSERT_TRUE(cluster.isOk()) << cluster.status().message();
+  for (const char* db : {"a", "b", "control"}) ASSERT_TRUE((*cluster)->createDatabase(db).isOk());
+  const std::map<std::string, std::string> dsn = {{"stamp-a", (*cluster)->dsn("a")},
+                                                  {"stamp-b", (*cluster)->dsn("b")}};
+  const std::string cp = (*cluster)->dsn("control");
+  routing::PgRoutingDirectory dir(cp);
+  ASSERT_TRUE(dir.ensureSchema().isOk());
+  for (const auto& [n, d] : dsn) {
+    auto c = connectOrDie(d);
+    ASSERT_TRUE(harness::createDemoSchema(c).isOk());
+  }
+  auto seed = [&](const std::string& stamp, int t, uint64_t items) {
+    auto c = connectOrDie(dsn.at(stamp));
+    harness::SeedOptions so;
+    so.tenant = t;
+    so.tenant_items = items;
+    so.others = {};
+    so.other_items = 0;
+    ASSERT_TRUE(harness::seedTenants(c, so).isOk());
+    execOrDie(c, "ANALYZE");
+    ASSERT_TRUE(dir.put(std::to_string(t), stamp).isOk());
+  };
+  for (int t = 1; t <= 4; ++t) seed("stamp-a", t, 100 + 20 * static_cast<uint64_t>(t));
+  TempDir tmp;
+  {
+    std::ofstream tok(tmp.path() + "/tokens");
+    tok << "operate-token-0123456789 operate\n";
+    std::ofstream t2(tmp.path() + "/op.token");
+    t2 << "operate-token-0123456789\n";
+  }
+  auto config = [&](uint64_t cap_a, uint64_t cap_b) {
+    const std::string path = tmp.path() + "/stamps.yaml";
+    std::ofstream out(path);
+    out << "state_dir: " << tmp.path() << "/state\nstamps:\n";
+    out << "  stamp-a:\n    dsn: \"" << dsn.at("stamp-a") << "\"\n";
+    if (cap_a) out << "    capacity_bytes: " << cap_a << "\n";
+    out << "  stamp-b:\n    dsn: \"" << dsn.at("stamp-b") << "\"\n";
+    if (cap_b) out << "    capacity_bytes: " << cap_b << "\n";
+    out << "planner:\n  seed: 3\nserve:\n  soak_seconds: 1\n";
+    return path;
+  };
+  std::string cfg = config(0, 0);
+  auto st = runStampmover({"stamps", "--config", cfg, "--control-plane-dsn", cp, "--json"});
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  uint64_t total = 0;
+  for (const auto& s : nlohmann::json::parse(st.out)) total += s.at("bytes").get<uint64_t>();
+  ASSERT_GT(total, 0u);
+  cfg = config(total * 2, total * 3);  // the stamps differ in capacity
+
+  auto plan = runStampmover({"rebalance", "plan", "--config", cfg, "--control-plane-dsn", cp,
+                             "--json", "--max-moves", "2"});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const auto pj = nlohmann::json::parse(plan.out);
+  const std::string plan_id = pj.at("id");
+  ASSERT_EQ(pj.at("moves").size(), 2u) << plan.out;
+  const std::string routed_away = pj["moves"][0].at("tenant");
+  const std::string unbalancing = pj["moves"][1].at("tenant");
+  auto apply =
+      runStampmover({"rebalance", "apply", plan_id, "--config", cfg, "--control-plane-dsn", cp});
+  ASSERT_EQ(apply.exit_code, 0) << apply.err;
+  auto q = queue::MoveQueue::open(cp);
+  ASSERT_TRUE(q.isOk()) << q.status().message();
+  auto queued = (*q)->list();
+  ASSERT_TRUE(queued.isOk());
+  ASSERT_EQ(queued->size(), 2u) << apply.out;
+
+  // The world changes before the moves' turn: the first tenant is now served by stamp-b
+  // (as another tool could have done), and stamp-b receives a tenant larger than all of stamp-a.
+  {
+    auto e = dir.get(routed_away);
+    ASSERT_TRUE(e.isOk() && e->has_value());
+    routing::RouteChange ch;
+    ch.stamp = "stamp-b";
+    ch.reason = "test: moved by another tool";
+    auto r = dir.compareAndSet(routed_away, (*e)->epoch, ch);
+    ASSERT_TRUE(r.isOk()) << r.status().message();
+  }
+  seed("stamp-b", 9, 3000);
+
+  auto serve = std::make_unique<ChildProcess>(spawnStampmover(
+      {"serve", "--config", cfg, "--control-plane-dsn", cp, "--listen", "127.0.0.1:0",
+       "--tokens-file", tmp.path() + "/tokens", "--workers", "1", "--state-dir",
+       tmp.path() + "/state", "--owner", "skipper"},
+      tmp.path() + "/serve.log"));
+  std::map<std::string, queue::Move> by_tenant;
+  const auto until = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < until) {
+    auto all = (*q)->list();
+    ASSERT_TRUE(all.isOk());
+    by_tenant.clear();
+    int ended = 0;
+    for (const auto& m : *all) {
+      by_tenant[m.spec.tenant] = m;
+      if (m.state != queue::MoveState::kQueued && m.state != queue::MoveState::kRunning) ++ended;
+    }
+    if (ended == 2) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  const std::string log = readFile(tmp.path() + "/serve.log");
+  ASSERT_EQ(by_tenant.size(), 2u);
+  const auto& a = by_tenant.at(routed_away);
+  EXPECT_EQ(a.state, queue::MoveState::kCancelled) << log;
+  EXPECT_EQ(a.last_error, "skipped: the tenant is now served by stamp-b, not stamp-a") << log;
+  const auto& b = by_tenant.at(unbalancing);
+  EXPECT_EQ(b.state, queue::MoveState::kCancelled) << log;
+  EXPECT_EQ(b.last_error.rfind("skipped: no longer improves balance enough: stamp-a at ", 0), 0u)
+      << b.last_error << "\n" << log;
+  // Nothing ran: the tenants' rows are where they were, stamp-b holds none of them.
+  auto cb = connectOrDie(dsn.at("stamp-b"));
+  EXPECT_EQ(scalar(cb, "SELECT count(*) FROM orders WHERE tenant_id <> 9"), "0");
+
+  // Visible in `rebalance show` and `move show`.
+  auto show = runStampmover(
+      {"rebalance", "show", plan_id, "--config", cfg, "--control-plane-dsn", cp});
+  EXPECT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_NE(show.out.find("skipped: the tenant is now served by stamp-b"), std::string::npos)
+      << show.out;
+  EXPECT_NE(show.out.find("skipped: no longer improves balance enough"), std::string::npos)
+      << show.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("listening on 127\\.0\\.0\\.1:([0-9]+)")));
+  auto ms = runStampmover({"move", "--api", "http://127.0.0.1:" + m[1].str(), "--token-file",
+                           tmp.path() + "/op.token", "show", std::to_string(b.id)});
+  EXPECT_EQ(ms.exit_code, 0) << ms.err;
+  EXPECT_NE(ms.out.find("last error: skipped: no longer improves balance enough"),
+            std::string::npos)
+      << ms.out;
+  serve.reset();
   (*cluster)->stop().ignore();  // best effort: the destructor stops it too
 }
 
