@@ -23,6 +23,7 @@ using nlohmann::json;
 
 const std::vector<std::string> kActions = {"cutover", "rollback", "finalize",
                                            "pause",   "resume",   "cancel"};
+const std::vector<std::string> kPlanActions = {"apply", "pause", "resume", "cancel"};
 
 json moveJson(const queue::Move& m) {
   json errors = json::array();
@@ -203,6 +204,17 @@ const std::vector<RouteSpec>& routeTable() {
     for (const auto& a : kActions) {
       r.push_back({"POST", "/v1/moves/{id}/" + a, Access::kOperate, "Ask for " + a});
     }
+    r.push_back({"GET", "/v1/stamps", Access::kRead,
+                 "Every stamp: capacity, utilization, tenants, draining, moves in flight"});
+    r.push_back({"POST", "/v1/plans", Access::kRead,
+                 "Make and store a rebalance plan; nothing moves"});
+    r.push_back({"GET", "/v1/plans/{id}", Access::kRead,
+                 "A stored plan with its moves as the queue sees them"});
+    for (const auto& a : kPlanActions) {
+      r.push_back({"POST", "/v1/plans/{id}/" + a, Access::kOperate,
+                   a == "apply" ? std::string("Enqueue the plan's moves")
+                                : "Ask for " + a + " of every unfinished move of the plan"});
+    }
     r.push_back({"GET", "/metrics", Access::kRead, "Prometheus text exposition"});
     r.push_back({"GET", "/healthz", Access::kPublic, "Liveness: the process answers"});
     r.push_back({"GET", "/readyz", Access::kPublic,
@@ -247,8 +259,17 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
   // Match the route template.
   std::string tmpl;
   std::string id_text;
-  if (path == "/v1/moves" || path == "/metrics" || path == "/healthz" || path == "/readyz") {
+  if (path == "/v1/moves" || path == "/metrics" || path == "/healthz" || path == "/readyz" ||
+      path == "/v1/stamps" || path == "/v1/plans") {
     tmpl = path;
+  } else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "plans") {
+    tmpl = "/v1/plans/{id}";
+    id_text = parts[2];
+  } else if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "plans" &&
+             std::find(kPlanActions.begin(), kPlanActions.end(), parts[3]) !=
+                 kPlanActions.end()) {
+    tmpl = "/v1/plans/{id}/" + parts[3];
+    id_text = parts[2];
   } else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "moves") {
     tmpl = "/v1/moves/{id}";
     id_text = parts[2];
@@ -328,6 +349,22 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
       }
     }
 
+    if (tmpl == "/v1/stamps" || tmpl.rfind("/v1/plans", 0) == 0) {
+      if (!deps_.fleet) {
+        return errorResponse(501, "not_configured", "this server does not answer " + tmpl);
+      }
+      if (req.method == "GET" && !req.body.empty()) {
+        return errorResponse(400, "invalid_body", "GET takes no body");
+      }
+      if (id_text.size() > 64) {
+        return errorResponse(404, "not_found", "no plan '" + id_text.substr(0, 64) + "...'");
+      }
+      auto [status, body] = deps_.fleet(tmpl, id_text, req.body);
+      HttpResponse r;
+      r.status = status;
+      r.body = std::move(body);
+      return r;
+    }
     if (tmpl == "/healthz") return jsonResponse(200, {{"status", "ok"}});
     if (tmpl == "/readyz") {
       if (draining()) return errorResponse(503, "draining", "the server is draining");

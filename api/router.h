@@ -64,6 +64,12 @@ struct RouterDeps {
   // than `from` (code tenant_not_on_stamp).
   routing::RoutingDirectory* routing = nullptr;     // Default: none
   bool metrics_public = false;  // Default: false (/metrics needs a read token)
+  // Optional: answers the fleet routes (/v1/stamps, /v1/plans...: see routeTable()) after
+  // authentication, with the route template, the {id} ("" if none) and the body; returns
+  // (status, JSON body). Default: none (those routes answer 501 not_configured).
+  std::function<std::pair<int, std::string>(const std::string& route, const std::string& id,
+                                            const std::string& body)>
+      fleet;
   // Extra readiness condition (the worker pool started, say); Default: none (always true).
   std::function<bool(std::string* why)> ready_extra;
 };

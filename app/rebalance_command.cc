@@ -418,6 +418,34 @@ Result<std::vector<q::Move>> movesOfPlan(World& w, const std::string& plan_id) {
   return out;
 }
 
+// The plan as stored, with its moves as the queue sees them (`rebalance show --json`, the API).
+nlohmann::json showJson(const pl::StoredPlan& sp, const std::vector<q::Move>& moves) {
+  nlohmann::json j = pl::planToJson(sp.plan);
+  j["created_at"] = sp.created_at;
+  j["applied_at"] = sp.applied_at;
+  nlohmann::json qm = nlohmann::json::array();
+  for (const auto& m : moves) {
+    nlohmann::json errors = nlohmann::json::array();
+    for (const auto& e : m.errors) {
+      errors.push_back({{"attempt", e.attempt},
+                        {"error_class", e.error_class},
+                        {"message", e.message},
+                        {"at", e.at}});
+    }
+    qm.push_back({{"id", m.id},
+                  {"tenant", m.spec.tenant},
+                  {"from", m.spec.from_stamp},
+                  {"to", m.spec.to_stamp},
+                  {"state", q::moveStateName(m.state)},
+                  {"phase", m.progress.phase},
+                  {"eta_seconds", m.progress.eta_seconds},
+                  {"last_error", m.last_error},
+                  {"errors", errors}});
+  }
+  j["queued_moves"] = qm;
+  return j;
+}
+
 // `rebalance show PLAN_ID`: the plan's moves as the queue sees them, with every failed attempt.
 int runShow(const PlannerCliArgs& a, World& w) {
   auto sp = storedPlan(a, w);
@@ -425,30 +453,7 @@ int runShow(const PlannerCliArgs& a, World& w) {
   auto moves = movesOfPlan(w, a.plan_id);
   if (!moves) return fail(moves.status());
   if (a.json) {
-    nlohmann::json j = pl::planToJson(sp->plan);
-    j["created_at"] = sp->created_at;
-    j["applied_at"] = sp->applied_at;
-    nlohmann::json qm = nlohmann::json::array();
-    for (const auto& m : *moves) {
-      nlohmann::json errors = nlohmann::json::array();
-      for (const auto& e : m.errors) {
-        errors.push_back({{"attempt", e.attempt},
-                          {"error_class", e.error_class},
-                          {"message", e.message},
-                          {"at", e.at}});
-      }
-      qm.push_back({{"id", m.id},
-                    {"tenant", m.spec.tenant},
-                    {"from", m.spec.from_stamp},
-                    {"to", m.spec.to_stamp},
-                    {"state", q::moveStateName(m.state)},
-                    {"phase", m.progress.phase},
-                    {"eta_seconds", m.progress.eta_seconds},
-                    {"last_error", m.last_error},
-                    {"errors", errors}});
-    }
-    j["queued_moves"] = qm;
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", showJson(*sp, *moves).dump(2).c_str());
     return 0;
   }
   printPlan(sp->plan);
@@ -721,6 +726,38 @@ int runDrain(const PlannerCliArgs& a, World& w, const std::atomic<bool>& cancel)
   }
 }
 
+// Every stamp with capacity, bytes, utilization, tenants, draining and moves in flight
+// (`stamps --json`, the API). The fleet must have been read.
+nlohmann::json stampsJson(const World& w) {
+  std::map<std::string, uint64_t> bytes;
+  std::map<std::string, uint32_t> tenants;
+  for (const auto& t : w.fleet.tenants) {
+    bytes[t.stamp] += t.bytes;
+    tenants[t.stamp] += 1;
+  }
+  std::map<std::string, uint32_t> out, in;
+  for (const auto& m : w.open_moves) {
+    out[m.spec.from_stamp] += 1;
+    in[m.spec.to_stamp] += 1;
+  }
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& s : w.fleet.stamps) {
+    j.push_back({{"stamp", s.name},
+                 {"region", s.region},
+                 {"capacity_bytes", s.capacity_bytes},
+                 {"capacity_tenants", s.capacity_tenants},
+                 {"bytes", bytes[s.name]},
+                 {"utilization", s.capacity_bytes ? static_cast<double>(bytes[s.name]) /
+                                                        static_cast<double>(s.capacity_bytes)
+                                                  : 0.0},
+                 {"tenants", tenants[s.name]},
+                 {"draining", s.draining},
+                 {"moves_out", out[s.name]},
+                 {"moves_in", in[s.name]}});
+  }
+  return j;
+}
+
 int runStamps(const PlannerCliArgs& a, World& w) {
   if (Status st = readFleet(w); !st) return fail(st);
   std::map<std::string, uint64_t> bytes;
@@ -735,22 +772,7 @@ int runStamps(const PlannerCliArgs& a, World& w) {
     in[m.spec.to_stamp] += 1;
   }
   if (a.json) {
-    nlohmann::json j = nlohmann::json::array();
-    for (const auto& s : w.fleet.stamps) {
-      j.push_back({{"stamp", s.name},
-                   {"region", s.region},
-                   {"capacity_bytes", s.capacity_bytes},
-                   {"capacity_tenants", s.capacity_tenants},
-                   {"bytes", bytes[s.name]},
-                   {"utilization", s.capacity_bytes ? static_cast<double>(bytes[s.name]) /
-                                                          static_cast<double>(s.capacity_bytes)
-                                                    : 0.0},
-                   {"tenants", tenants[s.name]},
-                   {"draining", s.draining},
-                   {"moves_out", out[s.name]},
-                   {"moves_in", in[s.name]}});
-    }
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", stampsJson(w).dump(2).c_str());
     return 0;
   }
   std::printf("%-14s %-12s %10s %10s %8s %7s %9s %10s\n", "stamp", "region", "capacity", "used",
@@ -884,4 +906,104 @@ int runPlannerCommand(const PlannerCliArgs& a, const std::string& config_path,
   if (a.drain && *a.drain) return runDrain(a, *w, cancel);
   if (a.stamps && *a.stamps) return runStamps(a, *w);
   return fail(Status::internal("no planner command chosen"));
+}
+
+namespace {
+
+std::pair<int, std::string> apiError(int status, const std::string& code, const std::string& msg) {
+  return {status, nlohmann::json{{"code", code}, {"message", msg}}.dump() + "\n"};
+}
+
+std::pair<int, std::string> apiError(const Status& st) {
+  switch (st.errorClass()) {
+    case ErrorClass::kRefused:
+      return apiError(422, "refused", st.message());
+    case ErrorClass::kRetryable:
+      return apiError(503, "unavailable", st.message());
+    default:
+      return apiError(500, "internal", st.message());
+  }
+}
+
+}  // namespace
+
+std::pair<int, std::string> plannerApi(const std::string& config_path,
+                                       const std::string& control_plane_dsn,
+                                       const std::string& route, const std::string& id,
+                                       const std::string& body) {
+  PlannerCliArgs a;
+  a.control_plane_dsn = control_plane_dsn;
+  a.plan_id = id;
+  nlohmann::json in = nlohmann::json::object();
+  if (!body.empty()) {
+    in = nlohmann::json::parse(body, nullptr, false);
+    if (in.is_discarded() || !in.is_object()) {
+      return apiError(400, "invalid_body", "the body must be a JSON object");
+    }
+  }
+  for (const auto& [k, v] : in.items()) {
+    if (route != "/v1/plans" || (k != "threshold" && k != "max_moves" && k != "seed")) {
+      return apiError(400, "unknown_field", "unknown field '" + k + "'");
+    }
+    if (!v.is_number()) return apiError(400, "invalid_body", "'" + k + "' must be a number");
+  }
+  if (in.contains("threshold")) a.threshold = in["threshold"].get<double>();
+  if (in.contains("max_moves")) a.max_moves = in["max_moves"].get<int64_t>();
+  if (in.contains("seed")) a.seed = in["seed"].get<int64_t>();
+  auto w = openWorld(a, config_path);
+  if (!w) return apiError(w.status());
+  const auto ok = [](int status, const nlohmann::json& j) {
+    return std::pair<int, std::string>{status, j.dump() + "\n"};
+  };
+  if (route == "/v1/stamps") {
+    if (Status st = readFleet(*w); !st) return apiError(st);
+    return ok(200, stampsJson(*w));
+  }
+  if (route == "/v1/plans") {  // plan: nothing moves
+    if (Status st = readFleet(*w); !st) return apiError(st);
+    auto plan = pl::planRebalance(w->fleet, optionsFrom(a, *w));
+    if (!plan) return apiError(plan.status());
+    auto store = pl::PlanStore::open(w->cp_dsn);
+    if (!store) return apiError(store.status());
+    if (Status st = store->save(*plan); !st) return apiError(st);
+    spdlog::info("api: plan {} made ({} move(s)); nothing moved", plan->id, plan->moves.size());
+    return ok(201, pl::planToJson(*plan));
+  }
+  // /v1/plans/{id}[/action]
+  auto sp = storedPlan(a, *w);
+  if (!sp) {
+    if (sp.status().errorClass() == ErrorClass::kRefused) {
+      return apiError(404, "not_found", sp.status().message());
+    }
+    return apiError(sp.status());
+  }
+  if (route == "/v1/plans/{id}/apply") {
+    if (Status st = readFleet(*w); !st) return apiError(st);
+    auto n = enqueuePlan(*w, sp->plan);
+    if (!n) return apiError(n.status());
+    auto store = pl::PlanStore::open(w->cp_dsn);
+    if (!store) return apiError(store.status());
+    if (Status st = store->markApplied(id); !st) return apiError(st);
+    spdlog::info("api: plan {} applied: {} move(s) queued", id, *n);
+    sp = storedPlan(a, *w);
+    if (!sp) return apiError(sp.status());
+  } else if (route != "/v1/plans/{id}") {
+    const std::string verb = route.substr(route.rfind('/') + 1);
+    auto action = q::parseAction(verb);
+    if (!action) return apiError(404, "route_not_found", "no action " + verb);
+    auto moves = movesOfPlan(*w, id);
+    if (!moves) return apiError(moves.status());
+    for (const auto& m : *moves) {
+      if (m.state == q::MoveState::kSucceeded || m.state == q::MoveState::kFailed ||
+          m.state == q::MoveState::kCancelled) {
+        continue;
+      }
+      auto r = w->queue->request(m.id, *action);
+      if (!r && r.status().errorClass() != ErrorClass::kRefused) return apiError(r.status());
+    }
+    spdlog::info("api: plan {}: {} requested on its moves", id, verb);
+  }
+  auto moves = movesOfPlan(*w, id);
+  if (!moves) return apiError(moves.status());
+  return ok(route == "/v1/plans/{id}" ? 200 : 202, showJson(*sp, *moves));
 }

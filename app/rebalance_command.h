@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "common/status.h"
 
@@ -61,3 +62,17 @@ stampmover::common::Result<std::string> recheckPlannedMove(const std::string& co
                                                            int64_t move_id,
                                                            const std::string& plan_id,
                                                            const std::string& tenant);
+
+// The fleet routes of serve's API (issue 13, "the same through the API"); `route` is the route
+// template, `id` the plan id ("" if none), `body` the request body ("" or a JSON object):
+//   GET  /v1/stamps                    `stamps --json`
+//   POST /v1/plans                     `rebalance plan --json` ({threshold, max_moves, seed})
+//   GET  /v1/plans/{id}                `rebalance show --json`
+//   POST /v1/plans/{id}/apply          `rebalance apply` (then the show document)
+//   POST /v1/plans/{id}/pause|resume|cancel   the action on every unfinished move of the plan
+// Returns (HTTP status, JSON body); errors are {"code", "message"}: an unknown plan is 404
+// not_found naming it, a bad body 400, other refusals 422, an unreachable server 503.
+std::pair<int, std::string> plannerApi(const std::string& config_path,
+                                       const std::string& control_plane_dsn,
+                                       const std::string& route, const std::string& id,
+                                       const std::string& body);

@@ -298,6 +298,10 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
   deps.metrics = &registry;
   deps.routing = &routing;
   deps.metrics_public = f.metrics_public;
+  deps.fleet = [config_path, cp_dsn](const std::string& route, const std::string& id,
+                                     const std::string& body) {
+    return plannerApi(config_path, cp_dsn, route, id, body);
+  };
   api::Router router(deps);
 
   api::ServerOptions so;

@@ -18,6 +18,7 @@
 
 #include "api/client.h"
 #include "api/router.h"
+#include "harness/seed.h"
 #include "metrics/metrics.h"
 #include "tests/support/test_support.h"
 
@@ -502,4 +503,112 @@ TEST(ApiTest, SigtermDrainsAndExits) {
   // Nothing listens any more.
   auto r = httpRequest(s.client(""), "GET", "/healthz");
   EXPECT_FALSE(r.isOk());
+}
+
+// "The same through the API" (issue 13): the fleet routes of a real serve process over two
+// stamps (the harness's two clusters, configured differently), four tenants all on stamp-a.
+// Happy path: stamps, a plan (nothing moves), the plan by id, apply (moves queued, the plan
+// shows them), pause. Refusals: an unknown plan id is 404 naming it, a read token may plan and
+// read but not apply (403), an unknown body field is 400 naming it; nothing is queued by them.
+TEST(ApiTest, RebalanceRoutes) {
+  std::string db = st::freshDatabase();
+  for (auto* cl : {&st::sourceCluster(), &st::destCluster()}) {
+    auto c = st::connectOrDie(cl->dsn(db));
+    ASSERT_TRUE(stampmover::harness::createDemoSchema(c).isOk());
+  }
+  {
+    auto c = st::connectOrDie(st::sourceCluster().dsn(db));
+    for (uint64_t t = 1; t <= 4; ++t) {
+      stampmover::harness::SeedOptions so;
+      so.tenant = t;
+      so.tenant_items = 50 + 30 * t;
+      so.others = {};
+      so.other_items = 0;
+      ASSERT_TRUE(stampmover::harness::seedTenants(c, so).isOk());
+    }
+    st::execOrDie(c, "ANALYZE");
+  }
+  Serve s;
+  ASSERT_TRUE(s.start({}, db));
+  auto op = s.client(kOperateToken);
+  auto rd = s.client(kReadToken);
+
+  Answer stamps = call(rd, "GET", "/v1/stamps");
+  ASSERT_EQ(stamps.status, 200) << stamps.raw;
+  ASSERT_EQ(stamps.body.size(), 2u) << stamps.raw;
+  EXPECT_EQ(stamps.body[0]["stamp"], "stamp-a");
+  EXPECT_EQ(stamps.body[0]["tenants"], 4);
+  EXPECT_EQ(stamps.body[1]["tenants"], 0);
+  {
+    YAML::Node doc = YAML::LoadFile(std::string(STAMPMOVER_SOURCE_DIR) + "/api/openapi.yaml");
+    std::set<std::string> documented, served;
+    for (const auto& p : doc["components"]["schemas"]["Stamp"]["properties"]) {
+      documented.insert(p.first.as<std::string>());
+    }
+    for (const auto& [k, v] : stamps.body[0].items()) served.insert(k);
+    EXPECT_EQ(documented, served);
+  }
+
+  Answer bad = call(rd, "POST", "/v1/plans", R"({"max_movez": 3})");
+  EXPECT_EQ(bad.status, 400) << bad.raw;
+  EXPECT_NE(bad.raw.find("max_movez"), std::string::npos) << bad.raw;
+
+  Answer plan = call(rd, "POST", "/v1/plans", R"({"max_moves": 2, "seed": 1})");
+  ASSERT_EQ(plan.status, 201) << plan.raw;
+  const std::string id = plan.body["id"];
+  ASSERT_EQ(plan.body["moves"].size(), 2u) << plan.raw;
+  Answer moves = call(rd, "GET", "/v1/moves");
+  ASSERT_EQ(moves.status, 200);
+  EXPECT_TRUE(moves.body["moves"].empty()) << "planning queued something: " << moves.raw;
+
+  Answer unknown = call(rd, "GET", "/v1/plans/plan-00000000000000ff");
+  EXPECT_EQ(unknown.status, 404) << unknown.raw;
+  EXPECT_EQ(code(unknown), "not_found");
+  EXPECT_NE(unknown.raw.find("plan-00000000000000ff"), std::string::npos) << unknown.raw;
+  unknown = call(op, "POST", "/v1/plans/plan-00000000000000ff/apply");
+  EXPECT_EQ(unknown.status, 404) << unknown.raw;
+  EXPECT_NE(unknown.raw.find("plan-00000000000000ff"), std::string::npos) << unknown.raw;
+
+  Answer forbidden = call(rd, "POST", "/v1/plans/" + id + "/apply");
+  EXPECT_EQ(forbidden.status, 403) << forbidden.raw;
+  EXPECT_EQ(code(forbidden), "forbidden");
+  moves = call(rd, "GET", "/v1/moves");
+  EXPECT_TRUE(moves.body["moves"].empty()) << "a refused apply queued something: " << moves.raw;
+
+  Answer shown = call(rd, "GET", "/v1/plans/" + id);
+  ASSERT_EQ(shown.status, 200) << shown.raw;
+  EXPECT_EQ(shown.body["applied_at"], "");
+  EXPECT_TRUE(shown.body["queued_moves"].empty());
+
+  Answer applied = call(op, "POST", "/v1/plans/" + id + "/apply");
+  ASSERT_EQ(applied.status, 202) << applied.raw;
+  EXPECT_NE(applied.body["applied_at"], "");
+  ASSERT_EQ(applied.body["queued_moves"].size(), 2u) << applied.raw;
+  std::set<std::string> planned, queued;
+  for (const auto& m : plan.body["moves"]) planned.insert(m["tenant"].get<std::string>());
+  for (const auto& m : applied.body["queued_moves"]) {
+    queued.insert(m["tenant"].get<std::string>());
+    EXPECT_EQ(m["state"], "queued");
+    EXPECT_EQ(m["from"], "stamp-a");
+    EXPECT_EQ(m["to"], "stamp-b");
+  }
+  EXPECT_EQ(planned, queued);
+  moves = call(rd, "GET", "/v1/moves");
+  EXPECT_EQ(moves.body["moves"].size(), 2u) << moves.raw;
+
+  Answer paused = call(op, "POST", "/v1/plans/" + id + "/pause");
+  ASSERT_EQ(paused.status, 202) << paused.raw;
+  for (const auto& m : paused.body["queued_moves"]) EXPECT_EQ(m["state"], "paused") << paused.raw;
+  Answer cancelled = call(op, "POST", "/v1/plans/" + id + "/cancel");
+  ASSERT_EQ(cancelled.status, 202) << cancelled.raw;
+  {
+    YAML::Node doc = YAML::LoadFile(std::string(STAMPMOVER_SOURCE_DIR) + "/api/openapi.yaml");
+    std::set<std::string> documented, served;
+    for (const auto& p : doc["components"]["schemas"]["PlanStatus"]["properties"]["queued_moves"]
+                            ["items"]["properties"]) {
+      documented.insert(p.first.as<std::string>());
+    }
+    for (const auto& [k, v] : cancelled.body["queued_moves"][0].items()) served.insert(k);
+    EXPECT_EQ(documented, served);
+  }
 }
