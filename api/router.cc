@@ -206,6 +206,9 @@ const std::vector<RouteSpec>& routeTable() {
     }
     r.push_back({"GET", "/v1/stamps", Access::kRead,
                  "Every stamp: capacity, utilization, tenants, draining, moves in flight"});
+    r.push_back({"POST", "/v1/stamps/{stamp}/drain", Access::kRead,
+                 "Drain a stamp: mark it draining and enqueue its tenants' moves (operate); "
+                 "with dry_run, only the plan (read)"});
     r.push_back({"POST", "/v1/plans", Access::kRead,
                  "Make and store a rebalance plan; nothing moves"});
     r.push_back({"GET", "/v1/plans/{id}", Access::kRead,
@@ -262,6 +265,10 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
   if (path == "/v1/moves" || path == "/metrics" || path == "/healthz" || path == "/readyz" ||
       path == "/v1/stamps" || path == "/v1/plans") {
     tmpl = path;
+  } else if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "stamps" &&
+             parts[3] == "drain") {
+    tmpl = "/v1/stamps/{stamp}/drain";
+    id_text = parts[2];
   } else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "plans") {
     tmpl = "/v1/plans/{id}";
     id_text = parts[2];
@@ -299,6 +306,7 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
 
   HttpResponse resp = [&]() -> HttpResponse {
     // Authentication and role.
+    bool operate_role = false;
     bool public_route = route->access == Access::kPublic ||
                         (route->path == "/metrics" && deps_.metrics_public);
     if (!public_route) {
@@ -318,6 +326,7 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
         r.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
         return r;
       }
+      operate_role = *role == Role::kOperate;
       if (route->access == Access::kOperate && *role != Role::kOperate) {
         return errorResponse(403, "forbidden",
                              req.method + " " + tmpl + " needs the operate role; this token has read");
@@ -349,7 +358,7 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
       }
     }
 
-    if (tmpl == "/v1/stamps" || tmpl.rfind("/v1/plans", 0) == 0) {
+    if (tmpl.rfind("/v1/stamps", 0) == 0 || tmpl.rfind("/v1/plans", 0) == 0) {
       if (!deps_.fleet) {
         return errorResponse(501, "not_configured", "this server does not answer " + tmpl);
       }
@@ -357,9 +366,9 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
         return errorResponse(400, "invalid_body", "GET takes no body");
       }
       if (id_text.size() > 64) {
-        return errorResponse(404, "not_found", "no plan '" + id_text.substr(0, 64) + "...'");
+        return errorResponse(404, "not_found", "no plan or stamp '" + id_text.substr(0, 64) + "...'");
       }
-      auto [status, body] = deps_.fleet(tmpl, id_text, req.body);
+      auto [status, body] = deps_.fleet(tmpl, id_text, req.body, operate_role);
       HttpResponse r;
       r.status = status;
       r.body = std::move(body);

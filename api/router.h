@@ -65,10 +65,11 @@ struct RouterDeps {
   routing::RoutingDirectory* routing = nullptr;     // Default: none
   bool metrics_public = false;  // Default: false (/metrics needs a read token)
   // Optional: answers the fleet routes (/v1/stamps, /v1/plans...: see routeTable()) after
-  // authentication, with the route template, the {id} ("" if none) and the body; returns
-  // (status, JSON body). Default: none (those routes answer 501 not_configured).
+  // authentication, with the route template, the {id} or {stamp} ("" if none), the body and
+  // whether the token has the operate role (a route may need it for some bodies: a drain that
+  // is not a dry run); returns (status, JSON body). Default: none (501 not_configured).
   std::function<std::pair<int, std::string>(const std::string& route, const std::string& id,
-                                            const std::string& body)>
+                                            const std::string& body, bool operate)>
       fleet;
   // Extra readiness condition (the worker pool started, say); Default: none (always true).
   std::function<bool(std::string* why)> ready_extra;

@@ -930,7 +930,7 @@ std::pair<int, std::string> apiError(const Status& st) {
 std::pair<int, std::string> plannerApi(const std::string& config_path,
                                        const std::string& control_plane_dsn,
                                        const std::string& route, const std::string& id,
-                                       const std::string& body) {
+                                       const std::string& body, bool operate) {
   PlannerCliArgs a;
   a.control_plane_dsn = control_plane_dsn;
   a.plan_id = id;
@@ -941,8 +941,15 @@ std::pair<int, std::string> plannerApi(const std::string& config_path,
       return apiError(400, "invalid_body", "the body must be a JSON object");
     }
   }
+  const bool drain = route == "/v1/stamps/{stamp}/drain";
   for (const auto& [k, v] : in.items()) {
-    if (route != "/v1/plans" || (k != "threshold" && k != "max_moves" && k != "seed")) {
+    if (drain && k == "dry_run") {
+      if (!v.is_boolean()) return apiError(400, "invalid_body", "'dry_run' must be a boolean");
+      a.dry_run = v.get<bool>();
+      continue;
+    }
+    if ((route != "/v1/plans" && !drain) ||
+        (k != "threshold" && k != "max_moves" && k != "seed")) {
       return apiError(400, "unknown_field", "unknown field '" + k + "'");
     }
     if (!v.is_number()) return apiError(400, "invalid_body", "'" + k + "' must be a number");
@@ -958,6 +965,48 @@ std::pair<int, std::string> plannerApi(const std::string& config_path,
   if (route == "/v1/stamps") {
     if (Status st = readFleet(*w); !st) return apiError(st);
     return ok(200, stampsJson(*w));
+  }
+  if (drain) {
+    if (!w->config.stamps.count(id)) {
+      std::string known;
+      for (const auto& [n, _] : w->config.stamps) known += (known.empty() ? "" : ", ") + n;
+      return apiError(404, "unknown_stamp",
+                      "unknown stamp '" + id + "' (stamps: " + known + "); nothing was changed");
+    }
+    if (!a.dry_run && !operate) {
+      return apiError(403, "forbidden",
+                      "POST " + route + " needs the operate role unless dry_run; this token has read");
+    }
+    if (Status st = readFleet(*w); !st) return apiError(st);
+    if (!a.dry_run) {
+      if (!w->draining.count(id)) {
+        const std::string note = "drained through the API";
+        if (Status st = w->routing->setDraining(id, true, note); !st) return apiError(st);
+        spdlog::info("api: stamp {} marked draining", id);
+      }
+      auto purged = purgeDeparted(*w, id, false);
+      if (!purged) return apiError(purged.status());
+      auto again = openWorld(a, config_path);
+      if (!again) return apiError(again.status());
+      w = std::move(again);
+      if (Status st = readFleet(*w); !st) return apiError(st);
+    }
+    auto plan = pl::planDrain(w->fleet, id, optionsFrom(a, *w));
+    if (!plan) return apiError(plan.status());
+    auto store = pl::PlanStore::open(w->cp_dsn);
+    if (!store) return apiError(store.status());
+    if (Status st = store->save(*plan); !st) return apiError(st);
+    if (a.dry_run) return ok(200, pl::planToJson(*plan));
+    auto n = enqueuePlan(*w, *plan);
+    if (!n) return apiError(n.status());
+    if (Status st = store->markApplied(plan->id); !st) return apiError(st);
+    spdlog::info("api: drain of stamp {}: plan {}, {} move(s) queued", id, plan->id, *n);
+    a.plan_id = plan->id;
+    auto sp = storedPlan(a, *w);
+    if (!sp) return apiError(sp.status());
+    auto moves = movesOfPlan(*w, plan->id);
+    if (!moves) return apiError(moves.status());
+    return ok(202, showJson(*sp, *moves));
   }
   if (route == "/v1/plans") {  // plan: nothing moves
     if (Status st = readFleet(*w); !st) return apiError(st);

@@ -70,9 +70,14 @@ stampmover::common::Result<std::string> recheckPlannedMove(const std::string& co
 //   GET  /v1/plans/{id}                `rebalance show --json`
 //   POST /v1/plans/{id}/apply          `rebalance apply` (then the show document)
 //   POST /v1/plans/{id}/pause|resume|cancel   the action on every unfinished move of the plan
+//   POST /v1/stamps/{stamp}/drain      `drain STAMP` ({dry_run}), one round: mark the stamp
+//                                      draining, purge tenants already moved away, plan the rest
+//                                      and enqueue it (202, the show document); POST again to
+//                                      follow up. Needs `operate` unless dry_run (200, the plan).
 // Returns (HTTP status, JSON body); errors are {"code", "message"}: an unknown plan is 404
-// not_found naming it, a bad body 400, other refusals 422, an unreachable server 503.
+// not_found naming it, an unknown stamp 404 unknown_stamp naming it, a bad body 400, a drain
+// without the operate role 403, other refusals 422, an unreachable server 503.
 std::pair<int, std::string> plannerApi(const std::string& config_path,
                                        const std::string& control_plane_dsn,
                                        const std::string& route, const std::string& id,
-                                       const std::string& body);
+                                       const std::string& body, bool operate);

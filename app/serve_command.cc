@@ -299,8 +299,8 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
   deps.routing = &routing;
   deps.metrics_public = f.metrics_public;
   deps.fleet = [config_path, cp_dsn](const std::string& route, const std::string& id,
-                                     const std::string& body) {
-    return plannerApi(config_path, cp_dsn, route, id, body);
+                                     const std::string& body, bool operate) {
+    return plannerApi(config_path, cp_dsn, route, id, body, operate);
   };
   api::Router router(deps);
 

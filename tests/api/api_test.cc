@@ -601,6 +601,23 @@ TEST(ApiTest, RebalanceRoutes) {
   for (const auto& m : paused.body["queued_moves"]) EXPECT_EQ(m["state"], "paused") << paused.raw;
   Answer cancelled = call(op, "POST", "/v1/plans/" + id + "/cancel");
   ASSERT_EQ(cancelled.status, 202) << cancelled.raw;
+
+  // Drain: an unknown stamp is refused naming it; a read token may only dry-run.
+  Answer nostamp = call(op, "POST", "/v1/stamps/stamp-zz/drain");
+  EXPECT_EQ(nostamp.status, 404) << nostamp.raw;
+  EXPECT_EQ(code(nostamp), "unknown_stamp");
+  EXPECT_NE(nostamp.raw.find("stamp-zz"), std::string::npos) << nostamp.raw;
+  Answer dry = call(rd, "POST", "/v1/stamps/stamp-a/drain", R"({"dry_run": true})");
+  ASSERT_EQ(dry.status, 200) << dry.raw;
+  EXPECT_EQ(dry.body["kind"], "drain") << dry.raw;
+  Answer rdrain = call(rd, "POST", "/v1/stamps/stamp-b/drain");
+  EXPECT_EQ(rdrain.status, 403) << rdrain.raw;
+  stamps = call(rd, "GET", "/v1/stamps");
+  EXPECT_EQ(stamps.body[1]["draining"], false) << "a refused drain marked the stamp";
+  Answer drained = call(op, "POST", "/v1/stamps/stamp-b/drain");
+  ASSERT_EQ(drained.status, 202) << drained.raw;
+  stamps = call(rd, "GET", "/v1/stamps");
+  EXPECT_EQ(stamps.body[1]["draining"], true) << stamps.raw;
   {
     YAML::Node doc = YAML::LoadFile(std::string(STAMPMOVER_SOURCE_DIR) + "/api/openapi.yaml");
     std::set<std::string> documented, served;
