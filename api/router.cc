@@ -209,6 +209,10 @@ const std::vector<RouteSpec>& routeTable() {
     r.push_back({"POST", "/v1/stamps/{stamp}/drain", Access::kRead,
                  "Drain a stamp: mark it draining and enqueue its tenants' moves (operate); "
                  "with dry_run, only the plan (read)"});
+    r.push_back({"GET", "/v1/schedule", Access::kRead,
+                 "The rebalance schedule: paused, next run, last run, its plan id and result"});
+    r.push_back({"POST", "/v1/schedule/pause", Access::kOperate, "Pause the rebalance schedule"});
+    r.push_back({"POST", "/v1/schedule/resume", Access::kOperate, "Resume the rebalance schedule"});
     r.push_back({"POST", "/v1/plans", Access::kRead,
                  "Make and store a rebalance plan; nothing moves"});
     r.push_back({"GET", "/v1/plans/{id}", Access::kRead,
@@ -263,7 +267,8 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
   std::string tmpl;
   std::string id_text;
   if (path == "/v1/moves" || path == "/metrics" || path == "/healthz" || path == "/readyz" ||
-      path == "/v1/stamps" || path == "/v1/plans") {
+      path == "/v1/stamps" || path == "/v1/plans" || path == "/v1/schedule" ||
+      path == "/v1/schedule/pause" || path == "/v1/schedule/resume") {
     tmpl = path;
   } else if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "stamps" &&
              parts[3] == "drain") {
@@ -358,7 +363,8 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
       }
     }
 
-    if (tmpl.rfind("/v1/stamps", 0) == 0 || tmpl.rfind("/v1/plans", 0) == 0) {
+    if (tmpl.rfind("/v1/stamps", 0) == 0 || tmpl.rfind("/v1/plans", 0) == 0 ||
+        tmpl.rfind("/v1/schedule", 0) == 0) {
       if (!deps_.fleet) {
         return errorResponse(501, "not_configured", "this server does not answer " + tmpl);
       }

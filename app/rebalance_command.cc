@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <yaml-cpp/yaml.h>
 
 #include "common/pg.h"
 #include "mover/catalog.h"
@@ -62,6 +63,11 @@ std::string pct(double u) {
   std::snprintf(buf, sizeof buf, "%.1f%%", u * 100.0);
   return buf;
 }
+
+// The rebalance schedule's row in the control plane (defined at the end of the file).
+Result<PgConnection> openSchedule(const std::string& dsn, bool initially_paused);
+Result<nlohmann::json> scheduleJson(PgConnection& c);
+Status setSchedulePaused(PgConnection& c, bool paused);
 
 // Everything a command needs to know about the fleet, read once.
 struct World {
@@ -859,6 +865,19 @@ void addPlannerCommands(CLI::App& app, PlannerCliArgs& a) {
     a.control[i]->add_option("PLAN_ID", a.plan_id, "Plan id (plan-...)")->required();
     addControlPlaneOptions(a.control[i], a);
   }
+  auto* sched = rebalance->add_subcommand(
+      "schedule",
+      "The periodic plan + apply of the stamps file's `rebalance: {every, window, paused}`, run "
+      "by `stampmover serve` (one serve process acts per period): pause, resume, or show the "
+      "last run and its plan id");
+  sched->require_subcommand(1);
+  const char* sverbs[3] = {"pause", "resume", "show"};
+  const char* shelp[3] = {"Stop the scheduled runs (moves already queued keep running)",
+                          "Resume the scheduled runs", "Paused or not, next run, last run, its plan id and result"};
+  for (int i = 0; i < 3; ++i) {
+    a.schedule[i] = sched->add_subcommand(sverbs[i], shelp[i]);
+    addControlPlaneOptions(a.schedule[i], a);
+  }
   a.drain = app.add_subcommand(
       "drain",
       "Empty a stamp before decommissioning it: mark it draining (routing refuses new tenants "
@@ -888,8 +907,37 @@ bool plannerCommandChosen(const PlannerCliArgs& a) {
   for (auto* c : a.control) {
     if (c && *c) return true;
   }
+  for (auto* c : a.schedule) {
+    if (c && *c) return true;
+  }
   return (a.plan && *a.plan) || (a.apply && *a.apply) || (a.show && *a.show) ||
          (a.drain && *a.drain) || (a.stamps && *a.stamps);
+}
+
+// `rebalance schedule pause|resume|show` (verb 0, 1, 2).
+int runSchedule(const PlannerCliArgs& a, World& w, int verb) {
+  auto sc = loadScheduleConfig(w.config.path);
+  if (!sc) return fail(sc.status());
+  auto c = openSchedule(w.cp_dsn, sc->paused);
+  if (!c) return fail(c.status());
+  if (verb < 2) {
+    if (Status st = setSchedulePaused(*c, verb == 0); !st) return fail(st);
+  }
+  auto j = scheduleJson(*c);
+  if (!j) return fail(j.status());
+  if (a.json) {
+    std::printf("%s\n", j->dump(2).c_str());
+    return 0;
+  }
+  std::printf("rebalance schedule: %s%s\n", (*j)["paused"].get<bool>() ? "paused" : "active",
+              sc->present ? "" : " (no rebalance: section in the stamps file: serve runs nothing)");
+  std::printf("  next run:  %s\n", (*j)["next_run_at"].get<std::string>().c_str());
+  std::printf("  last run:  %s by %s: plan %s: %s\n",
+              (*j)["last_run_at"].get<std::string>().c_str(),
+              (*j)["last_owner"].get<std::string>().c_str(),
+              (*j)["last_plan_id"].get<std::string>().c_str(),
+              (*j)["last_result"].get<std::string>().c_str());
+  return 0;
 }
 
 int runPlannerCommand(const PlannerCliArgs& a, const std::string& config_path,
@@ -902,6 +950,9 @@ int runPlannerCommand(const PlannerCliArgs& a, const std::string& config_path,
   const q::Action actions[3] = {q::Action::kPause, q::Action::kResume, q::Action::kCancel};
   for (int i = 0; i < 3; ++i) {
     if (a.control[i] && *a.control[i]) return runControl(a, *w, actions[i]);
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (a.schedule[i] && *a.schedule[i]) return runSchedule(a, *w, i);
   }
   if (a.drain && *a.drain) return runDrain(a, *w, cancel);
   if (a.stamps && *a.stamps) return runStamps(a, *w);
@@ -1008,6 +1059,21 @@ std::pair<int, std::string> plannerApi(const std::string& config_path,
     if (!moves) return apiError(moves.status());
     return ok(202, showJson(*sp, *moves));
   }
+  if (route.rfind("/v1/schedule", 0) == 0) {
+    auto sc = loadScheduleConfig(config_path);
+    if (!sc) return apiError(sc.status());
+    auto c = openSchedule(w->cp_dsn, sc->paused);
+    if (!c) return apiError(c.status());
+    if (route != "/v1/schedule") {
+      if (Status st = setSchedulePaused(*c, route == "/v1/schedule/pause"); !st) {
+        return apiError(st);
+      }
+      spdlog::info("api: rebalance schedule {}d", route.substr(route.rfind('/') + 1));
+    }
+    auto j = scheduleJson(*c);
+    if (!j) return apiError(j.status());
+    return ok(route == "/v1/schedule" ? 200 : 202, *j);
+  }
   if (route == "/v1/plans") {  // plan: nothing moves
     if (Status st = readFleet(*w); !st) return apiError(st);
     auto plan = pl::planRebalance(w->fleet, optionsFrom(a, *w));
@@ -1055,4 +1121,200 @@ std::pair<int, std::string> plannerApi(const std::string& config_path,
   auto moves = movesOfPlan(*w, id);
   if (!moves) return apiError(moves.status());
   return ok(route == "/v1/plans/{id}" ? 200 : 202, showJson(*sp, *moves));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rebalance schedule (see rebalance_command.h).
+
+namespace {
+
+constexpr const char* kScheduleSchema =
+    "SELECT pg_advisory_xact_lock(7235010452913160193); "  // the plan store's lock
+    "SET LOCAL client_min_messages = warning; "
+    "CREATE SCHEMA IF NOT EXISTS stampmover_planner; "
+    "CREATE TABLE IF NOT EXISTS stampmover_planner.schedule ("
+    "  id int PRIMARY KEY CHECK (id = 1),"
+    "  paused boolean NOT NULL,"
+    "  next_run_at timestamptz NOT NULL DEFAULT now(),"
+    "  last_run_at timestamptz,"
+    "  last_owner text,"
+    "  last_plan_id text,"
+    "  last_result text,"
+    "  updated_at timestamptz NOT NULL DEFAULT now())";
+
+Result<PgConnection> openSchedule(const std::string& dsn, bool initially_paused) {
+  SM_ASSIGN_OR_RETURN(PgConnection c, PgConnection::connect(dsn, "control plane"));
+  SM_RETURN_IF_ERROR(c.exec("BEGIN"));
+  Status st = c.exec(kScheduleSchema);
+  if (!st) {
+    c.exec("ROLLBACK").ignore();  // the error that matters is st
+    return st.withContext("control plane: create table stampmover_planner.schedule");
+  }
+  SM_RETURN_IF_ERROR(c.exec("COMMIT"));
+  SM_RETURN_IF_ERROR(c.query("INSERT INTO stampmover_planner.schedule (id, paused) VALUES (1, $1) "
+                             "ON CONFLICT (id) DO NOTHING",
+                             {std::string(initially_paused ? "true" : "false")})
+                         .status());
+  return c;
+}
+
+Result<nlohmann::json> scheduleJson(PgConnection& c) {
+  const std::string iso = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+  auto ts = [&](const std::string& col) {
+    return "coalesce(to_char(" + col + " AT TIME ZONE 'UTC', " + iso + "), '')";
+  };
+  SM_ASSIGN_OR_RETURN(auto r, c.query("SELECT paused, " + ts("next_run_at") + ", " +
+                                      ts("last_run_at") + ", coalesce(last_owner, ''), "
+                                      "coalesce(last_plan_id, ''), coalesce(last_result, '') "
+                                      "FROM stampmover_planner.schedule WHERE id = 1"));
+  using stampmover::common::cell;
+  return nlohmann::json{{"paused", cell(r, 0, 0) == "t"},     {"next_run_at", cell(r, 0, 1)},
+                        {"last_run_at", cell(r, 0, 2)},       {"last_owner", cell(r, 0, 3)},
+                        {"last_plan_id", cell(r, 0, 4)},      {"last_result", cell(r, 0, 5)}};
+}
+
+Status setSchedulePaused(PgConnection& c, bool paused) {
+  return c.query("UPDATE stampmover_planner.schedule SET paused = $1, updated_at = now() "
+                 "WHERE id = 1",
+                 {std::string(paused ? "true" : "false")})
+      .status();
+}
+
+Result<int64_t> parseDuration(const std::string& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (...) {
+    used = 0;
+  }
+  const std::string unit = used ? s.substr(used) : "";
+  const double mult = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+  if (!used || mult == 0 || v * mult < 1) return Status::refused("bad duration");
+  return static_cast<int64_t>(v * mult);
+}
+
+Result<int> parseHhmm(const std::string& s) {
+  int h = -1, m = -1;
+  char tail = 0;
+  if (std::sscanf(s.c_str(), "%d:%d%c", &h, &m, &tail) != 2 || h < 0 || m < 0 || m > 59 ||
+      h * 60 + m > 1440) {
+    return Status::refused("bad time");
+  }
+  return h * 60 + m;
+}
+
+// plan + apply of one scheduled run; returns (plan id, what happened).
+std::pair<std::string, std::string> runScheduledOnce(const std::string& config_path,
+                                                     const std::string& cp_dsn) {
+  PlannerCliArgs a;
+  a.control_plane_dsn = cp_dsn;
+  auto w = openWorld(a, config_path);
+  if (!w) return {"", "error: " + w.status().message()};
+  if (Status st = readFleet(*w); !st) return {"", "error: " + st.message()};
+  auto plan = pl::planRebalance(w->fleet, optionsFrom(a, *w));
+  if (!plan) return {"", "error: " + plan.status().message()};
+  auto store = pl::PlanStore::open(w->cp_dsn);
+  if (!store) return {plan->id, "error: " + store.status().message()};
+  if (Status st = store->save(*plan); !st) return {plan->id, "error: " + st.message()};
+  if (plan->moves.empty()) return {plan->id, "no move: " + plan->stop_reason};
+  auto n = enqueuePlan(*w, *plan);
+  if (!n) return {plan->id, "error: " + n.status().message()};
+  if (Status st = store->markApplied(plan->id); !st) return {plan->id, "error: " + st.message()};
+  return {plan->id, std::to_string(*n) + " of " + std::to_string(plan->moves.size()) +
+                        " move(s) queued"};
+}
+
+}  // namespace
+
+Result<ScheduleConfig> loadScheduleConfig(const std::string& path) {
+  ScheduleConfig sc;
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    return Status::refused(path + ": " + e.what());
+  }
+  if (!root.IsMap() || !root["rebalance"]) return sc;
+  const YAML::Node r = root["rebalance"];
+  auto bad = [&](const std::string& key, const std::string& what) {
+    return Status::refused(path + ": rebalance." + key + ": " + what);
+  };
+  if (!r.IsMap()) return Status::refused(path + ": rebalance: expected a mapping");
+  sc.present = true;
+  bool have_every = false;
+  for (const auto& kv : r) {
+    const std::string k = kv.first.as<std::string>();
+    const std::string v = kv.second.IsScalar() ? kv.second.Scalar() : "";
+    if (k == "every") {
+      auto d = parseDuration(v);
+      if (!d) return bad(k, "expected a duration such as 30s, 15m, 6h or 1d, got '" + v + "'");
+      sc.every_s = *d;
+      have_every = true;
+    } else if (k == "window") {
+      const auto dash = v.find('-');
+      auto from = parseHhmm(v.substr(0, dash));
+      auto to = dash == std::string::npos ? from : parseHhmm(v.substr(dash + 1));
+      if (dash == std::string::npos || !from || !to || *from == *to) {
+        return bad(k, "expected \"HH:MM-HH:MM\" (UTC; 22:00-04:00 wraps midnight), got '" + v +
+                          "'");
+      }
+      sc.window_from_min = *from;
+      sc.window_to_min = *to;
+    } else if (k == "paused") {
+      if (v != "true" && v != "false") return bad(k, "expected true or false, got '" + v + "'");
+      sc.paused = v == "true";
+    } else {
+      return bad(k, "unknown key (expected every, window, paused)");
+    }
+  }
+  if (!have_every) return bad("every", "missing (how often to plan and apply, e.g. 6h)");
+  return sc;
+}
+
+void runRebalanceSchedule(const std::string& config_path, const std::string& cp_dsn,
+                          const ScheduleConfig& sc, const std::string& owner,
+                          const std::atomic<bool>& stop) {
+  const auto tick = std::chrono::seconds(std::clamp<int64_t>(sc.every_s / 4, 1, 30));
+  std::optional<PgConnection> c;
+  while (!stop) {
+    if (!c) {
+      auto opened = openSchedule(cp_dsn, sc.paused);
+      if (opened) {
+        c.emplace(std::move(*opened));
+      } else {
+        spdlog::warn("rebalance schedule: control plane: {}", opened.status().message());
+      }
+    }
+    if (c) {
+      // The database's clock decides the window and the period, so every serve agrees.
+      auto won = c->query(
+          "WITH t AS (SELECT (extract(hour FROM now() AT TIME ZONE 'UTC') * 60 + "
+          "extract(minute FROM now() AT TIME ZONE 'UTC'))::int AS m) "
+          "UPDATE stampmover_planner.schedule SET next_run_at = now() + $1 * interval '1 second', "
+          "last_run_at = now(), last_owner = $2, last_plan_id = NULL, last_result = 'running', "
+          "updated_at = now() FROM t WHERE id = 1 AND NOT paused AND next_run_at <= now() AND "
+          "(CASE WHEN $3::int < $4::int "
+          "      THEN m >= $3::int AND m < $4::int ELSE m >= $3::int OR m < $4::int END) "
+          "RETURNING 1",
+          {std::to_string(sc.every_s), owner, std::to_string(sc.window_from_min),
+           std::to_string(sc.window_to_min)});
+      if (!won) {
+        spdlog::warn("rebalance schedule: {}", won.status().message());
+        c.reset();
+      } else if (stampmover::common::rowCount(*won) == 1) {
+        spdlog::info("rebalance schedule: {} runs plan + apply", owner);
+        auto [plan_id, result] = runScheduledOnce(config_path, cp_dsn);
+        spdlog::info("rebalance schedule: plan '{}': {}", plan_id, result);
+        auto rec = c->query("UPDATE stampmover_planner.schedule SET last_plan_id = $1, "
+                            "last_result = $2, updated_at = now() WHERE id = 1",
+                            {plan_id, result});
+        if (!rec) spdlog::warn("rebalance schedule: recording the run: {}", rec.status().message());
+      }
+    }
+    for (auto t = std::chrono::steady_clock::now() + tick;
+         !stop && std::chrono::steady_clock::now() < t;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
 }

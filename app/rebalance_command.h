@@ -36,6 +36,7 @@ struct PlannerCliArgs {
   CLI::App* control[3] = {};  // rebalance pause|resume|cancel PLAN_ID
   CLI::App* drain = nullptr;
   CLI::App* stamps = nullptr;
+  CLI::App* schedule[3] = {};  // rebalance schedule pause|resume|show
 };
 
 // Adds `rebalance` (with `plan` and `apply`), `drain` and `stamps` to `app`.
@@ -81,3 +82,23 @@ std::pair<int, std::string> plannerApi(const std::string& config_path,
                                        const std::string& control_plane_dsn,
                                        const std::string& route, const std::string& id,
                                        const std::string& body, bool operate);
+
+// The rebalance schedule (`rebalance: {every: 6h, window: "01:00-05:00", paused: false}` in the
+// stamps file): serve runs plan + apply every `every` while the UTC time of day is inside
+// `window`. Which serve process acts in a period is decided by a conditional update of one row
+// of stampmover_planner.schedule in the control plane (next_run_at <= now(), not paused): only
+// the process whose update returned the row runs it. Pause and resume are that row's flag
+// (`paused` in the file is only its initial value).
+struct ScheduleConfig {
+  bool present = false;      // the file has a rebalance: section
+  int64_t every_s = 0;       // Default: none (required when present): "30s", "15m", "6h", "1d"
+  int window_from_min = 0;   // Default: 00:00 UTC
+  int window_to_min = 1440;  // Default: 24:00 UTC (from > to wraps past midnight)
+  bool paused = false;       // Default: false (initial value of the control-plane flag)
+};
+stampmover::common::Result<ScheduleConfig> loadScheduleConfig(const std::string& config_path);
+
+// serve's schedule thread: ticks until `stop`, acting when its conditional update wins.
+void runRebalanceSchedule(const std::string& config_path, const std::string& control_plane_dsn,
+                          const ScheduleConfig& schedule, const std::string& owner,
+                          const std::atomic<bool>& stop);

@@ -406,6 +406,27 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
     spdlog::info("serve: API only (--workers 0)");
   }
 
+  // The rebalance schedule (`rebalance:` in the stamps file): plan + apply every period, one
+  // serve process per period (decided in the control plane).
+  std::atomic<bool> schedule_stop{false};
+  std::thread schedule_thread;
+  {
+    auto sc = loadScheduleConfig(config_path);
+    if (!sc) return fail(sc.status());
+    if (sc->present) {
+      char host[256] = "host";
+      gethostname(host, sizeof host - 1);
+      const std::string owner =
+          f.owner.empty() ? std::string(host) + ":" + std::to_string(getpid()) : f.owner;
+      spdlog::info("serve: rebalance schedule every {} s in window {:02d}:{:02d}-{:02d}:{:02d} UTC",
+                   sc->every_s, sc->window_from_min / 60, sc->window_from_min % 60,
+                   sc->window_to_min / 60, sc->window_to_min % 60);
+      schedule_thread = std::thread([config_path, cp_dsn, s = *sc, owner, &schedule_stop] {
+        runRebalanceSchedule(config_path, cp_dsn, s, owner, schedule_stop);
+      });
+    }
+  }
+
   // Moves by state and lease takeovers, refreshed for /metrics while serving.
   uint64_t takeovers_seen = 0;
   auto refresh = [&] {
@@ -434,6 +455,8 @@ int runServe(const ServeFlags& flags_in, const std::string& config_path, const s
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 
+  schedule_stop = true;
+  if (schedule_thread.joinable()) schedule_thread.join();
   spdlog::info("serve: draining: no new connections, finishing in-flight requests");
   (*server)->beginDrain();
   const auto drain_timeout = secs(f.drain_timeout_s);

@@ -117,11 +117,11 @@ Result<Config> loadConfig(const std::string& path) {
           SM_ASSIGN_OR_RETURN(cfg.tenant_columns.per_table[table],
                               scalar(t.second["tenant_column"], path, base + ".tenant_column"));
         }
-      } else if (key == "serve" || key == "planner") {
+      } else if (key == "serve" || key == "planner" || key == "rebalance") {
         // Sections with loaders of their own (app/serve_command.cc, planner/inventory.h).
       } else {
         return bad(path, key, "unknown key (expected stamps, tenant_column, tables, state_dir, "
-                              "serve, planner)");
+                              "serve, planner, rebalance)");
       }
     }
   } catch (const YAML::Exception& e) {

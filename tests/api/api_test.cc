@@ -46,7 +46,8 @@ struct Serve {
 
   // Starts serve with `extra` flags and waits for its "listening" line. Returns false (with the
   // log in the failure) when it exits or does not listen within 60 s.
-  bool start(const std::vector<std::string>& extra, const std::string& db) {
+  bool start(const std::vector<std::string>& extra, const std::string& db,
+             const std::string& extra_yaml = "") {
     writeFile(dir.path() + "/tokens", "# test tokens\n" + kOperateToken + " operate\n" + kReadToken + " read\n");
     writeFile(dir.path() + "/stamps.yaml",
               "state_dir: " + dir.path() + "/state\n"
@@ -57,7 +58,7 @@ struct Serve {
               "  tokens_file: " + dir.path() + "/tokens\n"
               "  control_plane: stamp-a\n"
               "  workers: 0\n"
-              "  drain_timeout_seconds: 10\n");
+              "  drain_timeout_seconds: 10\n" + extra_yaml);
     std::vector<std::string> args = {"--config", dir.path() + "/stamps.yaml", "serve", "--listen",
                                      "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
@@ -510,8 +511,8 @@ TEST(ApiTest, SigtermDrainsAndExits) {
 // Happy path: stamps, a plan (nothing moves), the plan by id, apply (moves queued, the plan
 // shows them), pause. Refusals: an unknown plan id is 404 naming it, a read token may plan and
 // read but not apply (403), an unknown body field is 400 naming it; nothing is queued by them.
-TEST(ApiTest, RebalanceRoutes) {
-  std::string db = st::freshDatabase();
+// The demo schema on both stamps of `db`, four tenants of different sizes on stamp-a.
+void seedFourTenantsOnA(const std::string& db) {
   for (auto* cl : {&st::sourceCluster(), &st::destCluster()}) {
     auto c = st::connectOrDie(cl->dsn(db));
     ASSERT_TRUE(stampmover::harness::createDemoSchema(c).isOk());
@@ -528,6 +529,11 @@ TEST(ApiTest, RebalanceRoutes) {
     }
     st::execOrDie(c, "ANALYZE");
   }
+}
+
+TEST(ApiTest, RebalanceRoutes) {
+  std::string db = st::freshDatabase();
+  ASSERT_NO_FATAL_FAILURE(seedFourTenantsOnA(db));
   Serve s;
   ASSERT_TRUE(s.start({}, db));
   auto op = s.client(kOperateToken);
@@ -628,4 +634,101 @@ TEST(ApiTest, RebalanceRoutes) {
     for (const auto& [k, v] : cancelled.body["queued_moves"][0].items()) served.insert(k);
     EXPECT_EQ(documented, served);
   }
+}
+
+// The rebalance schedule (issue 13): `rebalance: {every: 2s, window: 00:00-24:00}` makes serve
+// plan and apply by itself (moves queued, the last run's plan id shown by the API and the CLI);
+// pause (operate only) stops further runs; resume from the CLI.
+TEST(ApiTest, RebalanceScheduleRunsAndPauseStopsIt) {
+  std::string db = st::freshDatabase();
+  ASSERT_NO_FATAL_FAILURE(seedFourTenantsOnA(db));
+  // Two serve processes over one control plane: one run per period between them.
+  const std::string schedule = "rebalance:\n  every: 2s\n  window: \"00:00-24:00\"\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  Serve s, s2;
+  ASSERT_TRUE(s.start({}, db, schedule));
+  ASSERT_TRUE(s2.start({"--owner", "second"}, db, schedule));
+  auto op = s.client(kOperateToken);
+  auto rd = s.client(kReadToken);
+  Answer sched;
+  for (int i = 0; i < 200; ++i) {
+    sched = call(rd, "GET", "/v1/schedule");
+    if (sched.status == 200 && sched.body["last_plan_id"] != "") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(sched.status, 200) << sched.raw;
+  const std::string plan_id = sched.body["last_plan_id"];
+  ASSERT_FALSE(plan_id.empty()) << sched.raw << st::readFile(s.log);
+  EXPECT_EQ(sched.body["paused"], false);
+  EXPECT_NE(sched.body["last_result"].get<std::string>().find("move(s) queued"), std::string::npos)
+      << sched.raw;
+  Answer plan = call(rd, "GET", "/v1/plans/" + plan_id);
+  ASSERT_EQ(plan.status, 200) << plan.raw;
+  EXPECT_NE(plan.body["applied_at"], "");
+  EXPECT_FALSE(plan.body["queued_moves"].empty()) << plan.raw;
+  EXPECT_NE(st::readFile(s.log).find("rebalance schedule: plan '" + plan_id + "'"),
+            std::string::npos);
+
+  Answer refused = call(rd, "POST", "/v1/schedule/pause");
+  EXPECT_EQ(refused.status, 403) << refused.raw;
+  Answer paused = call(op, "POST", "/v1/schedule/pause");
+  ASSERT_EQ(paused.status, 202) << paused.raw;
+  EXPECT_EQ(paused.body["paused"], true);
+  const std::string last_run = paused.body["last_run_at"];
+  const double active_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto runs = [&] {
+    size_t n = 0;
+    for (const std::string log : {st::readFile(s.log), st::readFile(s2.log)}) {
+      for (size_t at = 0; (at = log.find("rebalance schedule: plan '", at)) != std::string::npos;
+           ++at) {
+        ++n;
+      }
+    }
+    return n;
+  };
+  const size_t runs_before_pause = runs();
+  EXPECT_GE(runs_before_pause, 1u);
+  EXPECT_LE(runs_before_pause, static_cast<size_t>(active_s / 2) + 1)
+      << "more than one run per 2 s period in " << active_s << " s";
+  std::this_thread::sleep_for(std::chrono::seconds(5));  // two and a half periods
+  sched = call(rd, "GET", "/v1/schedule");
+  EXPECT_EQ(sched.body["last_run_at"], last_run) << "ran while paused: " << sched.raw;
+  EXPECT_EQ(runs(), runs_before_pause);
+  {
+    YAML::Node doc = YAML::LoadFile(std::string(STAMPMOVER_SOURCE_DIR) + "/api/openapi.yaml");
+    std::set<std::string> documented, served;
+    for (const auto& p : doc["components"]["schemas"]["Schedule"]["properties"]) {
+      documented.insert(p.first.as<std::string>());
+    }
+    for (const auto& [k, v] : sched.body.items()) served.insert(k);
+    EXPECT_EQ(documented, served);
+  }
+
+  const std::vector<std::string> cp = {"--config", s.dir.path() + "/stamps.yaml",
+                                       "--control-plane", "stamp-a"};
+  auto cli = [&](const std::string& verb) {
+    std::vector<std::string> args = {"rebalance", "schedule", verb};
+    args.insert(args.end(), cp.begin(), cp.end());
+    return st::runStampmover(args);
+  };
+  auto shown = cli("show");
+  EXPECT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("rebalance schedule: paused"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find(plan_id), std::string::npos) << shown.out;
+  auto resumed = cli("resume");
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("rebalance schedule: active"), std::string::npos) << resumed.out;
+  sched = call(rd, "GET", "/v1/schedule");
+  EXPECT_EQ(sched.body["paused"], false) << sched.raw;
+
+  // A bad schedule is refused naming the key; serve does not start with it.
+  std::string bad_yaml = st::readFile(s.dir.path() + "/stamps.yaml");
+  ASSERT_NE(bad_yaml.find("every: 2s"), std::string::npos);
+  bad_yaml.replace(bad_yaml.find("every: 2s"), 9, "every: soon");
+  writeFile(s.dir.path() + "/bad.yaml", bad_yaml);
+  auto bad = st::runStampmover({"rebalance", "schedule", "show", "--config",
+                                s.dir.path() + "/bad.yaml", "--control-plane", "stamp-a"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.out;
+  EXPECT_NE(bad.err.find("rebalance.every"), std::string::npos) << bad.err;
 }
