@@ -10,6 +10,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -731,4 +732,27 @@ TEST(ApiTest, RebalanceScheduleRunsAndPauseStopsIt) {
                                 s.dir.path() + "/bad.yaml", "--control-plane", "stamp-a"});
   EXPECT_EQ(bad.exit_code, 2) << bad.out;
   EXPECT_NE(bad.err.find("rebalance.every"), std::string::npos) << bad.err;
+}
+
+// Outside its window the schedule does not run, even when due: the window is the next hour
+// (UTC) from now, wrapping midnight when it must.
+TEST(ApiTest, RebalanceScheduleWaitsForItsWindow) {
+  std::string db = st::freshDatabase();
+  ASSERT_NO_FATAL_FAILURE(seedFourTenantsOnA(db));
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  const int from = (utc.tm_hour * 60 + utc.tm_min + 120) % 1440;
+  const int to = (from + 60) % 1440;
+  char window[32];
+  std::snprintf(window, sizeof window, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60,
+                to % 60);
+  Serve s;
+  ASSERT_TRUE(s.start({}, db,
+                      std::string("rebalance:\n  every: 1s\n  window: \"") + window + "\"\n"));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  Answer sched = call(s.client(kReadToken), "GET", "/v1/schedule");
+  ASSERT_EQ(sched.status, 200) << sched.raw;
+  EXPECT_EQ(sched.body["last_run_at"], "") << "ran outside " << window << ": " << sched.raw;
+  EXPECT_TRUE(call(s.client(kReadToken), "GET", "/v1/moves").body["moves"].empty());
 }
