@@ -5,6 +5,7 @@
 // through the queue, and the tenant ends identical on both stamps (independent SELECT dumps).
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <thread>
 
 #include "harness/seed.h"
@@ -93,7 +94,9 @@ TEST(QueueMove, TakeoverFencesTheOldOwnerAndTheMoveEndsIdentical) {
   };
 
   // Pool A copies and follows the tenant (manual cutover: it keeps catching up).
-  auto a = std::make_unique<WorkerPool>(q, poolOptions("worker-a"));
+  auto a_options = poolOptions("worker-a");
+  a_options.concurrency = 1;  // busy with this move: never claims it back when its lease lapses
+  auto a = std::make_unique<WorkerPool>(q, a_options);
   ASSERT_TRUE(a->start().isOk());
   ASSERT_TRUE(eventually([&] { return phase() == "catching_up"; }, 120s)) << phase();
   execOrDie(src, "INSERT INTO scratch VALUES (42, 1, 'applied by worker-a')");
@@ -101,11 +104,19 @@ TEST(QueueMove, TakeoverFencesTheOldOwnerAndTheMoveEndsIdentical) {
 
   // Its lease lapses (as when it is stopped); another worker takes the move over and fences the
   // destination with the new epoch while worker-a is still running.
-  execOrDie(cp, "UPDATE stampmover_queue.moves SET lease_until = now() - interval '1 s' "
-                "WHERE id = " + std::to_string(id));
-  auto b_claim = q.claim("worker-b", {});
-  ASSERT_TRUE(b_claim.isOk() && b_claim->has_value());
-  const queue::Lease lb = **b_claim;
+  // worker-a's pool runs one move at a time, so it cannot claim this one back itself; its
+  // renewal may still revive the lapsed lease before worker-b's claim (renewal asks only for
+  // owner and epoch), so lapse and claim again until worker-b holds it.
+  std::optional<queue::Lease> b_lease;
+  for (int attempt = 0; attempt < 50 && !b_lease; ++attempt) {
+    execOrDie(cp, "UPDATE stampmover_queue.moves SET lease_until = now() - interval '1 s' "
+                  "WHERE id = " + std::to_string(id));
+    auto b_claim = q.claim("worker-b", {});
+    ASSERT_TRUE(b_claim.isOk()) << b_claim.status().message();
+    if (b_claim->has_value()) b_lease = **b_claim;
+  }
+  ASSERT_TRUE(b_lease.has_value()) << "worker-b never took the lapsed lease over";
+  const queue::Lease lb = *b_lease;
   EXPECT_EQ(lb.epoch, 2);
   EXPECT_EQ(q.counters().lease_takeovers, 1u);
   ASSERT_TRUE(queue::fenceDestination(dst_dsn, id, lb.epoch).isOk());
