@@ -11,8 +11,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 namespace stampmover::mover {
 
@@ -124,11 +126,21 @@ Result<std::unique_ptr<PgApplier>> PgApplier::open(const ApplierOptions& o) {
     SM_RETURN_IF_ERROR(
         a->dst_.query("SELECT pg_replication_origin_create($1)", {o.origin_name}).status());
   }
-  SM_RETURN_IF_ERROR(
-      a->dst_.query("SELECT pg_replication_origin_session_setup($1)", {o.origin_name})
-          .status()
-          .withContext("replication origin " + o.origin_name +
-                       " (is another stampmover applying this migration?)"));
+  // A session of ours that just disconnected (a reconnect, a restarted step) holds the origin
+  // until its backend has exited, which happens after the client's disconnect returns: give it
+  // a few seconds before blaming another worker.
+  Status setup;
+  for (int attempt = 0;; ++attempt) {
+    setup = a->dst_.query("SELECT pg_replication_origin_session_setup($1)", {o.origin_name})
+                .status();
+    if (setup.isOk() || attempt >= 100 ||
+        setup.message().find("is already active for PID") == std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  SM_RETURN_IF_ERROR(setup.withContext("replication origin " + o.origin_name +
+                                       " (is another stampmover applying this migration?)"));
   SM_ASSIGN_OR_RETURN(a->durable_, a->originProgress());
   a->committed_ = a->durable_;
   a->confirmed_ = a->durable_;

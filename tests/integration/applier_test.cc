@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <thread>
 
 #include "cdc/pgoutput_source.h"
 #include "harness/seed.h"
@@ -580,4 +581,41 @@ TEST(ApplierTenantScope, AKeyOfAnotherTenantIsAConflictNotAnOverwrite) {
       << third.status().message();
   EXPECT_EQ(scalar(e->dst, "SELECT tenant_id || ':' || v FROM shared_keys WHERE id = 5"),
             "7:tenant 7 again");
+}
+
+// A session that still holds the replication origin (the backend of a connection that has just
+// been closed exits a moment later) delays open() instead of failing it; a session that keeps
+// holding it is another applier, and open() names the origin.
+TEST(ApplierOpen, WaitsForAClosingSessionToReleaseTheOriginButNotForever) {
+  auto e = setUp();
+  execOrDie(e->dst, "SELECT pg_replication_origin_create('" + e->name + "')");
+  mover::ApplierOptions ao;
+  ao.dest_dsn = destCluster().dsn(e->db);
+  ao.source_dsn = sourceCluster().dsn(e->db);
+  ao.origin_name = e->name;
+  ao.tenant = "42";
+  {
+    auto holder = connectOrDie(destCluster().dsn(e->db));
+    execOrDie(holder, "SELECT pg_replication_origin_session_setup('" + e->name + "')");
+    std::thread release([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(700));
+      execOrDie(holder, "SELECT pg_replication_origin_session_reset()");
+    });
+    auto applier = mover::PgApplier::open(ao);
+    release.join();
+    ASSERT_TRUE(applier.isOk()) << applier.status().message();
+  }
+  // The applier above has just disconnected: its backend may hold the origin a moment longer.
+  auto holder = connectOrDie(destCluster().dsn(e->db));
+  bool held = false;
+  for (int i = 0; i < 100 && !held; ++i) {
+    held = holder.exec("SELECT pg_replication_origin_session_setup('" + e->name + "')").isOk();
+    if (!held) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(held);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto second = mover::PgApplier::open(ao);
+  ASSERT_FALSE(second.isOk()) << "two sessions applying one origin";
+  EXPECT_NE(second.status().message().find(e->name), std::string::npos) << second.status().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
 }
