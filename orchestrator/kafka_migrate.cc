@@ -23,6 +23,7 @@
 #include "mover/progress.h"
 #include "mover/snapshot_copy.h"
 #include "mover/source_setup.h"
+#include "orchestrator/cancel_wait.h"
 
 namespace stampmover::orch {
 
@@ -32,15 +33,6 @@ using common::Result;
 using common::Status;
 
 namespace {
-
-bool cancelled(const std::atomic<bool>* c) { return c != nullptr && c->load(); }
-
-void sleepFor(std::chrono::milliseconds d, const std::atomic<bool>* cancel) {
-  auto until = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < until && !cancelled(cancel)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-}
 
 Status savePhase(mover::CheckpointStore& store, mover::MigrationRecord& rec, const char* phase) {
   rec.phase = phase;

@@ -15,6 +15,7 @@
 #include "cdc/pgoutput_source.h"
 #include "mover/fence.h"
 #include "mover/heartbeat.h"
+#include "orchestrator/cancel_wait.h"
 #include "orchestrator/control_plane.h"
 #include "orchestrator/ledger.h"
 #include "orchestrator/phase.h"
@@ -34,16 +35,6 @@ using common::Result;
 using common::Status;
 
 namespace {
-
-bool cancelled(const std::atomic<bool>* c) { return c != nullptr && c->load(); }
-
-// Sleeps up to `d`, waking early on cancel.
-void sleepFor(std::chrono::milliseconds d, const std::atomic<bool>* cancel) {
-  auto until = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < until && !cancelled(cancel)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-}
 
 // Keeps the latest MigrateProgress and hands it to MigrateOptions::on_progress, one call at a
 // time (the copy's progress thread and the migrate thread both report).
