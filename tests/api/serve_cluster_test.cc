@@ -370,10 +370,16 @@ TEST(ServeCluster, TenQueuedMovesRunWithinTheLimits) {
             "10")
       << st::scalar(cp, "SELECT string_agg(id || ' ' || state || ' ' || coalesce(last_error, ''), E'\\n') "
                         "FROM stampmover_queue.moves");
-  // What the two processes' /metrics say about the ten moves.
-  EXPECT_GE(metricSum(s1, "stampmover_cutover_window_seconds_count") +
-                metricSum(s2, "stampmover_cutover_window_seconds_count"),
-            10.0);
+  // What the two processes' /metrics say about the ten moves. A move's windows are observed when
+  // its run returns to the pool, a moment after the queue row says succeeded: wait for them.
+  auto windows = [&] {
+    return metricSum(s1, "stampmover_cutover_window_seconds_count") +
+           metricSum(s2, "stampmover_cutover_window_seconds_count");
+  };
+  for (const auto until = Clock::now() + 10s; windows() < 10.0 && Clock::now() < until;) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_GE(windows(), 10.0);
   EXPECT_GT(metricSum(s1, "stampmover_copied_rows_total") +
                 metricSum(s2, "stampmover_copied_rows_total"),
             0.0);
