@@ -224,7 +224,8 @@ int main(int argc, char** argv) {
                     "Keep dual-write (reverse stream) after the soak instead of finalizing");
   // Kafka (Debezium) change source instead of a slot (issue 14).
   std::string cdc_kind = "pgoutput";
-  std::string kafka_config_path, debezium_config_path, topic_prefix;
+  std::string kafka_config_path, debezium_config_path, topic_prefix, connector_name;
+  std::string kafka_offsets_topic = "connect-offsets";
   std::vector<std::string> on_bad_event_args;
   migrate->add_option("--cdc", cdc_kind,
                       "Where the source's changes come from: pgoutput (a slot that stampmover "
@@ -243,6 +244,14 @@ int main(int argc, char** argv) {
   migrate->add_option("--topic-prefix", topic_prefix,
                       "With --cdc kafka: the connector's topic.prefix (topics PREFIX.schema.table); "
                       "default: taken from --debezium-config");
+  migrate->add_option("--kafka-offsets-topic", kafka_offsets_topic,
+                      "With --cdc kafka and a cutover: Kafka Connect's offsets topic (the worker's "
+                      "offset.storage.topic); the drain waits there for the connector to commit a "
+                      "source position past the fence")
+      ->capture_default_str();
+  migrate->add_option("--connector-name", connector_name,
+                      "With --cdc kafka and a cutover: the connector's name in Kafka Connect (the "
+                      "key of its offsets); default: \"name\" of --debezium-config");
   migrate->add_option("--on-bad-event", on_bad_event_args,
                       "With --cdc kafka: stop (default: the migration stops naming topic, "
                       "partition, offset and reason) or `dead-letter FILE` (the event is appended "
@@ -425,9 +434,11 @@ int main(int argc, char** argv) {
   }
   if (*migrate && cdc_kind != "kafka" &&
       (!kafka_config_path.empty() || !debezium_config_path.empty() || !topic_prefix.empty() ||
-       !on_bad_event_args.empty())) {
-    return fail(Status::refused("--kafka-config, --debezium-config, --topic-prefix and "
-                                "--on-bad-event belong to --cdc kafka: add --cdc kafka"));
+       !on_bad_event_args.empty() || !connector_name.empty() ||
+       kafka_offsets_topic != "connect-offsets")) {
+    return fail(Status::refused("--kafka-config, --debezium-config, --topic-prefix, "
+                                "--connector-name, --kafka-offsets-topic and --on-bad-event "
+                                "belong to --cdc kafka: add --cdc kafka"));
   }
   if (*migrate) {
     auto o = build(mig_args, true);
@@ -458,6 +469,8 @@ int main(int argc, char** argv) {
       }
       ko.connector_config.assign(std::istreambuf_iterator<char>(dc), std::istreambuf_iterator<char>());
       ko.topic_prefix = topic_prefix;
+      ko.offsets_topic = kafka_offsets_topic;
+      ko.connector_name = connector_name;
       if (!on_bad_event_args.empty()) {
         if (on_bad_event_args[0] == "dead-letter" && on_bad_event_args.size() == 2) {
           ko.on_bad_event = stampmover::cdc::BadEventPolicy::kDeadLetter;

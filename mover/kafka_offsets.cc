@@ -32,7 +32,74 @@ Status ensureKafkaOffsetsTable(common::PgConnection& dest) {
       "CREATE SCHEMA IF NOT EXISTS stampmover; "
       "CREATE TABLE IF NOT EXISTS stampmover.kafka_offsets (migration text NOT NULL, "
       "topic text NOT NULL, partition integer NOT NULL, next_offset bigint NOT NULL, "
-      "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (migration, topic, partition))");
+      "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (migration, topic, partition)); "
+      "CREATE TABLE IF NOT EXISTS stampmover.kafka_applied (origin text PRIMARY KEY, "
+      "migration text NOT NULL, source_lsn pg_lsn NOT NULL, "
+      "updated_at timestamptz NOT NULL DEFAULT now())");
+}
+
+Status resetKafkaWatermark(common::PgConnection& dest, const std::string& migration,
+                           const std::string& origin) {
+  auto res = dest.query(
+      "INSERT INTO stampmover.kafka_applied (origin, migration, source_lsn) VALUES ($1, $2, '0/0') "
+      "ON CONFLICT (origin) DO UPDATE SET migration = EXCLUDED.migration, source_lsn = '0/0', "
+      "updated_at = now()",
+      {origin, migration});
+  return res.isOk() ? Status::ok() : res.status();
+}
+
+Status ensureKafkaWatermark(common::PgConnection& dest, const std::string& migration,
+                            const std::string& origin) {
+  auto res = dest.query(
+      "INSERT INTO stampmover.kafka_applied (origin, migration, source_lsn) VALUES ($1, $2, '0/0') "
+      "ON CONFLICT (origin) DO NOTHING",
+      {origin, migration});
+  return res.isOk() ? Status::ok() : res.status();
+}
+
+Status storeKafkaWatermark(common::PgConnection& dest, const std::string& origin, common::Lsn lsn) {
+  auto res = dest.query(
+      "UPDATE stampmover.kafka_applied SET source_lsn = $2::pg_lsn, updated_at = now() "
+      "WHERE origin = $1 AND source_lsn < $2::pg_lsn",
+      {origin, lsn.toString()});
+  return res.isOk() ? Status::ok() : res.status();
+}
+
+Result<std::optional<common::Lsn>> loadKafkaWatermark(common::PgConnection& dest,
+                                                      const std::string& origin) {
+  SM_ASSIGN_OR_RETURN(auto exists,
+                      dest.queryValue("SELECT to_regclass('stampmover.kafka_applied') IS NOT NULL"));
+  if (exists.value_or("f") != "t") return std::optional<common::Lsn>();
+  SM_ASSIGN_OR_RETURN(auto v, dest.queryValue("SELECT source_lsn::text FROM "
+                                              "stampmover.kafka_applied WHERE origin = $1",
+                                              {origin}));
+  if (!v) return std::optional<common::Lsn>();
+  auto l = common::Lsn::parse(*v);
+  if (!l) return Status::internal("unparseable stampmover.kafka_applied.source_lsn '" + *v + "'");
+  return std::optional<common::Lsn>(*l);
+}
+
+Result<bool> kafkaStateExists(common::PgConnection& dest, const std::string& migration) {
+  SM_ASSIGN_OR_RETURN(auto exists,
+                      dest.queryValue("SELECT to_regclass('stampmover.kafka_applied') IS NOT NULL "
+                                      "AND to_regclass('stampmover.kafka_offsets') IS NOT NULL"));
+  if (exists.value_or("f") != "t") return false;
+  SM_ASSIGN_OR_RETURN(auto v, dest.queryValue(
+                                  "SELECT EXISTS (SELECT 1 FROM stampmover.kafka_offsets WHERE "
+                                  "migration = $1) OR EXISTS (SELECT 1 FROM "
+                                  "stampmover.kafka_applied WHERE migration = $1)",
+                                  {migration}));
+  return v.value_or("f") == "t";
+}
+
+Status dropKafkaState(common::PgConnection& dest, const std::string& migration) {
+  SM_ASSIGN_OR_RETURN(auto exists,
+                      dest.queryValue("SELECT to_regclass('stampmover.kafka_applied') IS NOT NULL "
+                                      "AND to_regclass('stampmover.kafka_offsets') IS NOT NULL"));
+  if (exists.value_or("f") != "t") return Status::ok();
+  SM_RETURN_IF_ERROR(dropKafkaOffsets(dest, migration));
+  auto res = dest.query("DELETE FROM stampmover.kafka_applied WHERE migration = $1", {migration});
+  return res.isOk() ? Status::ok() : res.status();
 }
 
 Result<std::vector<KafkaOffset>> loadKafkaOffsets(common::PgConnection& dest,

@@ -17,8 +17,8 @@
 namespace stampmover::orch {
 
 struct KafkaMigrateOptions {
-  // Tenant, endpoints, state directory, copy tuning, batch sizes, until_caught_up, intervals,
-  // give_up_after, max_backoff, commit_statements. Cutover fields must be off (refused).
+  // Everything of the pgoutput migrate: tenant, endpoints, state directory, copy tuning, batch
+  // sizes, until_caught_up, intervals, cutover/soak/finalize/rollback, control plane.
   MigrateOptions migrate;
   std::map<std::string, std::string> kafka;  // Default: none; librdkafka properties (required)
   // The connector's configuration as Kafka Connect shows it (connector.json's text).
@@ -27,6 +27,10 @@ struct KafkaMigrateOptions {
   std::string topic_prefix;
   cdc::BadEventPolicy on_bad_event = cdc::BadEventPolicy::kStop;  // Default: stop
   std::string dead_letter_path;              // Default: none (needed by kDeadLetter)
+  // The cutover's drain reads the connector's committed source position from Kafka Connect's
+  // offsets topic (the worker's offset.storage.topic), keyed by the connector's name.
+  std::string offsets_topic = "connect-offsets";  // Default: connect-offsets
+  std::string connector_name;                // Default: "" = connector.json's "name"
   std::chrono::milliseconds kafka_timeout{15000};  // Default: 15 s per metadata/offset request
   size_t max_buffered_bytes = 64u << 20;     // Default: 64 MiB prefetched over all partitions
 };
@@ -38,9 +42,12 @@ struct KafkaMigrateOptions {
 common::Result<std::map<std::string, std::string>> loadKafkaProperties(const std::string& path);
 
 // Runs copy + Kafka catch-up (until stopped, or until every partition is read to its end with
-// migrate.until_caught_up). Errors keep their class: kRefused (preflight, the connector's
-// configuration, topics, a cutover asked for), kDataLoss (an offset no longer retained),
-// kCancelled (`cancel` set; rerun resumes from the offsets stored at the destination).
+// migrate.until_caught_up), then, with a cutover, the same phases as runMigrate: the comparison,
+// freeze attempts whose drain goes through the connector's committed position and the
+// partitions' ends, the dual-write soak with a reverse slot on the destination (pgoutput),
+// rollback or finalize. Errors keep their class: kRefused (preflight, the connector's
+// configuration, topics), kDataLoss (an offset no longer retained, a difference before the
+// cutover), kCancelled (`cancel` set; rerun resumes from the offsets stored at the destination).
 common::Result<MigrateReport> runKafkaMigrate(const KafkaMigrateOptions& options,
                                               const std::atomic<bool>* cancel);
 

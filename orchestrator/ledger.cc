@@ -11,6 +11,7 @@
 
 #include "common/failpoint.h"
 #include "mover/fence.h"
+#include "mover/kafka_offsets.h"
 #include "mover/source_setup.h"
 
 namespace stampmover::orch {
@@ -32,6 +33,7 @@ constexpr std::pair<LedgerKind, std::string_view> kKindNames[] = {
     {LedgerKind::kStagingTable, "staging_table"},
     {LedgerKind::kRoutingEntry, "routing_entry"},
     {LedgerKind::kControlPlaneRow, "control_plane_row"},
+    {LedgerKind::kKafkaState, "kafka_state"},
 };
 constexpr std::pair<LedgerServer, std::string_view> kServerNames[] = {
     {LedgerServer::kSource, "source"},
@@ -144,6 +146,7 @@ std::string describeLedgerEntry(const LedgerEntry& e, const std::string& source_
     case LedgerKind::kStagingTable: what = "staging table " + e.name; break;
     case LedgerKind::kRoutingEntry: what = "routing entry of tenant " + e.name; break;
     case LedgerKind::kControlPlaneRow: what = "control-plane row " + e.name; break;
+    case LedgerKind::kKafkaState: what = "Kafka offsets and watermark of migration " + e.name; break;
   }
   const std::string where = e.server == LedgerServer::kSource        ? source_label
                             : e.server == LedgerServer::kDestination ? destination_label
@@ -155,6 +158,12 @@ std::vector<LedgerEntry> forwardLedgerEntries(const std::string& slot_name) {
   return {{LedgerKind::kPublication, LedgerServer::kSource, slot_name},
           {LedgerKind::kSlot, LedgerServer::kSource, slot_name},
           {LedgerKind::kOrigin, LedgerServer::kDestination, slot_name}};
+}
+
+std::vector<LedgerEntry> kafkaForwardLedgerEntries(const std::string& origin_name,
+                                                   const std::string& migration_id) {
+  return {{LedgerKind::kOrigin, LedgerServer::kDestination, origin_name},
+          {LedgerKind::kKafkaState, LedgerServer::kDestination, migration_id}};
 }
 
 std::vector<LedgerEntry> freezeLedgerEntries(const std::string& reverse_name,
@@ -264,6 +273,8 @@ Result<bool> ledgerObjectExists(const LedgerEntry& e, PgConnection& c,
       return isTrue("SELECT pg_replication_origin_oid($1) IS NOT NULL");
     case LedgerKind::kStagingTable:
       return isTrue("SELECT to_regclass($1) IS NOT NULL");
+    case LedgerKind::kKafkaState:
+      return mover::kafkaStateExists(c, e.name);
     case LedgerKind::kFenceRef: {
       SM_ASSIGN_OR_RETURN(auto users, mover::fenceUsers(c));
       return std::find(users.begin(), users.end(), migration_id) != users.end();
@@ -290,6 +301,8 @@ Status dropOnly(const LedgerEntry& e, const TeardownTargets& t, const std::strin
       return dropOrigin(*c, e.name);
     case LedgerKind::kStagingTable:
       return c->exec("DROP TABLE IF EXISTS " + e.name);  // stored quoted ("schema"."table")
+    case LedgerKind::kKafkaState:
+      return mover::dropKafkaState(*c, e.name);
     case LedgerKind::kFenceRef:
       return mover::releaseFence(*c, migration_id,
                                  e.server == LedgerServer::kSource ? t.source_tables
@@ -343,7 +356,7 @@ Result<TeardownReport> teardown(Ledger& ledger, const TeardownTargets& t) {
   SM_RETURN_IF_ERROR(step({LedgerKind::kReverseSlot, LedgerKind::kReversePublication}));
   SM_RETURN_IF_ERROR(fp(t, "teardown.after_reverse_slot"));
   SM_RETURN_IF_ERROR(step({LedgerKind::kSlot, LedgerKind::kPublication}));
-  SM_RETURN_IF_ERROR(step({LedgerKind::kOrigin, LedgerKind::kReverseOrigin}));
+  SM_RETURN_IF_ERROR(step({LedgerKind::kOrigin, LedgerKind::kReverseOrigin, LedgerKind::kKafkaState}));
   SM_RETURN_IF_ERROR(fp(t, "teardown.after_origins"));
   SM_RETURN_IF_ERROR(step({LedgerKind::kStagingTable}));
   if (const auto now = std::chrono::steady_clock::now(); now < t.unfence_after) {

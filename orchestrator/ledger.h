@@ -31,6 +31,8 @@ enum class LedgerKind {
   kStagingTable,        // a regular (not TEMP) staging table; dropped if it exists
   kRoutingEntry,        // the tenant's routing entry this migration wrote (never deleted)
   kControlPlaneRow,     // a row of ours in the control plane (the ledger mirror itself)
+  kKafkaState,          // a Kafka-sourced migration's rows in stampmover.kafka_offsets and
+                        // stampmover.kafka_applied, on the destination (name: migration id)
 };
 enum class LedgerServer { kSource, kDestination, kControlPlane };
 
@@ -60,6 +62,10 @@ std::string describeLedgerEntry(const LedgerEntry& entry, const std::string& sou
 std::vector<LedgerEntry> forwardLedgerEntries(const std::string& slot_name);
 // The entries prepared just before the first freeze: fence references on both stamps, the
 // reverse publication and slot on the destination, the reverse origin on the source.
+// What a Kafka-sourced migration's forward stream creates: the replication origin and the
+// offsets/watermark rows at the destination (nothing on the source).
+std::vector<LedgerEntry> kafkaForwardLedgerEntries(const std::string& origin_name,
+                                                   const std::string& migration_id);
 std::vector<LedgerEntry> freezeLedgerEntries(const std::string& reverse_name,
                                              const std::string& source_stamp,
                                              const std::string& destination_stamp);

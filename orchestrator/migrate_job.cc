@@ -18,6 +18,7 @@
 #include "orchestrator/cancel_wait.h"
 #include "orchestrator/control_plane.h"
 #include "orchestrator/ledger.h"
+#include "orchestrator/migrate_phases.h"
 #include "orchestrator/phase.h"
 #include "orchestrator/purge.h"
 #include "orchestrator/verify_job.h"
@@ -36,24 +37,6 @@ using common::Status;
 
 namespace {
 
-// Keeps the latest MigrateProgress and hands it to MigrateOptions::on_progress, one call at a
-// time (the copy's progress thread and the migrate thread both report).
-class ProgressSink {
- public:
-  explicit ProgressSink(const std::function<void(const MigrateProgress&)>& fn) : fn_(fn) {}
-  void update(const std::function<void(MigrateProgress&)>& edit) {
-    if (!fn_) return;
-    std::lock_guard lock(mu_);
-    edit(p_);
-    fn_(p_);
-  }
-
- private:
-  const std::function<void(const MigrateProgress&)>& fn_;
-  std::mutex mu_;
-  MigrateProgress p_;
-};
-
 // One direction of replication: a slot on `from`, applied to `to`.
 struct StreamSpec {
   std::string name;  // "forward" or "reverse": checkpoint and status names
@@ -68,12 +51,6 @@ struct StreamSpec {
   // Sent inside every transaction the applier commits at `to` (see MigrateOptions).
   mover::TxnStatementsFn commit_statements{};
 };
-
-// What a stream does after a caught-up heartbeat: keep following, end (committed, flushed and
-// checkpointed), or hand control back to runMigrate's phase machine with the session still
-// open (a cutover runs outside the stream loop, then the stream resumes or finishes).
-enum class CaughtUp { kContinue, kStop, kYield };
-using CaughtUpHook = std::function<Result<CaughtUp>(mover::PgApplier&)>;
 
 struct Streamer {
   const MigrateOptions& o;
@@ -512,6 +489,36 @@ struct Streamer {
   }
 };
 
+// The pgoutput forward stream (the migration's slot on the source) as the phase machine
+// drives it.
+class PgoutputForward final : public ForwardStream {
+ public:
+  PgoutputForward(const MigrateOptions& o, StreamSpec spec, const ForwardContext& fc,
+                  const std::atomic<bool>* cancel)
+      : s_{o, std::move(spec), fc.rec, fc.store, cancel, fc.report} {
+    s_.progress = &fc.sink;
+    s_.upsert_through = fc.rec.upsert_through;
+  }
+  Status run() override {
+    s_.on_caught_up = on_caught_up;
+    s_.prune_touched = prune_touched;
+    return s_.run();
+  }
+  bool yielded() const override { return s_.yielded; }
+  mover::PgApplier& liveApplier() override { return *s_.liveApplier(); }
+  Result<std::chrono::microseconds> drain(std::chrono::steady_clock::time_point deadline) override {
+    return s_.drain(*s_.liveApplier(), *s_.liveSource(), deadline);
+  }
+  Status finishLive() override { return s_.finishLive(); }
+  void closeLive() override { s_.closeLive(); }
+  void failLive(Status st) override { s_.failLive(std::move(st)); }
+  mover::ApplierStats totals() const override { return s_.totals; }
+  Lsn acked() const override { return s_.acked; }
+
+ private:
+  Streamer s_;
+};
+
 Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationRecord& rec,
                        const std::string& phase, ProgressSink* progress = nullptr) {
   mover::MigrationRecord r = rec;
@@ -606,6 +613,7 @@ struct CutoverSetup {
   PgConnection dst;
   std::vector<mover::TableInfo> src_tables;
   std::vector<mover::TableInfo> dst_tables;
+  std::vector<LedgerEntry> forward_entries;  // what the forward stream created (ForwardStream)
 };
 
 // When cutover is asked for: the routing entry, and healing of what an interrupted worker may
@@ -741,7 +749,7 @@ TeardownTargets teardownTargets(const MigrateOptions& o, const mover::MigrationR
 // of older versions) are recorded first, so one teardown covers them too.
 Status finalizeMigration(const MigrateOptions& o, const mover::MigrationRecord& rec, CutoverSetup& cs,
                          SteadyTime unfence_after) {
-  std::vector<LedgerEntry> all = forwardLedgerEntries(rec.slot_name);
+  std::vector<LedgerEntry> all = cs.forward_entries;
   for (auto& e : freezeLedgerEntries(reverseName(rec.slot_name), o.copy.source.name,
                                      o.copy.destination.name)) {
     all.push_back(std::move(e));
@@ -798,8 +806,25 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     p.bytes_copied = report.copy.copy.bytes;
     p.rows_estimated = report.copy.preflight.est_rows;
   });
-  const mover::MigrationRecord rec = report.copy.record;
   SM_ASSIGN_OR_RETURN(auto store, mover::openRocksDbCheckpointStore({o.copy.state_dir, true}));
+  const mover::MigrationRecord& copied = report.copy.record;
+  std::vector<LedgerEntry> forward_entries = forwardLedgerEntries(copied.slot_name);
+  auto make_forward = [&o, cancel](const ForwardContext& fc) -> std::unique_ptr<ForwardStream> {
+    StreamSpec spec{"forward", o.copy.source, o.copy.destination, fc.rec.slot_name,
+                    fc.rec.publication_name, fc.rec.slot_name, reverseName(fc.rec.slot_name),
+                    fc.rec.consistent_point, fc.cutover, o.commit_statements};
+    return std::make_unique<PgoutputForward>(o, std::move(spec), fc, cancel);
+  };
+  return runMigrationPhases(o, std::move(report), *store, sink, std::move(forward_entries),
+                            make_forward, cancel);
+}
+
+Result<MigrateReport> runMigrationPhases(const MigrateOptions& o, MigrateReport report,
+                                         mover::CheckpointStore& store, ProgressSink& sink,
+                                         std::vector<LedgerEntry> forward_entries,
+                                         const MakeForwardStream& make_forward,
+                                         const std::atomic<bool>* cancel) {
+  const mover::MigrationRecord rec = report.copy.record;
   // Where the previous run stopped: a record past the flip never goes back to catching_up (the
   // forward slot is gone by then, and a rerun killed early would otherwise forget the flip).
   const auto prior = parsePhase(rec.phase);
@@ -824,7 +849,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   // plane's migrations row once the board is open) before it is taken; illegal steps refuse.
   std::optional<MigrationBoard> board;
   PhaseMachine pm(prior_phase, [&](Phase, Phase to) -> Status {
-    SM_RETURN_IF_ERROR(saveRecordPhase(*store, rec, std::string(phaseName(to)), &sink));
+    SM_RETURN_IF_ERROR(saveRecordPhase(store, rec, std::string(phaseName(to)), &sink));
     if (board) {
       board->report(rec.tenant, o.copy.source.name, o.copy.destination.name,
                     std::string(phaseName(to)))
@@ -837,12 +862,13 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   auto t0 = std::chrono::steady_clock::now();
 
   CutoverSetup cs;
-  SM_ASSIGN_OR_RETURN(cs.ledger, Ledger::open(*store, rec.id,
+  cs.forward_entries = forward_entries;
+  SM_ASSIGN_OR_RETURN(cs.ledger, Ledger::open(store, rec.id,
                                               o.cutover_auto || o.cutover_manual
                                                   ? o.control_plane_dsn : std::string()));
   // Records written before the ledger existed: their forward objects are recorded now
   // (idempotent; the teardown drops only what exists).
-  SM_RETURN_IF_ERROR(cs.ledger->intend(forwardLedgerEntries(rec.slot_name)));
+  SM_RETURN_IF_ERROR(cs.ledger->intend(forward_entries));
   Lsn reverse_start;
   const bool cutover = o.cutover_auto || o.cutover_manual;
   if ((resume_abort || past_flip) && !cutover) {
@@ -881,12 +907,8 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   SteadyTime reverse_flipped_at = flipped_at;
   PreCutoverVerify pre_verify;
 
-  StreamSpec fwd{"forward", o.copy.source, o.copy.destination, rec.slot_name, rec.publication_name,
-                 rec.slot_name, reverseName(rec.slot_name), rec.consistent_point, cutover,
-                 o.commit_statements};
-  Streamer forward{o, fwd, rec, *store, cancel, report};
-  forward.progress = &sink;
-  forward.upsert_through = rec.upsert_through;
+  const std::unique_ptr<ForwardStream> forward =
+      make_forward(ForwardContext{rec, store, report, sink, cutover});
   auto pruner = [&](PgConnection& from, PgConnection& to,
                     const std::vector<mover::TableInfo>& tables, const char* stream) {
     return [&from, &to, &tables, stream, tenant = rec.tenant](mover::PgApplier& applier) {
@@ -898,10 +920,10 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
       return Status::ok();
     };
   };
-  if (cutover) forward.prune_touched = pruner(cs.src, cs.dst, cs.src_tables, "forward");
+  if (cutover) forward->prune_touched = pruner(cs.src, cs.dst, cs.src_tables, "forward");
   if (o.until_caught_up || cutover) {
     // Only decides; the attempt itself is the freezing step below, outside the stream loop.
-    forward.on_caught_up = [&](mover::PgApplier&) -> Result<CaughtUp> {
+    forward->on_caught_up = [&](mover::PgApplier&) -> Result<CaughtUp> {
       if (!cutover) return CaughtUp::kStop;
       SM_ASSIGN_OR_RETURN(auto req, takeRequest("catching_up"));
       if (req && *req == "rollback") {
@@ -926,17 +948,13 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
   auto freezingStep = [&]() -> Result<bool> {
     if (!freeze_ready) {
       SM_RETURN_IF_ERROR(common::failpoint("migrate.before_prepare_freeze"));
-      SM_ASSIGN_OR_RETURN(reverse_start, prepareFreeze(o, rec, cs, *store));
+      SM_ASSIGN_OR_RETURN(reverse_start, prepareFreeze(o, rec, cs, store));
       freeze_ready = true;
       SM_RETURN_IF_ERROR(common::failpoint("migrate.after_prepare_freeze"));
     }
-    mover::PgApplier& applier = *forward.liveApplier();
-    cdc::PgoutputSource& source = *forward.liveSource();
     CutoverContext ctx = buildCutoverContext(
-        CutoverDirection::kForward, o, rec, cs, applier,
-        [&](std::chrono::steady_clock::time_point deadline) {
-          return forward.drain(applier, source, deadline);
-        });
+        CutoverDirection::kForward, o, rec, cs, forward->liveApplier(),
+        [&](std::chrono::steady_clock::time_point deadline) { return forward->drain(deadline); });
     // Persisted before the freeze: from here until the record says otherwise the tenant may
     // be on the destination (a kill right after the flip), and cleanup treats it so.
     SM_RETURN_IF_ERROR(pm.advance(Phase::kFreezing));
@@ -982,7 +1000,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
     StreamSpec rev{"reverse", o.copy.destination, o.copy.source, reverseName(rec.slot_name),
                    reverseName(rec.slot_name), reverseName(rec.slot_name), rec.slot_name,
                    reverse_start, true, o.reverse_commit_statements};
-    Streamer reverse{o, rev, rec, *store, cancel, report};
+    Streamer reverse{o, rev, rec, store, cancel, report};
     reverse.progress = &sink;
     reverse.changes_before = report.changes;
     reverse.prune_touched = pruner(cs.dst, cs.src, cs.dst_tables, "reverse");
@@ -1057,28 +1075,28 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
         Status st = Status::ok();
         bool flipped = false;
         for (;;) {
-          st = forward.run();
-          if (!st.isOk() || !forward.yielded) break;
+          st = forward->run();
+          if (!st.isOk() || !forward->yielded()) break;
           Result<bool> attempt = freezingStep();
           if (!attempt) {
             if (attempt.status().errorClass() != common::ErrorClass::kRetryable) {
-              forward.closeLive();
+              forward->closeLive();
               st = attempt.status();
               break;
             }
-            forward.failLive(attempt.status());  // reconnects with backoff, as inside the stream
+            forward->failLive(attempt.status());  // reconnects with backoff, as inside the stream
             continue;
           }
           if (*attempt) {
             flipped = true;
-            st = forward.finishLive();
+            st = forward->finishLive();
             break;
           }
         }
-        report.changes = forward.totals.changes;
-        report.transactions = forward.totals.transactions;
-        report.toast_repairs = forward.totals.toast_repairs;
-        report.applied = forward.acked;
+        report.changes = forward->totals().changes;
+        report.transactions = forward->totals().transactions;
+        report.toast_repairs = forward->totals().toast_repairs;
+        report.applied = forward->acked();
         report.catchup_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!st.isOk()) {
@@ -1117,7 +1135,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
                 "Finalize (`stampmover finalize --tenant " + rec.tenant + "`) to keep the "
                 "destination, or re-copy the tenant back before any rollback");
           }
-          SM_ASSIGN_OR_RETURN(auto note, store->loadNote(rec.id, "reverse_start"));
+          SM_ASSIGN_OR_RETURN(auto note, store.loadNote(rec.id, "reverse_start"));
           reverse_start = Lsn::parse(note.value_or("")).value_or(Lsn());
           if (board) {
             SM_RETURN_IF_ERROR(board->report(rec.tenant, o.copy.source.name,
@@ -1125,7 +1143,7 @@ Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool
           }
         }
         // The forward slot is no longer needed: it would only retain WAL on the source.
-        for (const auto& e : forwardLedgerEntries(rec.slot_name)) {
+        for (const auto& e : forward_entries) {
           if (e.server != LedgerServer::kSource) continue;  // the origin goes with the teardown
           Status dropped = dropLedgerObject(e, teardownTargets(o, rec, cs, {}), rec.id);
           if (dropped.isOk()) {

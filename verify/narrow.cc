@@ -469,6 +469,21 @@ Result<NarrowResult> narrowChunk(const NarrowContext& ctx, size_t chunk) {
 }
 
 Result<Lsn> appliedPosition(PgConnection& source, PgConnection& dest, const std::string& origin) {
+  // A Kafka-sourced migration: its origin counts records, not source positions; the watermark
+  // it keeps is the source position everything before which is applied.
+  // (stampmover.kafka_applied, written by the migrate worker: mover/kafka_offsets.h).
+  SM_ASSIGN_OR_RETURN(auto has_kafka, dest.queryValue(
+                                          "SELECT to_regclass('stampmover.kafka_applied') IS NOT NULL"));
+  if (has_kafka.value_or("f") == "t") {
+    SM_ASSIGN_OR_RETURN(auto w, dest.queryValue("SELECT source_lsn::pg_catalog.text FROM "
+                                                "stampmover.kafka_applied WHERE origin = $1",
+                                                {origin}));
+    if (w) {
+      auto l = Lsn::parse(*w);
+      if (!l) return Status::internal("unparseable stampmover.kafka_applied.source_lsn '" + *w + "'");
+      return *l;
+    }
+  }
   Lsn best;
   bool found = false;
   auto o = dest.queryValue(

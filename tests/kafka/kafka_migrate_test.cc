@@ -284,10 +284,26 @@ TEST_F(KafkaMigrateTest, RefusalsNameTheSettingAndTheFix) {
   auto d = runStampmover(migrateArgs(e, {{"--kafka-config", {empty}}}));
   EXPECT_EQ(d.exit_code, 2) << d.err;
   EXPECT_NE(d.err.find("bootstrap.servers"), std::string::npos) << d.err;
-  // The cutover is not wired to this source yet: refused up front, saying what to use.
-  auto f = runStampmover(migrateArgs(e, {{"--cutover", {"auto"}}, {"--control-plane-dsn", {"host=127.0.0.1"}}}));
+  // A cutover's drain needs the connector to commit a position past a marker message: a
+  // connector that filters the marker out and sends no heartbeats is refused up front.
+  const std::string nomsg = e.dir.path() + "/nomsg.json";
+  writeFile(nomsg, R"({"name": "stamp-a", "config": {"connector.class": )"
+                   R"("io.debezium.connector.postgresql.PostgresConnector", "topic.prefix": "stamp_a", )"
+                   R"("skipped.operations": "none", "message.prefix.include.list": "audit-.*"}})");
+  auto f = runStampmover(migrateArgs(e, {{"--debezium-config", {nomsg}}, {"--cutover", {"auto"}},
+                                         {"--control-plane-dsn", {"host=127.0.0.1"}}}));
   EXPECT_EQ(f.exit_code, 2) << f.err;
-  EXPECT_NE(f.err.find("--cutover with --cdc kafka"), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("message.prefix.include.list"), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("heartbeat.interval.ms"), std::string::npos) << f.err;
+  // The drain reads the connector's offsets by its name: a flat connector config without a name
+  // needs --connector-name.
+  const std::string noname = e.dir.path() + "/noname.json";
+  writeFile(noname, R"({"connector.class": "io.debezium.connector.postgresql.PostgresConnector", )"
+                    R"("topic.prefix": "stamp_a", "skipped.operations": "none"})");
+  auto g = runStampmover(migrateArgs(e, {{"--debezium-config", {noname}}, {"--cutover", {"auto"}},
+                                         {"--control-plane-dsn", {"host=127.0.0.1"}}}));
+  EXPECT_EQ(g.exit_code, 2) << g.err;
+  EXPECT_NE(g.err.find("--connector-name"), std::string::npos) << g.err;
   // Nothing was changed at the destination by any of them.
   EXPECT_EQ(scalar(e.dst, "SELECT count(*) FROM orders"), "0");
   EXPECT_EQ(scalar(e.dst, "SELECT to_regclass('stampmover.kafka_offsets') IS NULL"), "t");
