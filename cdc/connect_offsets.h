@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,5 +50,38 @@ common::Result<std::vector<PartitionOffset>> drainTarget(
     const std::vector<PartitionOffset>& partitions, common::Lsn fence_lsn,
     std::chrono::steady_clock::time_point deadline,
     std::chrono::milliseconds poll = std::chrono::milliseconds(20));
+
+// The same reads, kept open: one consumer assigned to every partition of the offsets topic,
+// reading only what was appended since the last call, and asking the data partitions' ends on
+// that same connection. What the worker uses while it follows the topics and in the cutover
+// window (no client is created per read). Not thread-safe.
+class ConnectorWatch {
+ public:
+  // Looks up the offsets topic's partitions and starts reading them from their beginning.
+  // Errors: as readConnectorPosition.
+  static common::Result<std::unique_ptr<ConnectorWatch>> open(
+      const std::map<std::string, std::string>& kafka, const std::string& offsets_topic,
+      const std::string& connector, const std::string& server, std::chrono::milliseconds timeout);
+  ~ConnectorWatch();
+
+  // The connector's latest committed position among the records read so far, after reading
+  // whatever arrived within `wait` (nullopt: none yet, or reset by a tombstone).
+  common::Result<std::optional<ConnectorPosition>> position(std::chrono::milliseconds wait);
+  // The current end (high watermark) of each of `partitions`, asked of their leaders now.
+  common::Result<std::vector<PartitionOffset>> ends(const std::vector<PartitionOffset>& partitions,
+                                                    std::chrono::milliseconds timeout);
+  // drainTarget() on this connection.
+  common::Result<std::vector<PartitionOffset>> drainTarget(
+      const std::vector<PartitionOffset>& partitions, common::Lsn fence_lsn,
+      std::chrono::steady_clock::time_point deadline);
+
+ private:
+  ConnectorWatch() = default;
+  common::Status consume(const rd_kafka_message_t* msg);
+  common::KafkaHandle rk_;
+  std::string topic_, connector_, server_;
+  std::string want_key_;  // the connector's key, as JSON text compared after parsing
+  std::optional<ConnectorPosition> last_;
+};
 
 }  // namespace stampmover::cdc

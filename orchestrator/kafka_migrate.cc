@@ -238,9 +238,8 @@ class KafkaForward final : public ForwardStream {
   Result<std::chrono::microseconds> drain(std::chrono::steady_clock::time_point deadline) override {
     const auto t0 = std::chrono::steady_clock::now();
     SM_ASSIGN_OR_RETURN(Lsn w, markSource());
-    SM_ASSIGN_OR_RETURN(auto ends, cdc::drainTarget(o_.kafka, o_.offsets_topic, plan_.connector_name,
-                                                    plan_.server, plan_.partitions, w, deadline,
-                                                    std::chrono::milliseconds(5)));
+    SM_RETURN_IF_ERROR(ensureWatch());
+    SM_ASSIGN_OR_RETURN(auto ends, watch_->drainTarget(plan_.partitions, w, deadline));
     while (!source_->reached(ends)) {
       if (std::chrono::steady_clock::now() >= deadline) {
         return Status::retryable("drain: the kafka stream did not reach the partitions' ends in time");
@@ -350,19 +349,31 @@ class KafkaForward final : public ForwardStream {
       return Status::ok();
     }
     mark_.at = now;
-    auto pos = cdc::readConnectorPosition(o_.kafka, o_.offsets_topic, plan_.connector_name,
-                                          plan_.server, o_.kafka_timeout);
+    if (Status opened = ensureWatch(); !opened.isOk()) {
+      spdlog::warn("kafka watermark: {}", opened.message());
+      return Status::ok();
+    }
+    auto pos = watch_->position(std::chrono::milliseconds(0));
     if (!pos) {
       spdlog::warn("kafka watermark: {}", pos.status().message());
       return Status::ok();
     }
     if (!*pos || (*pos)->processed < mark_.w) return Status::ok();  // not yet
-    auto ends = cdc::KafkaDebeziumSource::endOffsets(o_.kafka, plan_.partitions, o_.kafka_timeout);
+    auto ends = watch_->ends(plan_.partitions, o_.kafka_timeout);
     if (!ends) {
       spdlog::warn("kafka watermark: {}", ends.status().message());
       return Status::ok();
     }
     mark_.ends = std::move(*ends);
+    return Status::ok();
+  }
+
+  // The connection to Kafka Connect's offsets topic, opened once and kept across sessions.
+  Status ensureWatch() {
+    if (watch_) return Status::ok();
+    SM_ASSIGN_OR_RETURN(watch_, cdc::ConnectorWatch::open(o_.kafka, o_.offsets_topic,
+                                                          plan_.connector_name, plan_.server,
+                                                          o_.kafka_timeout));
     return Status::ok();
   }
 
@@ -593,6 +604,7 @@ class KafkaForward final : public ForwardStream {
   // The applier's commit callback reads the live source's offsets through this.
   std::shared_ptr<cdc::KafkaDebeziumSource*> source_slot_ =
       std::make_shared<cdc::KafkaDebeziumSource*>(nullptr);
+  std::unique_ptr<cdc::ConnectorWatch> watch_;
   PgConnection src_conn_;  // markers
   PgConnection dst_conn_;  // stored offsets, watermark
   struct Mark {

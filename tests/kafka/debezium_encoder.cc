@@ -132,7 +132,7 @@ json valueOf(const common::RelationColumn& col, const common::Datum& d) {
   const std::string& t = d.text;
   switch (col.type_oid) {
     case 16: return t == "t";
-    case 20: case 21: case 23: return std::stoll(t);
+    case 20: case 21: case 23: case 26: return std::stoll(t);  // oid: INT64 in Debezium
     case 700: case 701:
       if (t == "NaN" || t == "Infinity" || t == "-Infinity") return t;
       return json::parse(t);
@@ -148,6 +148,7 @@ json valueOf(const common::RelationColumn& col, const common::Datum& d) {
     }
     case 1114: return timestampMicros(t);
     case 1184: {  // "2024-01-02 03:04:05.123+00" -> ZonedTimestamp "2024-01-02T03:04:05.123Z"
+      if (t == "infinity" || t == "-infinity") return t;  // stampmover's own fence tables
       std::string z = t;
       z[10] = 'T';
       auto plus = z.rfind('+');
