@@ -218,6 +218,16 @@ int main(int argc, char** argv) {
   migrate->add_option("--window-timeout-ms", window_ms,
                       "Hard limit on the freeze -> flip window; past it the cutover rolls back")
       ->capture_default_str();
+  double precheck_ms = 500;
+  migrate->add_option("--precheck-ms", precheck_ms,
+                      "Freeze only when a drain just before it took less than this (ms); with "
+                      "--cdc kafka the drain includes the Connect worker's offset commit "
+                      "(offset.flush.interval.ms), so raise this and --window-timeout-ms above it")
+      ->capture_default_str();
+  migrate->add_option("--cutover-attempts", mig_opts.cutover_attempts,
+                      "Freeze attempts (each refused pre-check or rolled-back window counts) "
+                      "before migrate stops, leaving the tenant on the source")
+      ->capture_default_str();
   migrate->add_flag("--rollback-after-soak", mig_opts.rollback_after_soak,
                     "After the soak, cut back to the source instead of finalizing");
   migrate->add_flag("!--no-finalize", mig_opts.finalize,
@@ -453,6 +463,13 @@ int main(int argc, char** argv) {
     mig_opts.cutover_manual = cutover_mode == "manual";
     mig_opts.soak = std::chrono::milliseconds(static_cast<int64_t>(soak_s * 1000));
     mig_opts.cutover.window_timeout = std::chrono::milliseconds(static_cast<int64_t>(window_ms));
+    mig_opts.cutover.lag_precheck = std::chrono::milliseconds(static_cast<int64_t>(precheck_ms));
+    if (mig_opts.cutover.lag_precheck >= mig_opts.cutover.window_timeout) {
+      return fail(Status::refused("--precheck-ms " + std::to_string(static_cast<int64_t>(precheck_ms)) +
+                                  " must be below --window-timeout-ms " +
+                                  std::to_string(static_cast<int64_t>(window_ms)) +
+                                  ": a drain that slow before the freeze would not fit in the window"));
+    }
     if (cdc_kind == "kafka") {
       orch::KafkaMigrateOptions ko;
       ko.migrate = mig_opts;

@@ -168,6 +168,7 @@ Result<std::unique_ptr<ConnectorWatch>> ConnectorWatch::open(
   // A new commit of the connector is seen within this (librdkafka's default is 500 ms): the
   // cutover window waits for it.
   props["fetch.wait.max.ms"] = "5";
+  props["fetch.error.backoff.ms"] = "5";
   for (const auto& [k, v] : props) {
     if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
       return Status::refused("kafka property " + k + ": " + err);
@@ -199,11 +200,13 @@ ConnectorWatch::~ConnectorWatch() {
 Result<std::optional<ConnectorPosition>> ConnectorWatch::position(std::chrono::milliseconds wait) {
   const nlohmann::json want = nlohmann::json::parse(want_key_);
   const auto deadline = std::chrono::steady_clock::now() + wait;
+  // Everything already fetched is read (a busy connector commits often); bounded in time.
+  const auto give_up = deadline + std::chrono::milliseconds(200);
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    const auto now = std::chrono::steady_clock::now();
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     common::KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), static_cast<int>(std::max<int64_t>(left.count(), 0))));
-    if (!msg) break;  // nothing more within `wait`
+    if (!msg || now >= give_up) break;  // nothing more within `wait`
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
       if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
@@ -212,7 +215,6 @@ Result<std::optional<ConnectorPosition>> ConnectorWatch::position(std::chrono::m
       continue;  // transient; librdkafka retries
     }
     SM_RETURN_IF_ERROR(applyRecord(msg.get(), want, topic_, last_));
-    if (std::chrono::steady_clock::now() >= deadline) break;
   }
   return last_;
 }

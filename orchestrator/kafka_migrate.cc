@@ -239,7 +239,11 @@ class KafkaForward final : public ForwardStream {
     const auto t0 = std::chrono::steady_clock::now();
     SM_ASSIGN_OR_RETURN(Lsn w, markSource());
     SM_RETURN_IF_ERROR(ensureWatch());
+    auto us = [&] {
+      return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+    };
     SM_ASSIGN_OR_RETURN(auto ends, watch_->drainTarget(plan_.partitions, w, deadline));
+    const auto connector_us = us();
     while (!source_->reached(ends)) {
       if (std::chrono::steady_clock::now() >= deadline) {
         return Status::retryable("drain: the kafka stream did not reach the partitions' ends in time");
@@ -263,6 +267,10 @@ class KafkaForward final : public ForwardStream {
     }
     SM_RETURN_IF_ERROR(checkpoint());
     drained_through_ = w;  // recorded as the watermark outside the window (next session step)
+    spdlog::info("kafka drain to source position {}: connector {} committed past it after {:.1f} "
+                 "ms; partition ends read, applied and flushed {:.1f} ms later",
+                 w.toString(), plan_.connector_name, static_cast<double>(connector_us) / 1e3,
+                 static_cast<double>(us() - connector_us) / 1e3);
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
   }
 

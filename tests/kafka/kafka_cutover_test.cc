@@ -80,8 +80,12 @@ std::vector<std::string> cutoverArgs(const Env& e, const std::string& soak, bool
       destCluster().dsn(e.db), "--state-dir", e.dir.path() + "/state", "--progress", "log",
       "--cdc", "kafka", "--kafka-config", e.kafka_config, "--debezium-config", e.connector_config,
       "--kafka-offsets-topic", kOffsetsTopic, "--cutover", "auto", "--control-plane-dsn",
-      destCluster().dsn(e.cp_db), "--soak", soak};
+      destCluster().dsn(e.cp_db), "--soak", soak,
+      // The drain waits for the connector's offset commit; the mock broker sometimes answers a
+      // produce only at its next 1 s poll, so the stand-in connector's commits lag up to ~1 s.
+      "--precheck-ms", "1500", "--window-timeout-ms", "4000"};
   if (rollback) a.push_back("--rollback-after-soak");
+  if (getenv("SM_SHOW_LOG")) a.insert(a.end(), {"--log-level", "debug"});
   return a;
 }
 
@@ -149,8 +153,12 @@ TEST_F(KafkaCutoverTest, FlipsSoaksAndFinalizesUnderAWriter) {
   execOrDie(e.dst, "UPDATE orders SET status = 'soaked' WHERE tenant_id = 42 AND order_id = 5");
   ASSERT_EQ(child.wait(), 0) << readLog(log);
   const std::string text = readLog(log);
+  if (getenv("SM_SHOW_LOG")) std::fputs(text.c_str(), stderr);
   EXPECT_NE(text.find("cutover: FLIPPED"), std::string::npos) << text;
   EXPECT_NE(text.find("identical on both stamps"), std::string::npos) << text;
+  for (size_t at = text.find("kafka drain to"); at != std::string::npos; at = text.find("kafka drain to", at + 1)) {
+    std::printf("%s\n", text.substr(at, text.find('\n', at) - at).c_str());
+  }
   std::printf("%s\n", text.substr(text.find("cutover: FLIPPED"), 400).c_str());
   EXPECT_EQ(scalar(e.cp, "SELECT stamp || ',' || state FROM stampmover_routing.routes WHERE tenant = '42'"),
             "127.0.0.1:" + std::to_string(destCluster().port()) + "/" + e.db + ",active")

@@ -27,6 +27,9 @@ class MockKafka {
     common::KafkaConf pconf(rd_kafka_conf_new());
     rd_kafka_conf_set(pconf.get(), "bootstrap.servers", bootstraps_.c_str(), err, sizeof err);
     rd_kafka_conf_set(pconf.get(), "enable.idempotence", "true", err, sizeof err);
+    // Each produce() is flushed at once (a connector's transaction): no batching delay.
+    rd_kafka_conf_set(pconf.get(), "linger.ms", "0", err, sizeof err);
+    rd_kafka_conf_set(pconf.get(), "socket.nagle.disable", "true", err, sizeof err);
     producer_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, pconf.release(), err, sizeof err));
     EXPECT_TRUE(producer_) << err;
   }
