@@ -19,6 +19,7 @@
 #include "metrics/log_context.h"
 #include "orchestrator/config.h"
 #include "orchestrator/copy_job.h"
+#include "orchestrator/kafka_data_loss.h"
 #include "orchestrator/kafka_migrate.h"
 #include "orchestrator/migrate_job.h"
 
@@ -497,7 +498,7 @@ int main(int argc, char** argv) {
         }
       }
       auto r = orch::runKafkaMigrate(ko, &g_cancel);
-      if (!r) return fail(r.status());
+      if (!r) return fail(orch::explainKafkaDataLoss(ko, r.status()));
       std::fputs(orch::formatMigrateReport(*r).c_str(), stdout);
       return 0;
     }
