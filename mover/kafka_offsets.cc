@@ -79,27 +79,44 @@ Result<std::optional<common::Lsn>> loadKafkaWatermark(common::PgConnection& dest
   return std::optional<common::Lsn>(*l);
 }
 
-Result<bool> kafkaStateExists(common::PgConnection& dest, const std::string& migration) {
-  SM_ASSIGN_OR_RETURN(auto exists,
-                      dest.queryValue("SELECT to_regclass('stampmover.kafka_applied') IS NOT NULL "
-                                      "AND to_regclass('stampmover.kafka_offsets') IS NOT NULL"));
-  if (exists.value_or("f") != "t") return false;
+namespace {
+
+// Which of the two tables exist (a destination written by an older version has only offsets).
+Result<std::pair<bool, bool>> kafkaTables(common::PgConnection& dest) {
   SM_ASSIGN_OR_RETURN(auto v, dest.queryValue(
-                                  "SELECT EXISTS (SELECT 1 FROM stampmover.kafka_offsets WHERE "
-                                  "migration = $1) OR EXISTS (SELECT 1 FROM "
-                                  "stampmover.kafka_applied WHERE migration = $1)",
-                                  {migration}));
-  return v.value_or("f") == "t";
+                                  "SELECT (to_regclass('stampmover.kafka_offsets') IS NOT NULL)::text "
+                                  "|| (to_regclass('stampmover.kafka_applied') IS NOT NULL)::text"));
+  const std::string t = v.value_or("falsefalse");
+  return std::make_pair(t.rfind("true", 0) == 0, t.size() >= 4 && t.compare(t.size() - 4, 4, "true") == 0);
+}
+
+}  // namespace
+
+Result<bool> kafkaStateExists(common::PgConnection& dest, const std::string& migration) {
+  SM_ASSIGN_OR_RETURN(auto tables, kafkaTables(dest));
+  if (tables.first) {
+    SM_ASSIGN_OR_RETURN(auto v, dest.queryValue("SELECT EXISTS (SELECT 1 FROM stampmover.kafka_offsets "
+                                                "WHERE migration = $1)",
+                                                {migration}));
+    if (v.value_or("f") == "t") return true;
+  }
+  if (tables.second) {
+    SM_ASSIGN_OR_RETURN(auto v, dest.queryValue("SELECT EXISTS (SELECT 1 FROM stampmover.kafka_applied "
+                                                "WHERE migration = $1)",
+                                                {migration}));
+    if (v.value_or("f") == "t") return true;
+  }
+  return false;
 }
 
 Status dropKafkaState(common::PgConnection& dest, const std::string& migration) {
-  SM_ASSIGN_OR_RETURN(auto exists,
-                      dest.queryValue("SELECT to_regclass('stampmover.kafka_applied') IS NOT NULL "
-                                      "AND to_regclass('stampmover.kafka_offsets') IS NOT NULL"));
-  if (exists.value_or("f") != "t") return Status::ok();
-  SM_RETURN_IF_ERROR(dropKafkaOffsets(dest, migration));
-  auto res = dest.query("DELETE FROM stampmover.kafka_applied WHERE migration = $1", {migration});
-  return res.isOk() ? Status::ok() : res.status();
+  SM_ASSIGN_OR_RETURN(auto tables, kafkaTables(dest));
+  if (tables.first) SM_RETURN_IF_ERROR(dropKafkaOffsets(dest, migration));
+  if (tables.second) {
+    auto res = dest.query("DELETE FROM stampmover.kafka_applied WHERE migration = $1", {migration});
+    if (!res) return res.status();
+  }
+  return Status::ok();
 }
 
 Result<std::vector<KafkaOffset>> loadKafkaOffsets(common::PgConnection& dest,

@@ -553,6 +553,8 @@ Result<CleanupResult> runCleanup(const CopyJobOptions& o, bool purge_destination
     for (auto& e : freezeLedgerEntries(slot + "_r", o.source.name, o.destination.name)) {
       all.push_back(std::move(e));
     }
+    // A --cdc kafka migration's restart offsets at the destination (none for pgoutput).
+    all.push_back({LedgerKind::kKafkaState, LedgerServer::kDestination, id});
     SM_RETURN_IF_ERROR(ledger->intend(all));
     SM_ASSIGN_OR_RETURN(auto rep, teardown(*ledger, t));
     for (const auto& e : rep.kept) {

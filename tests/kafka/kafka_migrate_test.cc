@@ -476,4 +476,61 @@ TEST_F(KafkaMigrateTest, StoredOffsetPastRetentionStopsWithDataLossNamingTheFix)
   EXPECT_NE(scalar(e.dst, "SELECT count(*) FROM orders WHERE status = 'lost-to-retention'"), "0");
 }
 
+TEST_F(KafkaMigrateTest, VerifyAfterMigrationIsIdenticalAndCleanupRemovesStoredOffsets) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_NO_FATAL_FAILURE(seed(e, 1000));
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  WriterOptions wo;
+  wo.dsn = sourceCluster().dsn(e.db);
+  wo.duration = std::chrono::milliseconds(3000);
+  wo.seed = 31;
+  wo.max_transactions = 800;
+  wo.pause = std::chrono::microseconds(2000);
+  wo.truncates = false;  // see CopiesAndFollowsTopicsUnderConcurrentWriter
+  Writer writer(wo);
+  auto r = runStampmover(migrateArgs(e));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  writer.stop();
+  ASSERT_GT(writer.transactions(), 50u);
+  ASSERT_TRUE(dbz_->sync(e.src, "writer-done"));
+  auto r2 = runStampmover(migrateArgs(e));  // the writer stopped, the connector synced: caught up
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e.src, e.dst));  // our own ordered SELECTs first
+  const std::string report = e.dir.path() + "/verify.json";
+  auto v = runStampmover({"verify", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                          "--dest-dsn", destCluster().dsn(e.db), "--state-dir",
+                          e.dir.path() + "/state", "--report", report, "--progress", "log"});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  EXPECT_NE(v.out.find("result: IDENTICAL"), std::string::npos) << v.out;
+  auto j = nlohmann::json::parse(readFile(report));
+  EXPECT_EQ(j["identical"], true);
+  EXPECT_GT(j["source_rows"].get<uint64_t>(), 2000u);
+  // Cleanup after a Kafka migration: rows, origin and the stored offsets of this migration go.
+  const std::string migration = scalar(e.dst, "SELECT min(migration) FROM stampmover.kafka_offsets");
+  ASSERT_FALSE(migration.empty());
+  // Another migration's offsets at the same destination stay.
+  execOrDie(e.dst, "INSERT INTO stampmover.kafka_offsets (migration, topic, partition, next_offset) "
+                   "VALUES ('someone-else', 'stamp_c.public.orders', 0, 7)");
+  auto clean = runStampmover({"cleanup", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                              "--dest-dsn", destCluster().dsn(e.db), "--state-dir",
+                              e.dir.path() + "/state", "--purge-destination"});
+  ASSERT_EQ(clean.exit_code, 0) << clean.err;
+  EXPECT_EQ(scalar(e.dst, "SELECT count(*) FROM stampmover.kafka_offsets WHERE migration = $1",
+                   {migration}),
+            "0");
+  EXPECT_EQ(scalar(e.dst, "SELECT string_agg(migration, ',') FROM stampmover.kafka_offsets"),
+            "someone-else");
+  EXPECT_EQ(scalar(e.dst, "SELECT count(*) FROM orders WHERE tenant_id = 42"), "0");
+  EXPECT_EQ(scalar(e.dst, "SELECT count(*) FROM pg_replication_origin WHERE roname = $1",
+                   {stampmover::mover::replicationNameForTenant("42", e.db)}),
+            "0");
+  // Idempotent: a second cleanup finds nothing and fails on nothing.
+  auto again = runStampmover({"cleanup", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                              "--dest-dsn", destCluster().dsn(e.db), "--state-dir",
+                              e.dir.path() + "/state", "--purge-destination"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+}
+
 }  // namespace
