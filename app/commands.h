@@ -67,6 +67,7 @@ struct VerifyArgs {
   std::string other_tenants = "ignore";  // Default: ignore (judge this tenant only)
   bool restart = false;            // Default: false (resume an interrupted verify)
   std::string progress = "auto";   // Default: auto (bars on a terminal)
+  std::string dead_letter;         // Default: none (no dead-letter file checked)
 };
 
 // Adds verify's own options to `cmd`.

@@ -1,6 +1,7 @@
 // The `verify` subcommand: option parsing glue around orch::runVerifyJob, the report on
 // stdout, and verify's own exit codes (0 identical, 1 differences or, with --other-tenants
-// fail, other tenants' rows on both stamps, 2 could not verify, 3 retryable, 130 interrupted).
+// fail, other tenants' rows on both stamps, or with --dead-letter a dead-lettered event whose
+// row differs or cannot be identified, 2 could not verify, 3 retryable, 130 interrupted).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -62,6 +63,12 @@ void addVerifyOptions(CLI::App* cmd, VerifyArgs& a) {
   cmd->add_flag("--no-foreign-check", a.no_foreign,
                 "Deprecated, no effect: other tenants are looked at only with --other-tenants")
       ->group("");
+  cmd->add_option("--dead-letter", a.dead_letter,
+                  "A Kafka migration's dead-letter file (migrate --cdc kafka --on-bad-event "
+                  "dead-letter FILE): list the row of every dead-lettered event of the tenant "
+                  "(table and primary key, from the record's key) and whether it differs now; "
+                  "exit 1 when one differs or cannot be identified")
+      ->check(CLI::ExistingFile);
   cmd->add_flag("--restart", a.restart, "Start over instead of resuming an interrupted verify");
   cmd->add_option("--progress", a.progress, "auto (bars on a terminal), bars, or log")
       ->check(CLI::IsMember({"auto", "bars", "log"}));
@@ -86,6 +93,7 @@ int runVerifyCommand(const VerifyArgs& a, const stampmover::orch::CopyJobOptions
   o.verify.live_rounds = a.live_rounds;
   o.verify.other_tenants_check = a.other_tenants != "ignore";
   o.fail_on_other_tenants = a.other_tenants == "fail";
+  o.dead_letter_path = a.dead_letter;
   auto r = orch::runVerifyJob(o, &cancel);
   if (!r) return verifyExitFor(r.status());
   std::fputs(orch::formatVerifyReport(*r, o).c_str(), stdout);

@@ -330,11 +330,21 @@ Status KafkaDebeziumSource::handleMessage(const rd_kafka_message_t* msg) {
 }
 
 Status KafkaDebeziumSource::deadLetter(const rd_kafka_message_t* msg, const std::string& reason) {
+  // The record's key is Debezium's key of the row (its primary key, JSON): `verify
+  // --dead-letter` finds the affected row by it. Kept as JSON when it parses, else as text;
+  // null for a record without a key.
+  nlohmann::json key = nullptr;
+  if (msg->key != nullptr) {
+    std::string_view text(static_cast<const char*>(msg->key), msg->key_len);
+    key = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (key.is_discarded()) key = std::string(text);
+  }
   nlohmann::json line = {
       {"topic", msg->rkt ? rd_kafka_topic_name(msg->rkt) : ""},
       {"partition", msg->partition},
       {"offset", msg->offset},
       {"reason", reason},
+      {"key", std::move(key)},
       {"value", std::string(static_cast<const char*>(msg->payload), msg->payload ? msg->len : 0)}};
   dead_letter_ << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
   dead_letter_.flush();

@@ -228,6 +228,47 @@ Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
   return kept;
 }
 
+const char* keyedRowStateName(KeyedRowState s) {
+  switch (s) {
+    case KeyedRowState::kEqual: return "equal";
+    case KeyedRowState::kMissing: return "missing";
+    case KeyedRowState::kExtra: return "extra";
+    case KeyedRowState::kDifferent: return "different";
+    case KeyedRowState::kAbsent: return "absent";
+  }
+  return "unknown";
+}
+
+Result<std::vector<KeyedRowState>> compareRowsByKey(
+    PgConnection& src, PgConnection& dst, const mover::TableInfo& table,
+    const std::vector<std::vector<PgParam>>& keys, const std::string& tenant) {
+  std::vector<KeyedRowState> out(keys.size(), KeyedRowState::kAbsent);
+  if (keys.empty()) return out;
+  SM_RETURN_IF_ERROR(pinEncoding(src, dst));
+  SM_ASSIGN_OR_RETURN(auto encodings, rowEncodingsFor(src, {table}));
+  KeyList list;
+  list.reserve(keys.size());
+  for (const auto& k : keys) {
+    if (k.size() != table.primary_key.size()) {
+      return Status::internal("re-check of " + table.key() + ": a key of " +
+                              std::to_string(k.size()) + " values for a primary key of " +
+                              std::to_string(table.primary_key.size()) + " columns");
+    }
+    list.push_back(&k);
+  }
+  SM_ASSIGN_OR_RETURN(auto a, fetchByOrdinal(src, table, encodings[0], list, tenant));
+  SM_ASSIGN_OR_RETURN(auto b, fetchByOrdinal(dst, table, encodings[0], list, tenant));
+  for (const auto& row : a) out[static_cast<size_t>(row.first)] = KeyedRowState::kEqual;
+  for (const auto& row : b) out[static_cast<size_t>(row.first)] = KeyedRowState::kEqual;
+  forEachDifference(a, b, [&](int64_t ord, Difference d) {
+    static constexpr KeyedRowState kState[] = {KeyedRowState::kMissing, KeyedRowState::kExtra,
+                                               KeyedRowState::kDifferent};
+    out[static_cast<size_t>(ord)] = kState[static_cast<int>(d)];
+    return true;
+  });
+  return out;
+}
+
 Status pruneApplierTouched(PgConnection& src, PgConnection& dst,
                            const std::vector<mover::TableInfo>& tables, mover::PgApplier& applier,
                            const std::string& tenant, PruneStats* stats) {

@@ -55,4 +55,23 @@ common::Status pruneApplierTouched(common::PgConnection& source, common::PgConne
                                    mover::PgApplier& applier, const std::string& tenant,
                                    PruneStats* stats);
 
+// What the destination holds for one primary key, compared with the source.
+enum class KeyedRowState : uint8_t {
+  kEqual,      // on both sides, equal rows
+  kMissing,    // on the source, not on the destination
+  kExtra,      // on the destination, not on the source
+  kDifferent,  // on both sides, rows differ
+  kAbsent,     // on neither side (e.g. deleted on both)
+};
+const char* keyedRowStateName(KeyedRowState state);  // "equal", "missing", ...
+
+// Compares the rows of `keys` (primary-key values in `table.primary_key` order, text; each
+// vector as long as the key) of `tenant` in `table` on both sides, with the verifier's row
+// equality; one statement per side. Pins the encoding settings on both connections. Returns
+// one state per key, in order. Errors: the servers' (class and SQLSTATE kept: a key value that
+// is not valid for its column's type fails with class 22).
+common::Result<std::vector<KeyedRowState>> compareRowsByKey(
+    common::PgConnection& source, common::PgConnection& destination, const mover::TableInfo& table,
+    const std::vector<std::vector<common::PgParam>>& keys, const std::string& tenant);
+
 }  // namespace stampmover::orch

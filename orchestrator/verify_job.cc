@@ -172,6 +172,34 @@ nlohmann::ordered_json keyJson(
   return out;
 }
 
+struct DeadLetterCounts {
+  uint64_t differing = 0, equal = 0, unidentified = 0, other_tenant = 0;
+};
+
+DeadLetterCounts countDeadLetters(const VerifyJobResult& res) {
+  DeadLetterCounts c;
+  for (const auto& d : res.dead_letters) {
+    switch (d.verdict) {
+      case DeadLetterRow::Verdict::kRow:
+        (d.differs() ? c.differing : c.equal)++;
+        break;
+      case DeadLetterRow::Verdict::kOtherTenant:
+        c.other_tenant++;
+        break;
+      case DeadLetterRow::Verdict::kUnidentified:
+        c.unidentified++;
+        break;
+    }
+  }
+  return c;
+}
+
+// "topic T partition P offset O" of a dead-lettered event.
+std::string eventText(const DeadLetterRow& d) {
+  return "topic " + d.topic + " partition " + std::to_string(d.partition) + " offset " +
+         std::to_string(d.offset);
+}
+
 constexpr const char* kOtherTenantsWhat =
     "rows of other tenants present on both stamps (an earlier move not purged, or a leak)";
 
@@ -295,6 +323,13 @@ Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& typed, const std::a
     Status st = store->write(b);
     if (!st.isOk()) spdlog::warn("verify state not marked done: {}", st.message());
   }
+  if (!o.dead_letter_path.empty()) {
+    SM_ASSIGN_OR_RETURN(PgConnection dst,
+                        PgConnection::connect(o.destination.dsn, o.destination.label));
+    SM_ASSIGN_OR_RETURN(result.dead_letters,
+                        checkDeadLetters(o.dead_letter_path, src, dst, infos, o.tenant));
+    result.dead_letters_checked = true;
+  }
   if (!o.report_path.empty()) {
     SM_RETURN_IF_ERROR(writeReportFile(o.report_path, verifyReportJson(result, o)));
   }
@@ -391,6 +426,39 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
       }
     }
   }
+  if (res.dead_letters_checked) {
+    const DeadLetterCounts dl = countDeadLetters(res);
+    out += "dead-lettered events (" + o.dead_letter_path + "): " +
+           mover::withCommas(res.dead_letters.size()) + "; of tenant " + tenant + ": " +
+           mover::withCommas(dl.differing) + " row(s) differ now, " + mover::withCommas(dl.equal) +
+           " equal, " + mover::withCommas(dl.unidentified) + " not identified; " +
+           mover::withCommas(dl.other_tenant) + " of other tenants\n";
+    for (const auto& d : res.dead_letters) {
+      if (d.verdict == DeadLetterRow::Verdict::kOtherTenant) continue;
+      if (d.verdict == DeadLetterRow::Verdict::kUnidentified) {
+        out += "  UNKNOWN   line " + std::to_string(d.line) + ", " + eventText(d) + ": " + d.why +
+               "; check this event by hand (" + d.reason + ")\n";
+        continue;
+      }
+      std::string what = d.differs() ? "  DIFFERENT " : "  equal     ";
+      what += d.table + " " + keyText(d.key) + ": ";
+      switch (d.state) {
+        case KeyedRowState::kMissing: what += "on the source, not on the destination"; break;
+        case KeyedRowState::kExtra: what += "on the destination, not on the source"; break;
+        case KeyedRowState::kDifferent: what += "the rows differ"; break;
+        case KeyedRowState::kEqual: what += "the rows are equal now"; break;
+        case KeyedRowState::kAbsent: what += "on neither side (deleted on both)"; break;
+      }
+      out += what + "; dead-lettered " + eventText(d) + ": " + d.reason + "\n";
+    }
+    if (dl.differing > 0 || dl.unidentified > 0) {
+      out += "dead letters: FAILED: " + mover::withCommas(dl.differing) +
+             " row(s) affected by dead-lettered events differ, " +
+             mover::withCommas(dl.unidentified) +
+             " event(s) not identified; repair those rows (or start the migration over) before "
+             "the cutover\n";
+    }
+  }
   const uint64_t diffs = r.differences();
   if (diffs > 0) {
     out +=
@@ -412,8 +480,10 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
 }
 
 bool verifyFailed(const VerifyJobResult& res, const VerifyJobOptions& o) {
+  const DeadLetterCounts dl = countDeadLetters(res);
   return res.report.differences() > 0 ||
-         (o.fail_on_other_tenants && res.report.otherTenantRows() > 0);
+         (o.fail_on_other_tenants && res.report.otherTenantRows() > 0) || dl.differing > 0 ||
+         dl.unidentified > 0;
 }
 
 std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions& o) {
@@ -462,6 +532,44 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
   j["tables"] = std::move(tables);
   j["rows"] = std::move(rows);
   j["other_tenants"] = std::move(other_rows);
+  if (res.dead_letters_checked) {
+    const DeadLetterCounts dl = countDeadLetters(res);
+    ojson events = ojson::array();
+    for (const auto& d : res.dead_letters) {
+      ojson e = {{"line", d.line},
+                 {"topic", d.topic},
+                 {"partition", d.partition},
+                 {"offset", d.offset},
+                 {"reason", d.reason}};
+      switch (d.verdict) {
+        case DeadLetterRow::Verdict::kRow:
+          e["verdict"] = "row";
+          e["table"] = d.table;
+          e["key"] = keyJson(d.key);
+          e["state"] = keyedRowStateName(d.state);
+          e["differs"] = d.differs();
+          break;
+        case DeadLetterRow::Verdict::kOtherTenant:
+          e["verdict"] = "other_tenant";
+          e["table"] = d.table;
+          e["key"] = keyJson(d.key);
+          break;
+        case DeadLetterRow::Verdict::kUnidentified:
+          e["verdict"] = "unidentified";
+          e["why"] = d.why;
+          break;
+      }
+      events.push_back(std::move(e));
+    }
+    j["dead_letters"] = {{"file", o.dead_letter_path},
+                         {"events", res.dead_letters.size()},
+                         {"differing", dl.differing},
+                         {"equal", dl.equal},
+                         {"unidentified", dl.unidentified},
+                         {"other_tenants", dl.other_tenant},
+                         {"rows", std::move(events)}};
+  }
+  j["failed"] = verifyFailed(res, o);
   return j.dump(2) + "\n";
 }
 

@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "mover/catalog.h"
 #include "orchestrator/copy_job.h"
+#include "orchestrator/dead_letters.h"
 #include "verify/table_plan.h"
 #include "verify/verifier.h"
 
@@ -28,6 +29,10 @@ struct VerifyJobOptions {
   // With verify.other_tenants_check: rows of other tenants on both stamps make the verdict a
   // failure (verifyFailed()). Default: false (they are reported, never judged).
   bool fail_on_other_tenants = false;
+  // A Kafka migration's dead-letter file (migrate --on-bad-event dead-letter FILE): the row of
+  // each event skipped there is compared now and listed; one that differs, or that cannot be
+  // identified, makes the verdict a failure (verifyFailed()). Default: "" (none).
+  std::string dead_letter_path;
 };
 
 struct VerifyJobResult {
@@ -35,6 +40,8 @@ struct VerifyJobResult {
   bool resumed = false;    // some tables' results came from an interrupted earlier run
   std::string state_path;  // where resume state lives ("" without a state dir)
   std::string tenant;      // the tenant key as the source canonicalized it (reports use it)
+  bool dead_letters_checked = false;     // options.dead_letter_path was read
+  std::vector<DeadLetterRow> dead_letters;  // one per event of the file, in file order
 };
 
 // Runs the verification. Differences are in the result, not an error. Errors keep their class:
@@ -45,7 +52,8 @@ common::Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& options,
                                              const std::atomic<bool>* cancel);
 
 // True when the result is a failure: differences of the tenant, or, with
-// fail_on_other_tenants, rows of other tenants present on both stamps.
+// fail_on_other_tenants, rows of other tenants present on both stamps, or (dead_letter_path) a
+// dead-lettered event of the tenant whose row differs now or cannot be identified.
 bool verifyFailed(const VerifyJobResult& result, const VerifyJobOptions& options);
 
 // Human-readable report: one line per table, then every listed difference, then the verdict.

@@ -533,4 +533,90 @@ TEST_F(KafkaMigrateTest, VerifyAfterMigrationIsIdenticalAndCleanupRemovesStoredO
   EXPECT_EQ(again.exit_code, 0) << again.err;
 }
 
+TEST_F(KafkaMigrateTest, VerifyListsTheRowsOfDeadLetteredEvents) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_NO_FATAL_FAILURE(seed(e, 200));
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  auto r = runStampmover(migrateArgs(e));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string changed = scalar(e.src, "SELECT min(order_id) FROM orders WHERE tenant_id = 42");
+  const std::string untouched = scalar(e.src, "SELECT max(order_id) FROM orders WHERE tenant_id = 42");
+  const std::string other = scalar(e.src, "SELECT min(order_id) FROM orders WHERE tenant_id = 1");
+  ASSERT_NE(changed, untouched);
+  // A change of order (42, changed) whose event reaches Kafka corrupted: the connector is
+  // stopped so that only the corrupted record is published.
+  dbz_.reset();
+  execOrDie(e.src, "UPDATE orders SET status = 'changed-under-a-bad-event' WHERE tenant_id = 42 AND "
+                   "order_id = " + changed);
+  const std::string topic = std::string(kPrefix) + ".public.orders";
+  auto bad = [&](const std::string& tenant, const std::string& order) {
+    KafkaRecord rec;
+    rec.topic = topic;
+    rec.partition = 1;
+    rec.key = R"({"tenant_id":)" + tenant + R"(,"order_id":)" + order + "}";
+    rec.value = R"({"op":"u","after":{"tenant_id":)" + tenant +
+                R"(},"source":{"schema":"public","table":"orders"}})";
+    return rec;
+  };
+  // The same corruption for a row that did not change, and for another tenant's row (skipped by
+  // the tenant filter before it is decoded further: never dead-lettered).
+  kafka_.produce({bad("42", changed), bad("42", untouched), bad("1", other)});
+  const std::string dead = e.dir.path() + "/dead.jsonl";
+  auto went_on = runStampmover(migrateArgs(e, {{"--on-bad-event", {"dead-letter", dead}}}));
+  ASSERT_EQ(went_on.exit_code, 0) << went_on.err;
+  // The dead-letter lines carry the record's key.
+  std::ifstream lines(dead);
+  std::string first;
+  ASSERT_TRUE(std::getline(lines, first));
+  auto line = nlohmann::json::parse(first);
+  EXPECT_EQ(line["key"]["order_id"].dump(), changed) << first;
+  EXPECT_EQ(line["key"]["tenant_id"], 42) << first;
+  EXPECT_EQ(readFile(dead).find(R"("tenant_id":1,)"), std::string::npos) << readFile(dead);
+  // A line for another tenant's row (a corruption the tenant filter could not see) is not
+  // this tenant's concern.
+  std::ofstream(dead, std::ios::app)
+      << nlohmann::json{{"topic", topic}, {"partition", 2}, {"offset", 3}, {"reason", "test"},
+                        {"key", {{"tenant_id", 1}, {"order_id", std::stoll(other)}}}}.dump()
+      << "\n";
+  // Independently: the row differs at the destination, the untouched one does not.
+  const std::string row_sql = "SELECT status FROM orders WHERE tenant_id = 42 AND order_id = $1";
+  EXPECT_EQ(scalar(e.src, row_sql, {changed}), "changed-under-a-bad-event");
+  EXPECT_NE(scalar(e.dst, row_sql, {changed}), "changed-under-a-bad-event");
+  EXPECT_EQ(scalar(e.dst, row_sql, {untouched}), scalar(e.src, row_sql, {untouched}));
+  const std::string report = e.dir.path() + "/verify.json";
+  auto v = runStampmover({"verify", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                          "--dest-dsn", destCluster().dsn(e.db), "--state-dir",
+                          e.dir.path() + "/state", "--report", report, "--progress", "log",
+                          "--dead-letter", dead});
+  EXPECT_EQ(v.exit_code, 1) << v.out << v.err;
+  EXPECT_NE(v.out.find("DIFFERENT public.orders (tenant_id=42, order_id=" + changed + "): the rows "
+                       "differ; dead-lettered topic " + topic + " partition 1 offset"),
+            std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("equal     public.orders (tenant_id=42, order_id=" + untouched + ")"),
+            std::string::npos) << v.out;
+  EXPECT_EQ(v.out.find("(tenant_id=1, "), std::string::npos) << "another tenant's: " << v.out;
+  EXPECT_NE(v.out.find("dead letters: FAILED"), std::string::npos) << v.out;
+  auto j = nlohmann::json::parse(readFile(report));
+  const auto& dl = j["dead_letters"];
+  EXPECT_EQ(dl["events"], 3);
+  EXPECT_EQ(dl["differing"], 1);
+  EXPECT_EQ(dl["equal"], 1);
+  EXPECT_EQ(dl["other_tenants"], 1);
+  EXPECT_EQ(dl["rows"][0]["table"], "public.orders");
+  EXPECT_EQ(dl["rows"][0]["key"]["order_id"], changed);
+  EXPECT_EQ(dl["rows"][0]["state"], "different");
+  EXPECT_EQ(j["failed"], true);
+  // Once the row is repaired at the destination, the dead letters no longer fail verify.
+  execOrDie(e.dst, "UPDATE orders SET status = 'changed-under-a-bad-event' WHERE tenant_id = 42 "
+                   "AND order_id = " + changed);
+  auto v2 = runStampmover({"verify", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                           "--dest-dsn", destCluster().dsn(e.db), "--state-dir",
+                           e.dir.path() + "/state", "--progress", "log", "--dead-letter", dead});
+  EXPECT_EQ(v2.exit_code, 0) << v2.out << v2.err;
+  EXPECT_NE(v2.out.find("equal     public.orders (tenant_id=42, order_id=" + changed + ")"),
+            std::string::npos) << v2.out;
+}
+
 }  // namespace
