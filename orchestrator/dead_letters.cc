@@ -102,6 +102,7 @@ Result<std::vector<DeadLetterRow>> checkDeadLetters(const std::string& path, PgC
     ++n;
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
     DeadLetterRow row;
+    row.file = path;
     row.line = n;
     auto j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {

@@ -23,6 +23,7 @@ struct DeadLetterRow {
     kOtherTenant,   // the key names another tenant's row: not this verify's concern
     kUnidentified,  // the row cannot be told from the event (`why`): check it by hand
   };
+  std::string file;   // the dead-letter file
   uint64_t line = 0;  // 1-based line of the dead-letter file
   std::string topic;
   int32_t partition = 0;

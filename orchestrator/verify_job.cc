@@ -200,6 +200,43 @@ std::string eventText(const DeadLetterRow& d) {
          std::to_string(d.offset);
 }
 
+// The dead-letter files the migration of `migration_id` recorded in the worker's store at
+// `state_dir` (read-only: migrate may be running). None when there is no store, no such
+// migration or no note.
+Result<std::vector<std::string>> recordedDeadLetterFiles(const std::string& state_dir,
+                                                         const std::string& migration_id) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (state_dir.empty() || !std::filesystem::exists(std::filesystem::path(state_dir) / "CURRENT", ec)) {
+    return out;
+  }
+  auto store = mover::openRocksDbCheckpointStore({state_dir, false, true});
+  if (!store) {
+    // The dead-letter listing is an aid on top of the full comparison, which still runs.
+    spdlog::warn("cannot read the migration's state in {} for its dead-letter files ({}); pass "
+                 "--dead-letter FILE to check them", state_dir, store.status().message());
+    return out;
+  }
+  SM_ASSIGN_OR_RETURN(auto note, (*store)->loadNote(migration_id, kDeadLetterFilesNote));
+  if (!note) return out;
+  auto j = nlohmann::json::parse(*note, nullptr, false);
+  if (j.is_string()) j = nlohmann::json::array({j});
+  if (!j.is_array()) {
+    return Status::internal("migration " + migration_id + ": unreadable note " +
+                            kDeadLetterFilesNote + " in " + state_dir + ": " + *note);
+  }
+  for (const auto& f : j) {
+    if (f.is_string()) out.push_back(f.get<std::string>());
+  }
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+  return out;
+}
+
 constexpr const char* kOtherTenantsWhat =
     "rows of other tenants present on both stamps (an earlier move not purged, or a leak)";
 
@@ -324,10 +361,24 @@ Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& typed, const std::a
     if (!st.isOk()) spdlog::warn("verify state not marked done: {}", st.message());
   }
   if (!o.dead_letter_path.empty()) {
+    result.dead_letter_files = {o.dead_letter_path};
+  } else {
+    SM_ASSIGN_OR_RETURN(result.dead_letter_files,
+                        recordedDeadLetterFiles(o.state_dir, mover::migrationId(
+                                                                 o.tenant, o.source.name,
+                                                                 o.destination.name)));
+    for (const auto& f : result.dead_letter_files) {
+      spdlog::info("checking the rows of the events migrate dead-lettered to {} (recorded in the "
+                   "migration's state)", f);
+    }
+  }
+  if (!result.dead_letter_files.empty()) {
     SM_ASSIGN_OR_RETURN(PgConnection dst,
                         PgConnection::connect(o.destination.dsn, o.destination.label));
-    SM_ASSIGN_OR_RETURN(result.dead_letters,
-                        checkDeadLetters(o.dead_letter_path, src, dst, infos, o.tenant));
+    for (const auto& f : result.dead_letter_files) {
+      SM_ASSIGN_OR_RETURN(auto rows, checkDeadLetters(f, src, dst, infos, o.tenant));
+      for (auto& r : rows) result.dead_letters.push_back(std::move(r));
+    }
     result.dead_letters_checked = true;
   }
   if (!o.report_path.empty()) {
@@ -428,7 +479,7 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
   }
   if (res.dead_letters_checked) {
     const DeadLetterCounts dl = countDeadLetters(res);
-    out += "dead-lettered events (" + o.dead_letter_path + "): " +
+    out += "dead-lettered events (" + joined(res.dead_letter_files) + "): " +
            mover::withCommas(res.dead_letters.size()) + "; of tenant " + tenant + ": " +
            mover::withCommas(dl.differing) + " row(s) differ now, " + mover::withCommas(dl.equal) +
            " equal, " + mover::withCommas(dl.unidentified) + " not identified; " +
@@ -436,7 +487,9 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
     for (const auto& d : res.dead_letters) {
       if (d.verdict == DeadLetterRow::Verdict::kOtherTenant) continue;
       if (d.verdict == DeadLetterRow::Verdict::kUnidentified) {
-        out += "  UNKNOWN   line " + std::to_string(d.line) + ", " + eventText(d) + ": " + d.why +
+        out += "  UNKNOWN   line " + std::to_string(d.line) +
+               (res.dead_letter_files.size() > 1 ? " of " + d.file : std::string()) + ", " +
+               eventText(d) + ": " + d.why +
                "; check this event by hand (" + d.reason + ")\n";
         continue;
       }
@@ -536,7 +589,8 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
     const DeadLetterCounts dl = countDeadLetters(res);
     ojson events = ojson::array();
     for (const auto& d : res.dead_letters) {
-      ojson e = {{"line", d.line},
+      ojson e = {{"file", d.file},
+                 {"line", d.line},
                  {"topic", d.topic},
                  {"partition", d.partition},
                  {"offset", d.offset},
@@ -561,7 +615,7 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
       }
       events.push_back(std::move(e));
     }
-    j["dead_letters"] = {{"file", o.dead_letter_path},
+    j["dead_letters"] = {{"files", res.dead_letter_files},
                          {"events", res.dead_letters.size()},
                          {"differing", dl.differing},
                          {"equal", dl.equal},

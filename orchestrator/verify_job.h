@@ -31,16 +31,24 @@ struct VerifyJobOptions {
   bool fail_on_other_tenants = false;
   // A Kafka migration's dead-letter file (migrate --on-bad-event dead-letter FILE): the row of
   // each event skipped there is compared now and listed; one that differs, or that cannot be
-  // identified, makes the verdict a failure (verifyFailed()). Default: "" (none).
+  // identified, makes the verdict a failure (verifyFailed()). Default: "" = the files the
+  // migration recorded in its state (note kDeadLetterFilesNote of the migration in state_dir,
+  // read-only beside a running migrate), if any.
   std::string dead_letter_path;
 };
+
+// The migration's note (in its checkpoint store) that lists the dead-letter files its runs
+// appended to: a JSON array of absolute paths. Written by migrate --cdc kafka --on-bad-event
+// dead-letter; read by verify.
+inline constexpr const char* kDeadLetterFilesNote = "dead_letter_files";
 
 struct VerifyJobResult {
   verify::VerifyReport report;
   bool resumed = false;    // some tables' results came from an interrupted earlier run
   std::string state_path;  // where resume state lives ("" without a state dir)
   std::string tenant;      // the tenant key as the source canonicalized it (reports use it)
-  bool dead_letters_checked = false;     // options.dead_letter_path was read
+  bool dead_letters_checked = false;     // dead-letter files were read (dead_letter_files)
+  std::vector<std::string> dead_letter_files;  // the files read: given, or recorded
   std::vector<DeadLetterRow> dead_letters;  // one per event of the file, in file order
 };
 

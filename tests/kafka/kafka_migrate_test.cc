@@ -22,6 +22,7 @@
 #include "cdc/kafka_relations.h"
 #include "cdc/kafka_source.h"
 #include "cdc/pgoutput_source.h"
+#include "mover/checkpoint_store.h"
 #include "mover/kafka_offsets.h"
 #include "mover/pg_applier.h"
 #include "mover/source_setup.h"
@@ -617,6 +618,27 @@ TEST_F(KafkaMigrateTest, VerifyListsTheRowsOfDeadLetteredEvents) {
   EXPECT_EQ(v2.exit_code, 0) << v2.out << v2.err;
   EXPECT_NE(v2.out.find("equal     public.orders (tenant_id=42, order_id=" + changed + ")"),
             std::string::npos) << v2.out;
+  // Without --dead-letter, verify reads the files the migration recorded in its state (the note
+  // migrate writes with --on-bad-event dead-letter; written here as migrate would).
+  {
+    auto store = stampmover::mover::openRocksDbCheckpointStore({e.dir.path() + "/state", false});
+    ASSERT_TRUE(store.isOk()) << store.status().message();
+    auto recs = (*store)->listMigrations();
+    ASSERT_TRUE(recs.isOk());
+    ASSERT_EQ(recs->size(), 1u);
+    stampmover::mover::CheckpointBatch b;
+    b.putNote(recs->front().id, "dead_letter_files", nlohmann::json::array({dead}).dump());
+    ASSERT_TRUE((*store)->write(b).isOk());
+  }
+  execOrDie(e.dst, "UPDATE orders SET status = 'broken-again' WHERE tenant_id = 42 AND order_id = " +
+                       changed);
+  auto v3 = runStampmover({"verify", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                           "--dest-dsn", destCluster().dsn(e.db), "--state-dir",
+                           e.dir.path() + "/state", "--progress", "log"});
+  EXPECT_EQ(v3.exit_code, 1) << v3.out << v3.err;
+  EXPECT_NE(v3.out.find("dead-lettered events (" + dead + "): 3"), std::string::npos) << v3.out;
+  EXPECT_NE(v3.out.find("DIFFERENT public.orders (tenant_id=42, order_id=" + changed + ")"),
+            std::string::npos) << v3.out;
 }
 
 }  // namespace
