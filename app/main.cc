@@ -266,7 +266,8 @@ int main(int argc, char** argv) {
   migrate->add_option("--on-bad-event", on_bad_event_args,
                       "With --cdc kafka: stop (default: the migration stops naming topic, "
                       "partition, offset and reason) or `dead-letter FILE` (the event is appended "
-                      "to FILE as a JSON line and skipped; run verify afterwards)")
+                      "to FILE as a JSON line with the record key, and skipped; `verify "
+                      "--dead-letter FILE` then lists the rows it affected)")
       ->expected(1, 2);
 
   OperatorArgs op_args;

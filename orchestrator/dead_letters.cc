@@ -91,8 +91,9 @@ Result<std::vector<DeadLetterRow>> checkDeadLetters(const std::string& path, PgC
                                                     const std::string& tenant) {
   std::ifstream in(path);
   if (!in) {
-    return Status::refused("cannot read dead-letter file " + path +
-                           " (--dead-letter: the FILE given to migrate --on-bad-event dead-letter)");
+    return Status::refused(
+        "cannot read dead-letter file " + path +
+        " (--dead-letter: the FILE given to migrate --on-bad-event dead-letter)");
   }
   std::vector<DeadLetterRow> rows;
   std::map<const mover::TableInfo*, std::vector<size_t>> by_table;  // rows to compare
@@ -117,7 +118,8 @@ Result<std::vector<DeadLetterRow>> checkDeadLetters(const std::string& path, PgC
     const mover::TableInfo* table = nullptr;
     identify(j, tables, tenant, row, &table);
     rows.push_back(std::move(row));
-    if (rows.back().verdict == DeadLetterRow::Verdict::kRow) by_table[table].push_back(rows.size() - 1);
+    if (rows.back().verdict == DeadLetterRow::Verdict::kRow)
+      by_table[table].push_back(rows.size() - 1);
   }
   for (const auto& [table, idx] : by_table) {
     std::vector<std::vector<PgParam>> keys;

@@ -33,7 +33,7 @@ struct DeadLetterRow {
   std::vector<std::pair<std::string, std::optional<std::string>>> key;  // PK column -> value
   Verdict verdict = Verdict::kUnidentified;
   KeyedRowState state = KeyedRowState::kAbsent;  // with kRow
-  std::string why;                                // with kUnidentified
+  std::string why;                               // with kUnidentified
   // The row differs now (missing, extra or different at the destination).
   bool differs() const {
     return verdict == Verdict::kRow &&

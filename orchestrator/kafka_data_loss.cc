@@ -63,7 +63,8 @@ Status explainKafkaDataLoss(const KafkaMigrateOptions& o, const Status& st) {
   const CopyJobOptions& co = o.migrate.copy;
   auto fix = [&](const std::string& tenant) {
     return "Changes of those records can no longer be applied, so this migration cannot catch "
-           "up. Start over: `stampmover cleanup --tenant " + tenant +
+           "up. Start over: `stampmover cleanup --tenant " +
+           tenant +
            " --purge-destination` (same source, destination and --state-dir), then run migrate "
            "again: it copies a new snapshot and follows the topics from their current ends. "
            "To avoid it, keep the topics' retention (retention.ms/retention.bytes) longer than "
@@ -76,11 +77,10 @@ Status explainKafkaDataLoss(const KafkaMigrateOptions& o, const Status& st) {
     return Status::dataLoss(st.message() + ". " + fix(co.tenant));
   }
   if (lost->lines.empty()) return Status::dataLoss(st.message() + ". " + fix(lost->tenant));
-  return Status::dataLoss(
-      "kafka: offsets stored at the " + co.destination.label +
-      " (stampmover.kafka_offsets, migration " + lost->migration +
-      ") are no longer retained by the brokers:" + lost->lines + "\n" + fix(lost->tenant) +
-      " (" + st.message() + ")");
+  return Status::dataLoss("kafka: offsets stored at the " + co.destination.label +
+                          " (stampmover.kafka_offsets, migration " + lost->migration +
+                          ") are no longer retained by the brokers:" + lost->lines + "\n" +
+                          fix(lost->tenant) + " (" + st.message() + ")");
 }
 
 }  // namespace stampmover::orch

@@ -230,18 +230,24 @@ Result<mover::TouchedKeys> pruneTouched(PgConnection& src, PgConnection& dst,
 
 const char* keyedRowStateName(KeyedRowState s) {
   switch (s) {
-    case KeyedRowState::kEqual: return "equal";
-    case KeyedRowState::kMissing: return "missing";
-    case KeyedRowState::kExtra: return "extra";
-    case KeyedRowState::kDifferent: return "different";
-    case KeyedRowState::kAbsent: return "absent";
+    case KeyedRowState::kEqual:
+      return "equal";
+    case KeyedRowState::kMissing:
+      return "missing";
+    case KeyedRowState::kExtra:
+      return "extra";
+    case KeyedRowState::kDifferent:
+      return "different";
+    case KeyedRowState::kAbsent:
+      return "absent";
   }
   return "unknown";
 }
 
-Result<std::vector<KeyedRowState>> compareRowsByKey(
-    PgConnection& src, PgConnection& dst, const mover::TableInfo& table,
-    const std::vector<std::vector<PgParam>>& keys, const std::string& tenant) {
+Result<std::vector<KeyedRowState>> compareRowsByKey(PgConnection& src, PgConnection& dst,
+                                                    const mover::TableInfo& table,
+                                                    const std::vector<std::vector<PgParam>>& keys,
+                                                    const std::string& tenant) {
   std::vector<KeyedRowState> out(keys.size(), KeyedRowState::kAbsent);
   if (keys.empty()) return out;
   SM_RETURN_IF_ERROR(pinEncoding(src, dst));

@@ -207,14 +207,17 @@ Result<std::vector<std::string>> recordedDeadLetterFiles(const std::string& stat
                                                          const std::string& migration_id) {
   std::vector<std::string> out;
   std::error_code ec;
-  if (state_dir.empty() || !std::filesystem::exists(std::filesystem::path(state_dir) / "CURRENT", ec)) {
+  if (state_dir.empty() ||
+      !std::filesystem::exists(std::filesystem::path(state_dir) / "CURRENT", ec)) {
     return out;
   }
   auto store = mover::openRocksDbCheckpointStore({state_dir, false, true});
   if (!store) {
     // The dead-letter listing is an aid on top of the full comparison, which still runs.
-    spdlog::warn("cannot read the migration's state in {} for its dead-letter files ({}); pass "
-                 "--dead-letter FILE to check them", state_dir, store.status().message());
+    spdlog::warn(
+        "cannot read the migration's state in {} for its dead-letter files ({}); pass "
+        "--dead-letter FILE to check them",
+        state_dir, store.status().message());
     return out;
   }
   SM_ASSIGN_OR_RETURN(auto note, (*store)->loadNote(migration_id, kDeadLetterFilesNote));
@@ -363,13 +366,15 @@ Result<VerifyJobResult> runVerifyJob(const VerifyJobOptions& typed, const std::a
   if (!o.dead_letter_path.empty()) {
     result.dead_letter_files = {o.dead_letter_path};
   } else {
-    SM_ASSIGN_OR_RETURN(result.dead_letter_files,
-                        recordedDeadLetterFiles(o.state_dir, mover::migrationId(
-                                                                 o.tenant, o.source.name,
-                                                                 o.destination.name)));
+    SM_ASSIGN_OR_RETURN(
+        result.dead_letter_files,
+        recordedDeadLetterFiles(o.state_dir,
+                                mover::migrationId(o.tenant, o.source.name, o.destination.name)));
     for (const auto& f : result.dead_letter_files) {
-      spdlog::info("checking the rows of the events migrate dead-lettered to {} (recorded in the "
-                   "migration's state)", f);
+      spdlog::info(
+          "checking the rows of the events migrate dead-lettered to {} (recorded in the "
+          "migration's state)",
+          f);
     }
   }
   if (!result.dead_letter_files.empty()) {
@@ -479,8 +484,8 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
   }
   if (res.dead_letters_checked) {
     const DeadLetterCounts dl = countDeadLetters(res);
-    out += "dead-lettered events (" + joined(res.dead_letter_files) + "): " +
-           mover::withCommas(res.dead_letters.size()) + "; of tenant " + tenant + ": " +
+    out += "dead-lettered events (" + joined(res.dead_letter_files) +
+           "): " + mover::withCommas(res.dead_letters.size()) + "; of tenant " + tenant + ": " +
            mover::withCommas(dl.differing) + " row(s) differ now, " + mover::withCommas(dl.equal) +
            " equal, " + mover::withCommas(dl.unidentified) + " not identified; " +
            mover::withCommas(dl.other_tenant) + " of other tenants\n";
@@ -489,18 +494,27 @@ std::string formatVerifyReport(const VerifyJobResult& res, const VerifyJobOption
       if (d.verdict == DeadLetterRow::Verdict::kUnidentified) {
         out += "  UNKNOWN   line " + std::to_string(d.line) +
                (res.dead_letter_files.size() > 1 ? " of " + d.file : std::string()) + ", " +
-               eventText(d) + ": " + d.why +
-               "; check this event by hand (" + d.reason + ")\n";
+               eventText(d) + ": " + d.why + "; check this event by hand (" + d.reason + ")\n";
         continue;
       }
       std::string what = d.differs() ? "  DIFFERENT " : "  equal     ";
       what += d.table + " " + keyText(d.key) + ": ";
       switch (d.state) {
-        case KeyedRowState::kMissing: what += "on the source, not on the destination"; break;
-        case KeyedRowState::kExtra: what += "on the destination, not on the source"; break;
-        case KeyedRowState::kDifferent: what += "the rows differ"; break;
-        case KeyedRowState::kEqual: what += "the rows are equal now"; break;
-        case KeyedRowState::kAbsent: what += "on neither side (deleted on both)"; break;
+        case KeyedRowState::kMissing:
+          what += "on the source, not on the destination";
+          break;
+        case KeyedRowState::kExtra:
+          what += "on the destination, not on the source";
+          break;
+        case KeyedRowState::kDifferent:
+          what += "the rows differ";
+          break;
+        case KeyedRowState::kEqual:
+          what += "the rows are equal now";
+          break;
+        case KeyedRowState::kAbsent:
+          what += "on neither side (deleted on both)";
+          break;
       }
       out += what + "; dead-lettered " + eventText(d) + ": " + d.reason + "\n";
     }
@@ -589,12 +603,8 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
     const DeadLetterCounts dl = countDeadLetters(res);
     ojson events = ojson::array();
     for (const auto& d : res.dead_letters) {
-      ojson e = {{"file", d.file},
-                 {"line", d.line},
-                 {"topic", d.topic},
-                 {"partition", d.partition},
-                 {"offset", d.offset},
-                 {"reason", d.reason}};
+      ojson e = {{"file", d.file},           {"line", d.line},     {"topic", d.topic},
+                 {"partition", d.partition}, {"offset", d.offset}, {"reason", d.reason}};
       switch (d.verdict) {
         case DeadLetterRow::Verdict::kRow:
           e["verdict"] = "row";
@@ -615,12 +625,9 @@ std::string verifyReportJson(const VerifyJobResult& res, const VerifyJobOptions&
       }
       events.push_back(std::move(e));
     }
-    j["dead_letters"] = {{"files", res.dead_letter_files},
-                         {"events", res.dead_letters.size()},
-                         {"differing", dl.differing},
-                         {"equal", dl.equal},
-                         {"unidentified", dl.unidentified},
-                         {"other_tenants", dl.other_tenant},
+    j["dead_letters"] = {{"files", res.dead_letter_files},  {"events", res.dead_letters.size()},
+                         {"differing", dl.differing},       {"equal", dl.equal},
+                         {"unidentified", dl.unidentified}, {"other_tenants", dl.other_tenant},
                          {"rows", std::move(events)}};
   }
   j["failed"] = verifyFailed(res, o);

@@ -47,9 +47,9 @@ struct VerifyJobResult {
   bool resumed = false;    // some tables' results came from an interrupted earlier run
   std::string state_path;  // where resume state lives ("" without a state dir)
   std::string tenant;      // the tenant key as the source canonicalized it (reports use it)
-  bool dead_letters_checked = false;     // dead-letter files were read (dead_letter_files)
+  bool dead_letters_checked = false;           // dead-letter files were read (dead_letter_files)
   std::vector<std::string> dead_letter_files;  // the files read: given, or recorded
-  std::vector<DeadLetterRow> dead_letters;  // one per event of the file, in file order
+  std::vector<DeadLetterRow> dead_letters;     // one per event of the file, in file order
 };
 
 // Runs the verification. Differences are in the result, not an error. Errors keep their class:
