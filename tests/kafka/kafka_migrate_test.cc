@@ -641,4 +641,68 @@ TEST_F(KafkaMigrateTest, VerifyListsTheRowsOfDeadLetteredEvents) {
             std::string::npos) << v3.out;
 }
 
+TEST_F(KafkaMigrateTest, VerifyDeadLetterKeysInEveryFormOrUnidentifiable) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_NO_FATAL_FAILURE(seed(e, 100));
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  auto r = runStampmover(migrateArgs(e));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e.src, e.dst));
+  const std::string order = scalar(e.src, "SELECT min(order_id) FROM orders WHERE tenant_id = 42");
+  const std::string topic = std::string(kPrefix) + ".public.orders";
+  // Dead-letter lines as migrate writes them, with the key in each form a record may carry.
+  auto lineWith = [&](const std::string& t, const nlohmann::json& key) {
+    return nlohmann::json{{"topic", t}, {"partition", 0}, {"offset", 1}, {"reason", "test"},
+                          {"key", key}, {"value", "{}"}}.dump() + "\n";
+  };
+  const int64_t id = std::stoll(order);
+  std::string text;
+  // Debezium's JSON converter with schemas: {"schema": ..., "payload": {...}}.
+  text += lineWith(topic, {{"schema", {{"type", "struct"}}},
+                           {"payload", {{"tenant_id", 42}, {"order_id", id}}}});
+  // A key that was not JSON when read is kept as text; this one is JSON text.
+  text += lineWith(topic, nlohmann::json{{"tenant_id", 42}, {"order_id", id}}.dump());
+  text += lineWith(topic, {{"tenant_id", 42}});                              // lacks order_id
+  text += lineWith(topic, {{"tenant_id", 42}, {"order_id", "not-a-number"}});  // bigint rejects it
+  text += lineWith("stamp_a.public.no_such_table", {{"tenant_id", 42}, {"order_id", id}});
+  text += lineWith(topic, nullptr);                                          // no key
+  text += "not json\n";
+  const std::string dead = e.dir.path() + "/dead.jsonl";
+  writeFile(dead, text);
+  const std::string report = e.dir.path() + "/verify.json";
+  auto v = runStampmover({"verify", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                          "--dest-dsn", destCluster().dsn(e.db), "--state-dir",
+                          e.dir.path() + "/state", "--report", report, "--progress", "log",
+                          "--dead-letter", dead});
+  // The tenant's rows are identical, but five events cannot be tied to a row: not vouched for.
+  EXPECT_EQ(v.exit_code, 1) << v.out << v.err;
+  EXPECT_NE(v.out.find("result: IDENTICAL"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("UNKNOWN   line 3, topic " + topic + " partition 0 offset 1: the record key "
+                       "lacks primary-key column order_id"),
+            std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("UNKNOWN   line 4"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("is not a valid key of public.orders"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("no_such_table is not the topic of a tenant table"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("the record has no key"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("line 7 is not a JSON object"), std::string::npos) << v.out;
+  auto j = nlohmann::json::parse(readFile(report));
+  const auto& dl = j["dead_letters"];
+  EXPECT_EQ(dl["events"], 7);
+  EXPECT_EQ(dl["equal"], 2);
+  EXPECT_EQ(dl["differing"], 0);
+  EXPECT_EQ(dl["unidentified"], 5);
+  EXPECT_EQ(dl["rows"][0]["key"]["order_id"], order);
+  EXPECT_EQ(dl["rows"][1]["state"], "equal");
+  EXPECT_EQ(j["identical"], true);
+  EXPECT_EQ(j["failed"], true);
+  // A file that is not there: refused before anything is compared.
+  auto missing = runStampmover({"verify", "--tenant", "42", "--source-dsn", sourceCluster().dsn(e.db),
+                                "--dest-dsn", destCluster().dsn(e.db), "--dead-letter",
+                                e.dir.path() + "/nope.jsonl"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE((missing.out + missing.err).find("nope.jsonl"), std::string::npos) << missing.err;
+}
+
 }  // namespace
