@@ -267,8 +267,8 @@ class KafkaForward final : public ForwardStream {
     }
     SM_RETURN_IF_ERROR(checkpoint());
     drained_through_ = w;  // recorded as the watermark outside the window (next session step)
-    spdlog::info("kafka drain to source position {}: connector {} committed past it after {:.1f} "
-                 "ms; partition ends read, applied and flushed {:.1f} ms later",
+    spdlog::info("kafka drain to source position {}: connector {} committed past it and the "
+                 "partition ends were read after {:.1f} ms; applied and flushed {:.1f} ms later",
                  w.toString(), plan_.connector_name, static_cast<double>(connector_us) / 1e3,
                  static_cast<double>(us() - connector_us) / 1e3);
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
