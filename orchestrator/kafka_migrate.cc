@@ -6,7 +6,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -29,6 +31,7 @@
 #include "orchestrator/ledger.h"
 #include "orchestrator/migrate_phases.h"
 #include "orchestrator/phase.h"
+#include "orchestrator/verify_job.h"
 
 namespace stampmover::orch {
 
@@ -818,6 +821,19 @@ Result<MigrateReport> runKafkaMigrate(const KafkaMigrateOptions& o, const std::a
     report.copy.resumed = resuming;
   }
   report.copy.record = rec;
+  if (o.on_bad_event == cdc::BadEventPolicy::kDeadLetter) {
+    // Recorded so that `stampmover verify` lists the rows of dead-lettered events by itself.
+    SM_ASSIGN_OR_RETURN(auto note, store->loadNote(rec.id, kDeadLetterFilesNote));
+    auto files = note ? nlohmann::json::parse(*note, nullptr, false) : nlohmann::json::array();
+    if (!files.is_array()) files = nlohmann::json::array();
+    const std::string path = std::filesystem::absolute(o.dead_letter_path).string();
+    if (std::find(files.begin(), files.end(), path) == files.end()) {
+      files.push_back(path);
+      mover::CheckpointBatch b;
+      b.putNote(rec.id, kDeadLetterFilesNote, files.dump());
+      SM_RETURN_IF_ERROR(store->write(b));
+    }
+  }
   auto make_forward = [&o, &plan, cancel](const ForwardContext& fc) -> std::unique_ptr<ForwardStream> {
     return std::make_unique<KafkaForward>(o, plan, fc, cancel);
   };

@@ -618,17 +618,17 @@ TEST_F(KafkaMigrateTest, VerifyListsTheRowsOfDeadLetteredEvents) {
   EXPECT_EQ(v2.exit_code, 0) << v2.out << v2.err;
   EXPECT_NE(v2.out.find("equal     public.orders (tenant_id=42, order_id=" + changed + ")"),
             std::string::npos) << v2.out;
-  // Without --dead-letter, verify reads the files the migration recorded in its state (the note
-  // migrate writes with --on-bad-event dead-letter; written here as migrate would).
+  // Without --dead-letter, verify reads the files the migration recorded in its state (migrate
+  // with --on-bad-event dead-letter notes the file's absolute path).
   {
     auto store = stampmover::mover::openRocksDbCheckpointStore({e.dir.path() + "/state", false});
     ASSERT_TRUE(store.isOk()) << store.status().message();
     auto recs = (*store)->listMigrations();
     ASSERT_TRUE(recs.isOk());
     ASSERT_EQ(recs->size(), 1u);
-    stampmover::mover::CheckpointBatch b;
-    b.putNote(recs->front().id, "dead_letter_files", nlohmann::json::array({dead}).dump());
-    ASSERT_TRUE((*store)->write(b).isOk());
+    auto note = (*store)->loadNote(recs->front().id, "dead_letter_files");
+    ASSERT_TRUE(note.isOk() && note->has_value()) << "migrate did not record its dead-letter file";
+    EXPECT_EQ(**note, nlohmann::json::array({dead}).dump());
   }
   execOrDie(e.dst, "UPDATE orders SET status = 'broken-again' WHERE tenant_id = 42 AND order_id = " +
                        changed);
