@@ -11,6 +11,8 @@
 // stamp (origins, reverse slot and publication, fence, offsets and watermark rows).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <fstream>
 #include <thread>
 
@@ -203,4 +205,40 @@ TEST_F(KafkaCutoverTest, RollsBackAfterTheSoakWithoutLosingDestinationWrites) {
   expectNothingLeft(e);
   // The source takes the tenant's writes again.
   execOrDie(e.src, "UPDATE orders SET status = 'back' WHERE tenant_id = 42 AND order_id = 5");
+}
+
+// kill -9 of the worker during the dual-write soak: a rerun with the same arguments resumes the
+// soak from the reverse slot (the topics are not read again past the flip) and finalizes, with
+// the destination's writes of the soak on the source and nothing left.
+TEST_F(KafkaCutoverTest, KillNineDuringTheSoakThenRerunFinalizes) {
+  env_ = setUpEnv(kafka_);
+  Env& e = *env_;
+  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
+  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
+  const std::string log = e.dir.path() + "/migrate.log";
+  ChildProcess child(spawnStampmover(cutoverArgs(e, "600", false), log));
+  ASSERT_TRUE(waitForRoute(e.cp, "dual_write", 120)) << "no flip; log:\n" << readLog(log);
+  execOrDie(e.dst, "INSERT INTO scratch VALUES (42, 900003, 'before the kill')");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(::kill(child.pid(), SIGKILL), 0);
+  EXPECT_EQ(child.wait(), -SIGKILL);
+  execOrDie(e.dst, "INSERT INTO scratch VALUES (42, 900004, 'between the kill and the rerun')");
+  // The brokers are not needed past the flip: the rerun finishes even with Kafka unreachable.
+  const std::string unreachable = e.dir.path() + "/unreachable.properties";
+  writeFile(unreachable, "bootstrap.servers=127.0.0.1:1\n");
+  std::vector<std::string> again = cutoverArgs(e, "1", false);
+  for (size_t i = 0; i + 1 < again.size(); ++i) {
+    if (again[i] == "--kafka-config") again[i + 1] = unreachable;
+  }
+  const std::string log2 = e.dir.path() + "/rerun.log";
+  ChildProcess rerun(spawnStampmover(again, log2));
+  ASSERT_EQ(rerun.wait(), 0) << readLog(log2);
+  EXPECT_EQ(scalar(e.cp, "SELECT stamp || ',' || state FROM stampmover_routing.routes WHERE tenant = '42'"),
+            "127.0.0.1:" + std::to_string(destCluster().port()) + "/" + e.db + ",active")
+      << readLog(log2);
+  EXPECT_EQ(scalar(e.src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900003"), "before the kill");
+  EXPECT_EQ(scalar(e.src, "SELECT v FROM scratch WHERE tenant_id = 42 AND id = 900004"),
+            "between the kill and the rerun");
+  ASSERT_NO_FATAL_FAILURE(expectDemoTenantEqual(e.src, e.dst));
+  expectNothingLeft(e);
 }
