@@ -19,6 +19,7 @@
 #include "cdc/connect_offsets.h"
 #include "cdc/debezium_config.h"
 #include "cdc/kafka_relations.h"
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "mover/catalog.h"
 #include "mover/kafka_offsets.h"
@@ -49,7 +50,7 @@ Status savePhase(mover::CheckpointStore& store, mover::MigrationRecord& rec, con
   b.putMigration(rec);
   SM_RETURN_IF_ERROR(store.write(b));
   spdlog::info("migration {}: phase {}", rec.id, phase);
-  return Status::ok();
+  return common::failpoint(std::string("phase.") + phase);  // a phase boundary, as runMigrate's
 }
 
 std::string offsetsJson(const std::vector<cdc::PartitionOffset>& offs) {
@@ -345,23 +346,33 @@ class KafkaForward final : public ForwardStream {
       if (!source_->reached(*mark_.ends) || applier_->inTransaction()) return Status::ok();
       SM_RETURN_IF_ERROR(applier_->commitPending());
       SM_RETURN_IF_ERROR(storeWatermark(mark_.w));
+      // The round trip source -> connector -> Kafka -> destination: the pgoutput heartbeat's
+      // counterpart, and what "caught up" means for this source.
+      const auto rtt = now - mark_.marked_at;
+      report_.last_lag_seconds = std::chrono::duration<double>(rtt).count();
+      if (rtt < o_.migrate.caught_up_lag) fresh_ = true;
       mark_ = {};
       return Status::ok();
     }
-    if (now - mark_.at < o_.migrate.heartbeat_interval) return Status::ok();
     if (mark_.w.isZero()) {
+      if (now - last_mark_at_ < o_.migrate.heartbeat_interval) return Status::ok();
+      last_mark_at_ = now;
       auto w = markSource();
-      mark_.at = now;
       if (!w) {
         spdlog::warn("kafka watermark: marking the source: {}", w.status().message());
         return Status::ok();
       }
       mark_.w = *w;
+      mark_.marked_at = now;
       return Status::ok();
     }
-    mark_.at = now;
+    // Waiting for the connector: reading what the offsets topic's consumer already fetched
+    // costs no request, so it is looked at often.
+    if (now - last_poll_ < std::chrono::milliseconds(20)) return Status::ok();
+    last_poll_ = now;
     if (Status opened = ensureWatch(); !opened.isOk()) {
       spdlog::warn("kafka watermark: {}", opened.message());
+      mark_ = {};
       return Status::ok();
     }
     auto pos = watch_->position(std::chrono::milliseconds(0));
@@ -369,7 +380,17 @@ class KafkaForward final : public ForwardStream {
       spdlog::warn("kafka watermark: {}", pos.status().message());
       return Status::ok();
     }
-    if (!*pos || (*pos)->processed < mark_.w) return Status::ok();  // not yet
+    if (!*pos || (*pos)->processed < mark_.w) {
+      if (now - mark_.marked_at > std::chrono::seconds(60)) {
+        spdlog::warn("kafka watermark: connector {} has not committed a source position past {} "
+                     "in 60 s (last: {}); is it running, and does its Connect worker commit "
+                     "offsets (offset.flush.interval.ms)? Live verify and the cutover wait for it",
+                     plan_.connector_name, mark_.w.toString(),
+                     *pos ? (*pos)->processed.toString() : std::string("none"));
+        mark_ = {};  // marked again at the next interval
+      }
+      return Status::ok();
+    }
     auto ends = watch_->ends(plan_.partitions, o_.kafka_timeout);
     if (!ends) {
       spdlog::warn("kafka watermark: {}", ends.status().message());
@@ -582,11 +603,14 @@ class KafkaForward final : public ForwardStream {
         if (!pruned.isOk()) spdlog::warn("re-check of changed rows: {}", pruned.message());
         prune_floor_ = applier_->touched().count;
       }
-      // Caught up: every partition read to its end and everything handed out committed. The
-      // hook is asked at most once per heartbeat interval (it may query the control plane).
-      if (on_caught_up && !got && source_->caughtUp() && !applier_->inTransaction() &&
-          now - last_hook_ >= o_.migrate.heartbeat_interval) {
+      // Caught up: a watermark made the round trip source -> connector -> Kafka -> destination
+      // within caught_up_lag, or every partition is read to its end; everything handed out is
+      // committed. The hook is asked at most once per heartbeat interval (it may query the
+      // control plane).
+      if (on_caught_up && (fresh_ || (!got && source_->caughtUp())) &&
+          !applier_->inTransaction() && now - last_hook_ >= o_.migrate.heartbeat_interval) {
         last_hook_ = now;
+        fresh_ = false;
         report_.caught_up = true;
         SM_ASSIGN_OR_RETURN(CaughtUp next, on_caught_up(*applier_));
         if (next == CaughtUp::kYield) {
@@ -619,10 +643,12 @@ class KafkaForward final : public ForwardStream {
   PgConnection src_conn_;  // markers
   PgConnection dst_conn_;  // stored offsets, watermark
   struct Mark {
-    std::chrono::steady_clock::time_point at{};
+    std::chrono::steady_clock::time_point marked_at{};
     Lsn w;                                                  // 0: none written yet
     std::optional<std::vector<cdc::PartitionOffset>> ends;  // once the connector passed w
   } mark_;
+  std::chrono::steady_clock::time_point last_mark_at_{}, last_poll_{};
+  bool fresh_ = false;  // a watermark's round trip was under caught_up_lag (the hook consumes it)
   Lsn drained_through_;  // a cutover drain's position, recorded after the window
   bool yielded_ = false;
   Status pending_ = Status::ok();

@@ -41,8 +41,9 @@ struct KafkaMigrateOptions {
 // file and line.
 common::Result<std::map<std::string, std::string>> loadKafkaProperties(const std::string& path);
 
-// Runs copy + Kafka catch-up (until stopped, or until every partition is read to its end with
-// migrate.until_caught_up), then, with a cutover, the same phases as runMigrate: the comparison,
+// Runs copy + Kafka catch-up (until stopped, or with migrate.until_caught_up until caught up:
+// every partition read to its end, or a watermark's round trip source -> connector -> Kafka ->
+// destination under migrate.caught_up_lag), then, with a cutover, the same phases as runMigrate: the comparison,
 // freeze attempts whose drain goes through the connector's committed position and the
 // partitions' ends, the dual-write soak with a reverse slot on the destination (pgoutput),
 // rollback or finalize. Errors keep their class: kRefused (preflight, the connector's

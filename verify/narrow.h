@@ -119,7 +119,9 @@ common::Result<NarrowResult> narrowChunk(const NarrowContext& ctx, size_t chunk)
 
 // The source's and destination's applied positions for live mode: max of the destination's
 // replication origin progress (flushed) and the source slot's confirmed_flush_lsn (the worker
-// confirms only what is durable at the destination). Errors: kRefused when neither the origin
+// confirms only what is durable at the destination). A migration fed from Kafka has neither
+// in source positions: its watermark (stampmover.kafka_applied at the destination, keyed by the
+// origin's name; see mover/kafka_offsets.h) is returned instead. Errors: kRefused when neither the origin
 // nor the slot exists.
 common::Result<common::Lsn> appliedPosition(common::PgConnection& source,
                                             common::PgConnection& dest,
