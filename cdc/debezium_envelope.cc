@@ -1,10 +1,12 @@
-// Debezium envelope decoding: JSON (nlohmann) to common::Change with PostgreSQL text values.
+// Debezium envelope decoding: JSON (cdc/json_view.h) to common::Change with PostgreSQL text values.
 // The PostgreSQL type of each column comes from the source catalog (the resolver), the wire
 // encoding from the wrapper's semantic schema when present, otherwise from the connector's
 // handling modes and the column's typmod (as Debezium chooses it: see valueToText below).
 #include "cdc/debezium_envelope.h"
 
 #include <nlohmann/json.hpp>
+
+#include "cdc/json_view.h"
 
 #include <array>
 #include <charconv>
@@ -17,7 +19,6 @@ namespace stampmover::cdc {
 using common::Datum;
 using common::Result;
 using common::Status;
-using json = nlohmann::json;
 
 namespace {
 
@@ -207,9 +208,8 @@ std::string floatText(double v, bool single) {
   return std::string(buf, r.ptr);
 }
 
-Result<int64_t> integerOf(const json& v, const char* what) {
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_unsigned()) return static_cast<int64_t>(v.get<uint64_t>());
+Result<int64_t> integerOf(const JsonValue& v, const char* what) {
+  if (v.isInteger()) return v.asInt64();
   return bad(std::string("expected an integer for ") + what);
 }
 
@@ -221,9 +221,9 @@ struct Ctx {
   const std::string& placeholder_bytes;
 };
 
-Result<std::string> decodeBytes(const json& v, const DebeziumModes& modes) {
-  if (!v.is_string()) return bad("expected a string for a binary value");
-  const std::string& s = v.get_ref<const std::string&>();
+Result<std::string> decodeBytes(const JsonValue& v, const DebeziumModes& modes) {
+  if (!v.isString()) return bad("expected a string for a binary value");
+  const std::string_view s = v.str();
   switch (modes.binary) {
     case BinaryMode::kBytes:  // JsonConverter writes BYTES as base64
     case BinaryMode::kBase64:
@@ -236,18 +236,18 @@ Result<std::string> decodeBytes(const json& v, const DebeziumModes& modes) {
   return bad("unknown binary mode");
 }
 
-Result<std::string> decimalText(const json& v, const Ctx& c) {
-  if (v.is_string() && c.modes.decimal == DecimalMode::kString) return v.get<std::string>();
-  if (v.is_object()) {  // io.debezium.data.VariableScaleDecimal {scale, value}
-    auto sc = v.find("scale");
-    auto val = v.find("value");
-    if (sc == v.end() || val == v.end() || !val->is_string())
+Result<std::string> decimalText(const JsonValue& v, const Ctx& c) {
+  if (v.isString() && c.modes.decimal == DecimalMode::kString) return std::string(v.str());
+  if (v.isObject()) {  // io.debezium.data.VariableScaleDecimal {scale, value}
+    const JsonValue* sc = v.find("scale");
+    const JsonValue* val = v.find("value");
+    if (sc == nullptr || val == nullptr || !val->isString())
       return bad("VariableScaleDecimal without scale/value");
     SM_ASSIGN_OR_RETURN(int64_t scale, integerOf(*sc, "VariableScaleDecimal.scale"));
-    SM_ASSIGN_OR_RETURN(std::string raw, base64Decode(val->get_ref<const std::string&>(), false));
+    SM_ASSIGN_OR_RETURN(std::string raw, base64Decode(val->str(), false));
     return unscaledToText(raw, static_cast<int32_t>(scale));
   }
-  if (v.is_string()) {  // org.apache.kafka.connect.data.Decimal: base64 unscaled, fixed scale
+  if (v.isString()) {  // org.apache.kafka.connect.data.Decimal: base64 unscaled, fixed scale
     int32_t scale = 0;
     if (c.schema.scale) {
       scale = *c.schema.scale;
@@ -258,10 +258,10 @@ Result<std::string> decimalText(const json& v, const Ctx& c) {
     } else {
       return bad("a numeric without typmod must come as VariableScaleDecimal {scale, value}");
     }
-    SM_ASSIGN_OR_RETURN(std::string raw, base64Decode(v.get_ref<const std::string&>(), false));
+    SM_ASSIGN_OR_RETURN(std::string raw, base64Decode(v.str(), false));
     return unscaledToText(raw, scale);
   }
-  if (v.is_number()) {
+  if (v.isNumber()) {
     return Status::refused(
         "a numeric value arrived as a JSON number (decimal.handling.mode=double is lossy); set "
         "decimal.handling.mode=precise or string on the connector");
@@ -269,11 +269,11 @@ Result<std::string> decimalText(const json& v, const Ctx& c) {
   return bad("unexpected JSON type for a numeric value");
 }
 
-Result<std::string> scalarText(const json& v, const Ctx& c);
+Result<std::string> scalarText(const JsonValue& v, const Ctx& c);
 
 // A JSON array as a PostgreSQL array literal (one dimension, every element quoted).
-Result<std::string> arrayText(const json& v, const Ctx& c, uint32_t elem) {
-  if (!v.is_array()) return bad("expected a JSON array");
+Result<std::string> arrayText(const JsonValue& v, const Ctx& c, uint32_t elem) {
+  if (!v.isArray()) return bad("expected a JSON array");
   std::string out = "{";
   bool first = true;
   FieldSchema none;
@@ -281,7 +281,7 @@ Result<std::string> arrayText(const json& v, const Ctx& c, uint32_t elem) {
   for (const auto& e : v) {
     if (!first) out += ',';
     first = false;
-    if (e.is_null()) {
+    if (e.isNull()) {
       out += "NULL";
       continue;
     }
@@ -296,24 +296,34 @@ Result<std::string> arrayText(const json& v, const Ctx& c, uint32_t elem) {
   return out + "}";
 }
 
-Result<std::string> scalarText(const json& v, const Ctx& c) {
+// nlohmann's text of a number or boolean (its dump()), kept as the form domains have always got.
+std::string dumpPrimitive(const JsonValue& v) {
+  switch (v.type()) {
+    case JsonValue::Type::kBool: return v.boolean() ? "true" : "false";
+    case JsonValue::Type::kInt: return std::to_string(v.asInt64());
+    case JsonValue::Type::kUint: return std::to_string(v.asUint64());
+    default: return nlohmann::json(v.asDouble()).dump();
+  }
+}
+
+Result<std::string> scalarText(const JsonValue& v, const Ctx& c) {
   const std::string& sem = c.schema.name;
   switch (c.oid) {
     case kBool:
-      if (!v.is_boolean()) return bad("expected a boolean");
-      return std::string(v.get<bool>() ? "t" : "f");
+      if (!v.isBool()) return bad("expected a boolean");
+      return std::string(v.boolean() ? "t" : "f");
     case kBit:
-      if (v.is_boolean() && c.typmod == 1) return std::string(v.get<bool>() ? "1" : "0");
+      if (v.isBool() && c.typmod == 1) return std::string(v.boolean() ? "1" : "0");
       return Status::refused("bit(n>1) columns (io.debezium.data.Bits) are not supported");
     case kInt2: case kInt4: case kInt8: case kOid: {
       SM_ASSIGN_OR_RETURN(int64_t i, integerOf(v, "an integer column"));
       return std::to_string(i);
     }
     case kFloat4: case kFloat8:
-      if (v.is_number()) return floatText(v.get<double>(), c.oid == kFloat4);
-      if (v.is_string()) {  // Jackson quotes NaN and the infinities
-        const auto& s = v.get_ref<const std::string&>();
-        if (s == "NaN" || s == "Infinity" || s == "-Infinity") return s;
+      if (v.isNumber()) return floatText(v.asDouble(), c.oid == kFloat4);
+      if (v.isString()) {  // Jackson quotes NaN and the infinities
+        const std::string_view s = v.str();
+        if (s == "NaN" || s == "Infinity" || s == "-Infinity") return std::string(s);
       }
       return bad("expected a number for a float column");
     case kNumeric: case kMoney:
@@ -323,14 +333,14 @@ Result<std::string> scalarText(const json& v, const Ctx& c) {
       return byteaText(raw);
     }
     case kDate: {
-      if (v.is_string()) return v.get<std::string>();  // isostring
+      if (v.isString()) return std::string(v.str());  // isostring
       SM_ASSIGN_OR_RETURN(int64_t days, integerOf(v, "a date column"));
       bool bc = false;
       std::string d = dateText(days, bc);
       return bc ? d + " BC" : d;
     }
     case kTime: {
-      if (v.is_string()) return v.get<std::string>();  // isostring
+      if (v.isString()) return std::string(v.str());  // isostring
       SM_ASSIGN_OR_RETURN(int64_t n, integerOf(v, "a time column"));
       // io.debezium.time.Time is milliseconds, MicroTime microseconds, NanoTime nanoseconds;
       // without a wrapper the connector's choice follows the mode and the column's precision.
@@ -345,7 +355,7 @@ Result<std::string> scalarText(const json& v, const Ctx& c) {
       return timeOfDay(n);
     }
     case kTimestamp: {
-      if (v.is_string()) return v.get<std::string>();  // isostring
+      if (v.isString()) return std::string(v.str());  // isostring
       SM_ASSIGN_OR_RETURN(int64_t n, integerOf(v, "a timestamp column"));
       if (sem == "org.apache.kafka.connect.data.Timestamp")
         return Status::refused("time.precision.mode=connect is lossy; set adaptive");
@@ -357,34 +367,34 @@ Result<std::string> scalarText(const json& v, const Ctx& c) {
     default:
       break;
   }
-  if (v.is_string()) {
-    if (isStringType(c.oid) || c.oid >= kFirstUserOid) return v.get<std::string>();
-  } else if (c.oid >= kFirstUserOid && (v.is_number() || v.is_boolean())) {
-    return v.dump();  // domains over numeric types: JSON's text is their input form
+  if (v.isString()) {
+    if (isStringType(c.oid) || c.oid >= kFirstUserOid) return std::string(v.str());
+  } else if (c.oid >= kFirstUserOid && (v.isNumber() || v.isBool())) {
+    return dumpPrimitive(v);  // domains over numeric types: JSON's text is their input form
   }
   return Status::refused("type oid " + std::to_string(c.oid) +
                          " is not supported by the Debezium decoder (value " +
-                         std::string(v.is_string() ? "string" : v.type_name()) + ")");
+                         std::string(v.typeName()) + ")");
 }
 
-bool isPlaceholder(const json& v, const Ctx& c) {
-  if (v.is_string()) {
-    const auto& s = v.get_ref<const std::string&>();
+bool isPlaceholder(const JsonValue& v, const Ctx& c) {
+  if (v.isString()) {
+    const std::string_view s = v.str();
     if (c.oid == kBytea || arrayElement(c.oid) == kBytea) {
       auto raw = decodeBytes(v, c.modes);
       if (raw && *raw == c.placeholder_bytes) return true;
     }
     return s == c.modes.placeholder;
   }
-  if (v.is_array() && v.size() == 1 && v[0].is_string()) {
+  if (v.isArray() && v.size() == 1 && v[0].isString()) {
     // Arrays of strings carry the placeholder as their only element.
-    return v[0].get_ref<const std::string&>() == c.modes.placeholder;
+    return v[0].str() == c.modes.placeholder;
   }
   return false;
 }
 
-Result<Datum> datumOf(const json& v, const Ctx& c) {
-  if (v.is_null()) return Datum::null();
+Result<Datum> datumOf(const JsonValue& v, const Ctx& c) {
+  if (v.isNull()) return Datum::null();
   if (isPlaceholder(v, c)) return Datum::unchangedToast();
   uint32_t elem = arrayElement(c.oid);
   if (elem != 0) {
@@ -395,10 +405,10 @@ Result<Datum> datumOf(const json& v, const Ctx& c) {
   return Datum::value(std::move(t));
 }
 
-std::optional<common::Lsn> lsnOf(const json& v) {
-  if (v.is_number_unsigned() || v.is_number_integer()) return common::Lsn(v.get<uint64_t>());
-  if (v.is_string()) {
-    const auto& s = v.get_ref<const std::string&>();
+std::optional<common::Lsn> lsnOf(const JsonValue& v) {
+  if (v.isInteger()) return common::Lsn(v.asUint64());
+  if (v.isString()) {
+    const std::string_view s = v.str();
     uint64_t n = 0;
     auto r = std::from_chars(s.data(), s.data() + s.size(), n);
     if (r.ec == std::errc() && r.ptr == s.data() + s.size()) return common::Lsn(n);
@@ -406,31 +416,37 @@ std::optional<common::Lsn> lsnOf(const json& v) {
   return std::nullopt;
 }
 
+// A member's string value, or "" when it is absent or not a string.
+std::string stringOf(const JsonValue& obj, std::string_view name) {
+  const JsonValue* v = obj.find(name);
+  return v != nullptr && v->isString() ? std::string(v->str()) : std::string();
+}
+
 // Field schemas of the "after" (or "before") struct of a wrapped envelope.
-std::unordered_map<std::string, FieldSchema> rowSchema(const json& schema) {
+std::unordered_map<std::string, FieldSchema> rowSchema(const JsonValue& schema) {
   std::unordered_map<std::string, FieldSchema> out;
-  auto fields = schema.find("fields");
-  if (fields == schema.end() || !fields->is_array()) return out;
+  const JsonValue* fields = schema.find("fields");
+  if (fields == nullptr || !fields->isArray()) return out;
   for (const auto& f : *fields) {
-    auto name = f.find("field");
-    if (name == f.end() || !name->is_string()) continue;
-    if (*name != "after" && *name != "before") continue;
-    auto cols = f.find("fields");
-    if (cols == f.end() || !cols->is_array()) continue;
+    const JsonValue* name = f.find("field");
+    if (name == nullptr || !name->isString()) continue;
+    if (name->str() != "after" && name->str() != "before") continue;
+    const JsonValue* cols = f.find("fields");
+    if (cols == nullptr || !cols->isArray()) continue;
     for (const auto& col : *cols) {
       FieldSchema fs;
-      fs.type = col.value("type", "");
-      fs.name = col.value("name", "");
-      auto params = col.find("parameters");
-      if (params != col.end() && params->is_object()) {
-        auto sc = params->find("scale");
-        if (sc != params->end() && sc->is_string()) {
+      fs.type = stringOf(col, "type");
+      fs.name = stringOf(col, "name");
+      const JsonValue* params = col.find("parameters");
+      if (params != nullptr && params->isObject()) {
+        const JsonValue* sc = params->find("scale");
+        if (sc != nullptr && sc->isString()) {
           int32_t s = 0;
-          const auto& t = sc->get_ref<const std::string&>();
+          const std::string_view t = sc->str();
           if (std::from_chars(t.data(), t.data() + t.size(), s).ec == std::errc()) fs.scale = s;
         }
       }
-      out.emplace(col.value("field", ""), std::move(fs));
+      out.emplace(stringOf(col, "field"), std::move(fs));
     }
     break;
   }
@@ -442,20 +458,21 @@ std::unordered_map<std::string, FieldSchema> rowSchema(const json& schema) {
 Result<Datum> debeziumValueToDatum(const std::string& json_value, uint32_t type_oid,
                                    int32_t type_modifier, const FieldSchema& schema,
                                    const DebeziumModes& modes) {
-  json v = json::parse(json_value, nullptr, false);
-  if (v.is_discarded()) return bad("malformed JSON value");
+  JsonDocument doc;
+  if (!doc.parse(json_value)) return bad("malformed JSON value");
   std::string pb = modes.placeholder;
   if (pb.rfind("hex:", 0) == 0) {
     auto raw = hexDecode(std::string_view(pb).substr(4));
     if (raw) pb = *raw;
   }
   Ctx c{type_oid, type_modifier, schema, modes, pb};
-  return datumOf(v, c);
+  return datumOf(doc.root(), c);
 }
 
 DebeziumDecoder::DebeziumDecoder(DebeziumModes modes, RelationResolver relations,
                                  TenantFilter tenant)
-    : modes_(std::move(modes)), relations_(std::move(relations)), tenant_(std::move(tenant)) {
+    : modes_(std::move(modes)), relations_(std::move(relations)), tenant_(std::move(tenant)),
+      doc_(std::make_unique<JsonDocument>()) {
   placeholder_bytes_ = modes_.placeholder;
   if (placeholder_bytes_.rfind("hex:", 0) == 0) {
     auto raw = hexDecode(std::string_view(placeholder_bytes_).substr(4));
@@ -463,64 +480,71 @@ DebeziumDecoder::DebeziumDecoder(DebeziumModes modes, RelationResolver relations
   }
 }
 
+DebeziumDecoder::~DebeziumDecoder() = default;
+DebeziumDecoder::DebeziumDecoder(DebeziumDecoder&&) noexcept = default;
+DebeziumDecoder& DebeziumDecoder::operator=(DebeziumDecoder&&) noexcept = default;
+
 Result<DebeziumRecord> DebeziumDecoder::decode(std::string_view value,
                                                const RecordHeaders& headers) {
   DebeziumRecord rec;
   if (value.empty() || value == "null") return rec;  // tombstone
-  json root = json::parse(value, nullptr, false);
-  if (root.is_discarded()) return bad("value is not valid JSON");
-  if (!root.is_object()) return bad("value is not a JSON object");
-  const json* payload = &root;
+  JsonDocument& doc = *doc_;
+  if (!doc.parse(value)) return bad("value is not valid JSON (" + doc.error() + ")");
+  const JsonValue& root = doc.root();
+  if (!root.isObject()) return bad("value is not a JSON object");
+  const JsonValue* payload = &root;
   std::unordered_map<std::string, FieldSchema> schemas;
-  if (root.contains("schema") && root.contains("payload")) {
-    payload = &root["payload"];
-    if (payload->is_null()) return rec;  // a wrapped tombstone
-    if (root["schema"].is_object()) schemas = rowSchema(root["schema"]);
+  const JsonValue* wrapped_schema = root.find("schema");
+  const JsonValue* wrapped_payload = root.find("payload");
+  if (wrapped_schema != nullptr && wrapped_payload != nullptr) {
+    payload = wrapped_payload;
+    if (payload->isNull()) return rec;  // a wrapped tombstone
+    if (wrapped_schema->isObject()) schemas = rowSchema(*wrapped_schema);
   }
-  if (!payload->is_object()) return bad("payload is not an object");
-  auto op_it = payload->find("op");
-  if (op_it == payload->end() || !op_it->is_string() || op_it->get_ref<const std::string&>().size() != 1)
+  if (!payload->isObject()) return bad("payload is not an object");
+  const JsonValue* op_it = payload->find("op");
+  if (op_it == nullptr || !op_it->isString() || op_it->str().size() != 1)
     return bad("missing or malformed \"op\" (is a transform such as ExtractNewRecordState "
                "flattening the envelope?)");
-  rec.op = op_it->get_ref<const std::string&>()[0];
+  rec.op = op_it->str()[0];
 
-  auto src_it = payload->find("source");
-  if (src_it == payload->end() || !src_it->is_object()) return bad("missing \"source\" block");
-  const json& src = *src_it;
-  if (auto it = src.find("lsn"); it != src.end()) rec.lsn = lsnOf(*it);
-  if (auto it = src.find("txId"); it != src.end() && it->is_number()) rec.txid = it->get<uint64_t>();
-  if (auto it = src.find("ts_ms"); it != src.end() && it->is_number()) rec.ts_ms = it->get<int64_t>();
-  if (auto it = src.find("snapshot"); it != src.end()) {
-    if (it->is_string()) rec.snapshot = *it != "false";
-    if (it->is_boolean()) rec.snapshot = it->get<bool>();
+  const JsonValue* src_it = payload->find("source");
+  if (src_it == nullptr || !src_it->isObject()) return bad("missing \"source\" block");
+  const JsonValue& src = *src_it;
+  if (const JsonValue* it = src.find("lsn")) rec.lsn = lsnOf(*it);
+  if (const JsonValue* it = src.find("txId"); it != nullptr && it->isNumber()) rec.txid = it->asUint64();
+  if (const JsonValue* it = src.find("ts_ms"); it != nullptr && it->isNumber()) rec.ts_ms = it->asInt64();
+  if (const JsonValue* it = src.find("snapshot")) {
+    if (it->isString()) rec.snapshot = it->str() != "false";
+    if (it->isBool()) rec.snapshot = it->boolean();
   }
-  if (auto it = src.find("sequence"); it != src.end() && it->is_string()) {
+  if (const JsonValue* it = src.find("sequence"); it != nullptr && it->isString()) {
     // A JSON array in a string: ["<last committed lsn>", "<current lsn>"], entries may be null.
-    json seq = json::parse(it->get_ref<const std::string&>(), nullptr, false);
-    if (seq.is_discarded() || !seq.is_array() || seq.size() != 2)
-      return bad("source.sequence is not a two-element array");
-    if (!seq[0].is_null()) rec.last_committed_lsn = lsnOf(seq[0]);
-    if (!seq[1].is_null()) rec.current_lsn = lsnOf(seq[1]);
+    JsonDocument seq_doc;
+    if (!seq_doc.parse(it->str())) return bad("source.sequence is not a two-element array");
+    const JsonValue& seq = seq_doc.root();
+    if (!seq.isArray() || seq.size() != 2) return bad("source.sequence is not a two-element array");
+    if (!seq[0].isNull()) rec.last_committed_lsn = lsnOf(seq[0]);
+    if (!seq[1].isNull()) rec.current_lsn = lsnOf(seq[1]);
   }
 
   if (rec.op == 'm') {
-    auto m = payload->find("message");
-    if (m == payload->end() || !m->is_object()) return bad("op m without \"message\"");
+    const JsonValue* m = payload->find("message");
+    if (m == nullptr || !m->isObject()) return bad("op m without \"message\"");
     rec.kind = DebeziumRecord::Kind::kMessage;
-    rec.message.prefix = m->value("prefix", "");
-    auto content = m->find("content");
-    if (content != m->end() && content->is_string()) {
+    rec.message.prefix = stringOf(*m, "prefix");
+    const JsonValue* content = m->find("content");
+    if (content != nullptr && content->isString()) {
       // The content is BYTES: base64 as JsonConverter writes it (binary mode does not apply).
-      SM_ASSIGN_OR_RETURN(rec.message.content,
-                          base64Decode(content->get_ref<const std::string&>(), false));
+      SM_ASSIGN_OR_RETURN(rec.message.content, base64Decode(content->str(), false));
     }
-    rec.message.transactional = payload->contains("transaction") || rec.txid.has_value();
+    rec.message.transactional = payload->find("transaction") != nullptr || rec.txid.has_value();
     if (rec.lsn) rec.message.lsn = *rec.lsn;
     return rec;
   }
 
-  std::string schema_name = src.value("schema", "");
-  std::string table_name = src.value("table", "");
+  std::string schema_name = stringOf(src, "schema");
+  std::string table_name = stringOf(src, "table");
   if (schema_name.empty() || table_name.empty()) return bad("source.schema/source.table missing");
   SM_ASSIGN_OR_RETURN(auto rel, relations_(schema_name, table_name));
   if (rel == nullptr) {
@@ -539,21 +563,21 @@ Result<DebeziumRecord> DebeziumDecoder::decode(std::string_view value,
   }
 
   auto tuple = [&](const char* field, bool required) -> Result<std::optional<common::Tuple>> {
-    auto it = payload->find(field);
-    if (it == payload->end() || it->is_null()) {
+    const JsonValue* it = payload->find(field);
+    if (it == nullptr || it->isNull()) {
       if (required) return bad(std::string("op ") + rec.op + " without \"" + field + "\" for " + key);
       return std::optional<common::Tuple>();
     }
-    if (!it->is_object()) return bad(std::string("\"") + field + "\" is not an object");
+    if (!it->isObject()) return bad(std::string("\"") + field + "\" is not an object");
     common::Tuple t(rel->columns.size());
     size_t seen = 0;
     for (size_t i = 0; i < rel->columns.size(); ++i) {
       const auto& col = rel->columns[i];
-      auto v = it->find(col.name);
-      if (v == it->end()) continue;  // absent: stays NULL; checked below for key columns
+      const JsonValue* v = it->find(col.name);
+      if (v == nullptr) continue;  // absent: stays NULL; checked below for key columns
       ++seen;
       static const FieldSchema kNone;
-      auto s = schemas.find(col.name);
+      auto s = schemas.empty() ? schemas.end() : schemas.find(col.name);
       Ctx c{col.type_oid, col.type_modifier, s == schemas.end() ? kNone : s->second, modes_,
             placeholder_bytes_};
       auto d = datumOf(*v, c);
@@ -562,11 +586,12 @@ Result<DebeziumRecord> DebeziumDecoder::decode(std::string_view value,
     }
     if (it->size() > seen) {
       // A field the source table lacks: a renaming transform or schema drift. Never guess.
-      for (auto f = it->begin(); f != it->end(); ++f) {
+      for (const auto& f : *it) {
         bool known = false;
         for (const auto& col : rel->columns) known = known || col.name == f.key();
         if (!known)
-          return Status::refused("Debezium event for " + key + " carries field \"" + f.key() +
+          return Status::refused("Debezium event for " + key + " carries field \"" +
+                                 std::string(f.key()) +
                                  "\" that the source table lacks (a transform renaming fields, "
                                  "or schema drift); fix the connector or the schema, then rerun");
       }
@@ -588,12 +613,12 @@ Result<DebeziumRecord> DebeziumDecoder::decode(std::string_view value,
     // alone, before the other columns are decoded. Anything unusual (the column absent, NULL,
     // a placeholder, undecodable) goes the full way below, which reports it.
     const char* side = rec.op == 'd' ? "before" : (rec.op == 'c' || rec.op == 'r' || rec.op == 'u') ? "after" : nullptr;
-    auto obj = side ? payload->find(side) : payload->end();
-    if (obj != payload->end() && obj->is_object()) {
-      auto v = obj->find(tenant_col);
-      if (v != obj->end() && v->is_primitive() && !v->is_null()) {
+    const JsonValue* obj = side ? payload->find(side) : nullptr;
+    if (obj != nullptr && obj->isObject()) {
+      const JsonValue* v = obj->find(tenant_col);
+      if (v != nullptr && v->isPrimitive() && !v->isNull()) {
         static const FieldSchema kNone;
-        auto s = schemas.find(tenant_col);
+        auto s = schemas.empty() ? schemas.end() : schemas.find(tenant_col);
         const auto& col = rel->columns[static_cast<size_t>(tenant_idx)];
         Ctx c{col.type_oid, col.type_modifier, s == schemas.end() ? kNone : s->second, modes_,
               placeholder_bytes_};

@@ -17,6 +17,8 @@
 
 namespace stampmover::cdc {
 
+class JsonDocument;
+
 // How the connector encodes values (its *.handling.mode settings). Only modes that can be
 // decoded exactly have a value here; lossy ones (decimal double, interval numeric,
 // time.precision connect) are refused by the config preflight (cdc/debezium_config.h).
@@ -83,6 +85,9 @@ struct RecordHeaders {
 class DebeziumDecoder {
  public:
   DebeziumDecoder(DebeziumModes modes, RelationResolver relations, TenantFilter tenant);
+  ~DebeziumDecoder();
+  DebeziumDecoder(DebeziumDecoder&&) noexcept;
+  DebeziumDecoder& operator=(DebeziumDecoder&&) noexcept;
 
   // Decodes one record value (JSON text; empty = tombstone). Errors: kInternal for malformed
   // JSON or an envelope that does not match the table (the message says which field and why),
@@ -97,6 +102,7 @@ class DebeziumDecoder {
   RelationResolver relations_;
   TenantFilter tenant_;
   std::string placeholder_bytes_;  // the placeholder as bytes (bytea columns)
+  std::unique_ptr<JsonDocument> doc_;  // reused by every decode(): its buffers stay allocated
 };
 
 // Semantic schema of one field, as the wrapper gives it (empty when there is no wrapper).
