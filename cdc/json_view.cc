@@ -98,6 +98,16 @@ size_t utf8Length(const unsigned char* s, size_t avail) {
   return 0;
 }
 
+// Bytes a string can hold as they are (printable ASCII other than '"' and '\\'): the scan
+// skips runs of them without looking further.
+struct PlainBytes {
+  bool plain[256] = {};
+  constexpr PlainBytes() {
+    for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
+  }
+};
+constexpr PlainBytes kPlain;
+
 int hexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -146,9 +156,12 @@ bool JsonDocument::string(std::string_view& out) {
   const size_t start = pos_;
   std::string* copy = nullptr;
   size_t run = start;  // start of the bytes not yet copied (when copying)
+  const auto* bytes = reinterpret_cast<const unsigned char*>(in_.data());
+  const size_t n_in = in_.size();
   while (true) {
-    if (pos_ >= in_.size()) return fail("unterminated string");
-    const auto c = static_cast<unsigned char>(in_[pos_]);
+    while (pos_ < n_in && kPlain.plain[bytes[pos_]]) ++pos_;
+    if (pos_ >= n_in) return fail("unterminated string");
+    const auto c = bytes[pos_];
     if (c == '"') break;
     if (c < 0x20) return fail("control character in a string");
     if (c >= 0x80) {

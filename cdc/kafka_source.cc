@@ -1,5 +1,6 @@
-// KafkaDebeziumSource over librdkafka's consumer API with explicit assignment: one record at a
-// time is decoded into events; offsets advance only as those events are handed out.
+// KafkaDebeziumSource over librdkafka's consumer API with explicit assignment: a consumer thread
+// polls and decodes records into a bounded queue; next() turns them into events in order, and
+// offsets advance only as those events are handed out.
 #include "cdc/kafka_source.h"
 
 #include <nlohmann/json.hpp>
@@ -17,18 +18,12 @@ using common::Status;
 
 namespace {
 
-void onError(rd_kafka_t* /*rk*/, int err, const char* reason, void* opaque) {
-  auto* health = static_cast<KafkaHealth*>(opaque);
-  if (health == nullptr) return;
-  health->errors++;
-  health->last_error = std::string(rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err))) +
-                       ": " + (reason ? reason : "");
-  if (!health->failing) {
-    health->failing = true;
-    health->failing_since = std::chrono::steady_clock::now();
-  }
-  spdlog::warn("kafka: {}", health->last_error);
-}
+// How long the consumer thread waits in one poll; also how soon it sees the destructor's stop.
+constexpr int kPollMs = 50;
+// Messages the consumer thread takes (without waiting after the first) before queueing them.
+constexpr int kPollBatch = 256;
+// What a queued record counts against max_decoded_bytes besides twice its value's size.
+constexpr size_t kRecordOverhead = 512;
 
 // Builds a consumer configuration: ours first, then the caller's (never overriding the ones
 // that keep offsets out of Kafka).
@@ -60,7 +55,46 @@ Result<common::KafkaConf> makeConf(const std::map<std::string, std::string>& min
 KafkaDebeziumSource::KafkaDebeziumSource(KafkaSourceOptions options, DebeziumDecoder decoder)
     : options_(std::move(options)), decoder_(std::move(decoder)) {}
 
+void KafkaDebeziumSource::onError(rd_kafka_t* /*rk*/, int err, const char* reason, void* opaque) {
+  auto* self = static_cast<KafkaDebeziumSource*>(opaque);
+  if (self == nullptr) return;
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lk(self->observe_mu_);
+    KafkaHealth& health = self->health_;
+    health.errors++;
+    health.last_error = std::string(rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err))) +
+                        ": " + (reason ? reason : "");
+    if (!health.failing) {
+      health.failing = true;
+      health.failing_since = std::chrono::steady_clock::now();
+    }
+    line = health.last_error;
+  }
+  spdlog::warn("kafka: {}", line);
+}
+
+KafkaHealth KafkaDebeziumSource::health() const {
+  std::lock_guard<std::mutex> lk(observe_mu_);
+  return health_;
+}
+
+KafkaSourceStats KafkaDebeziumSource::stats() const {
+  std::lock_guard<std::mutex> lk(observe_mu_);
+  return stats_;
+}
+
 KafkaDebeziumSource::~KafkaDebeziumSource() {
+  if (consumer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(queue_mu_);
+      stop_ = true;
+    }
+    queue_has_room_.notify_all();
+    consumer_.join();  // within one poll (kPollMs)
+  }
+  // Queued messages (kept for dead letters) go back to librdkafka before the consumer closes.
+  queue_.clear();
   if (rk_) {
     // Best effort: with manual assignment there is nothing to commit or hand back.
     rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk_.get());
@@ -121,7 +155,7 @@ Result<std::unique_ptr<KafkaDebeziumSource>> KafkaDebeziumSource::open(KafkaSour
   for (const auto& [k, v] : fetchSettings()) mine.emplace(k, v);
   SM_ASSIGN_OR_RETURN(common::KafkaConf conf, makeConf(mine, o.kafka));
   rd_kafka_conf_set_error_cb(conf.get(), onError);
-  rd_kafka_conf_set_opaque(conf.get(), &src->health_);
+  rd_kafka_conf_set_opaque(conf.get(), src.get());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
   if (rk == nullptr) return Status::refused(std::string("kafka consumer: ") + err);
@@ -155,63 +189,163 @@ Result<std::unique_ptr<KafkaDebeziumSource>> KafkaDebeziumSource::open(KafkaSour
   rd_kafka_resp_err_t aerr = rd_kafka_assign(rk, list.get());
   if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
     return Status::internal(std::string("kafka assign: ") + rd_kafka_err2str(aerr));
+  KafkaDebeziumSource* self = src.get();
+  src->consumer_ = std::thread([self] { self->consumeLoop(); });
   return src;
 }
 
 void KafkaDebeziumSource::noteError(const std::string& what) {
-  onError(nullptr, RD_KAFKA_RESP_ERR__FAIL, what.c_str(), &health_);
+  onError(nullptr, RD_KAFKA_RESP_ERR__FAIL, what.c_str(), this);
+}
+
+void KafkaDebeziumSource::consumeLoop() {
+  std::vector<Polled> batch;
+  while (true) {
+    size_t room = 0;  // of max_decoded_bytes: the batch stops once it has taken this much
+    {
+      std::unique_lock<std::mutex> lk(queue_mu_);
+      queue_has_room_.wait(lk, [&] { return stop_ || queued_cost_ < options_.max_decoded_bytes; });
+      if (stop_) return;
+      room = options_.max_decoded_bytes - queued_cost_;
+    }
+    bool fatal = false;
+    int timeout = kPollMs;
+    size_t taken = 0;
+    for (int i = 0; i < kPollBatch && !fatal && taken < room; ++i) {
+      common::KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), timeout));
+      char errstr[512];
+      if (rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        Polled f;
+        f.kind = Polled::Kind::kFatal;
+        f.fatal = Status::internal(std::string("kafka fatal error: ") + errstr);
+        batch.push_back(std::move(f));
+        fatal = true;
+        break;
+      }
+      if (!msg) break;  // nothing more now: hand over what was taken
+      timeout = 0;
+      std::optional<Polled> p = poll(std::move(msg));
+      if (!p) continue;
+      fatal = p->kind == Polled::Kind::kFatal;
+      taken += p->cost;
+      batch.push_back(std::move(*p));
+    }
+    if (batch.empty()) continue;
+    {
+      std::lock_guard<std::mutex> lk(queue_mu_);
+      for (auto& p : batch) {
+        queued_cost_ += p.cost;
+        queue_.push_back(std::move(p));
+      }
+    }
+    batch.clear();
+    queue_has_items_.notify_one();
+    if (fatal) return;  // librdkafka stops serving this consumer; next() reports why
+  }
+}
+
+std::optional<KafkaDebeziumSource::Polled> KafkaDebeziumSource::poll(common::KafkaMessage msg) {
+  const std::string topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "";
+  Polled p;
+  p.part = {topic, msg->partition};
+  p.cost = sizeof(Polled);
+  if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    std::lock_guard<std::mutex> lk(observe_mu_);
+    health_.failing = false;
+    p.kind = Polled::Kind::kEof;
+    return p;
+  }
+  if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+      msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+    p.kind = Polled::Kind::kFatal;
+    p.fatal = Status::dataLoss(
+        "kafka topic " + std::string(msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?") +
+        " partition " + std::to_string(msg->partition) +
+        ": the stored offset is no longer retained (" + rd_kafka_message_errstr(msg.get()) +
+        "); changes were lost: start the migration over with a new snapshot");
+    return p;
+  }
+  if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+      msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+      msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+    p.kind = Polled::Kind::kFatal;
+    p.fatal = Status::refused("kafka: " + std::string(rd_kafka_message_errstr(msg.get())) +
+                              " (topic " +
+                              std::string(msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?") +
+                              "): check --topic-prefix and the connector");
+    return p;
+  }
+  if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    // Transient (transport, leader change, broker down): librdkafka retries by itself.
+    noteError(rd_kafka_message_errstr(msg.get()));
+    return std::nullopt;
+  }
+  {
+    std::lock_guard<std::mutex> lk(observe_mu_);
+    health_.failing = false;
+  }
+  p.offset = msg->offset;
+  p.value_bytes = msg->payload ? msg->len : 0;
+  p.cost += kRecordOverhead + 2 * p.value_bytes;
+  RecordHeaders headers;
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(msg.get(), &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != nullptr) {
+    const void* v = nullptr;
+    size_t n = 0;
+    headers.newkey = rd_kafka_header_get_last(hdrs, "__debezium.newkey", &v, &n) ==
+                     RD_KAFKA_RESP_ERR_NO_ERROR;
+    headers.oldkey = rd_kafka_header_get_last(hdrs, "__debezium.oldkey", &v, &n) ==
+                     RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  std::string_view value(static_cast<const char*>(msg->payload), p.value_bytes);
+  try {
+    p.record = decoder_.decode(value, headers);
+  } catch (const std::exception& e) {
+    // Nothing in the decoder throws by design; if something does (allocation), the record is
+    // reported as a bad event rather than ending the process from this thread.
+    p.record = Status::internal(std::string("decoding failed: ") + e.what());
+  }
+  if (!p.record) p.message = std::move(msg);  // deadLetter() writes the record as it came
+  return p;
 }
 
 Result<std::optional<ChangeEvent>> KafkaDebeziumSource::next(std::chrono::milliseconds timeout) {
   if (!fatal_.isOk()) return fatal_;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (pending_.empty()) {
-    auto now = std::chrono::steady_clock::now();
-    if (health_.failing && now - health_.failing_since >= options_.give_up_after) {
-      return Status::retryable("kafka brokers failing for " +
-                               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                                  now - health_.failing_since).count()) +
-                               " s: " + health_.last_error);
+    std::optional<Polled> item;
+    {
+      std::unique_lock<std::mutex> lk(queue_mu_);
+      while (queue_.empty()) {
+        auto now = std::chrono::steady_clock::now();
+        const KafkaHealth h = health();
+        if (h.failing && now - h.failing_since >= options_.give_up_after) {
+          return Status::retryable("kafka brokers failing for " +
+                                   std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                      now - h.failing_since).count()) +
+                                   " s: " + h.last_error);
+        }
+        if (now >= deadline) return std::optional<ChangeEvent>();
+        // Wakes at least every poll interval to look at the brokers' health again.
+        queue_has_items_.wait_until(lk, std::min(deadline, now + std::chrono::milliseconds(kPollMs)));
+      }
+      item.emplace(std::move(queue_.front()));
+      queue_.pop_front();
+      const bool was_full = queued_cost_ >= options_.max_decoded_bytes;
+      queued_cost_ -= item->cost;
+      if (was_full && queued_cost_ < options_.max_decoded_bytes) queue_has_room_.notify_one();
     }
-    if (now >= deadline) return std::optional<ChangeEvent>();
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    common::KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), static_cast<int>(left.count())));
-    char errstr[512];
-    if (rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      fatal_ = Status::internal(std::string("kafka fatal error: ") + errstr);
-      return fatal_;
+    switch (item->kind) {
+      case Polled::Kind::kFatal:
+        fatal_ = item->fatal;
+        return fatal_;
+      case Polled::Kind::kEof:
+        at_eof_.insert(item->part);
+        continue;
+      case Polled::Kind::kRecord:
+        SM_RETURN_IF_ERROR(handleRecord(*item));
+        break;
     }
-    if (!msg) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      health_.failing = false;
-      at_eof_.insert({msg->rkt ? rd_kafka_topic_name(msg->rkt) : "", msg->partition});
-      continue;
-    }
-    if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
-        msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-      fatal_ = Status::dataLoss(
-          "kafka topic " + std::string(msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?") +
-          " partition " + std::to_string(msg->partition) +
-          ": the stored offset is no longer retained (" + rd_kafka_message_errstr(msg.get()) +
-          "); changes were lost: start the migration over with a new snapshot");
-      return fatal_;
-    }
-    if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-        msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
-        msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
-      fatal_ = Status::refused("kafka: " + std::string(rd_kafka_message_errstr(msg.get())) +
-                               " (topic " +
-                               std::string(msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?") +
-                               "): check --topic-prefix and the connector");
-      return fatal_;
-    }
-    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      // Transient (transport, leader change, broker down): librdkafka retries by itself.
-      noteError(rd_kafka_message_errstr(msg.get()));
-      continue;
-    }
-    health_.failing = false;
-    SM_RETURN_IF_ERROR(handleMessage(msg.get()));
   }
   ChangeEvent ev = std::move(pending_.front());
   pending_.pop_front();
@@ -224,49 +358,48 @@ Result<std::optional<ChangeEvent>> KafkaDebeziumSource::next(std::chrono::millis
   return std::optional<ChangeEvent>(std::move(ev));
 }
 
-Status KafkaDebeziumSource::handleMessage(const rd_kafka_message_t* msg) {
-  const std::string topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "";
-  PartKey pk{topic, msg->partition};
+Status KafkaDebeziumSource::handleRecord(Polled& p) {
+  const std::string& topic = p.part.first;
+  const PartKey& pk = p.part;
   at_eof_.erase(pk);
-  stats_.messages++;
-  stats_.bytes += msg->len;
-  RecordHeaders headers;
-  rd_kafka_headers_t* hdrs = nullptr;
-  if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != nullptr) {
-    const void* v = nullptr;
-    size_t n = 0;
-    headers.newkey = rd_kafka_header_get_last(hdrs, "__debezium.newkey", &v, &n) ==
-                     RD_KAFKA_RESP_ERR_NO_ERROR;
-    headers.oldkey = rd_kafka_header_get_last(hdrs, "__debezium.oldkey", &v, &n) ==
-                     RD_KAFKA_RESP_ERR_NO_ERROR;
+  {
+    std::lock_guard<std::mutex> lk(observe_mu_);
+    stats_.messages++;
+    stats_.bytes += p.value_bytes;
   }
-  std::string_view value(static_cast<const char*>(msg->payload), msg->payload ? msg->len : 0);
-  auto decoded = decoder_.decode(value, headers);
+  auto& decoded = p.record;
   auto skip = [&]() {
     // Nothing to apply: the offset is committable at once, durable with the next position.
-    committed_[pk] = msg->offset + 1;
-    unacked_.push_back({next_position_, {pk, msg->offset + 1}});
+    committed_[pk] = p.offset + 1;
+    unacked_.push_back({next_position_, {pk, p.offset + 1}});
     return Status::ok();
   };
   if (!decoded) {
-    std::string where = "kafka topic " + topic + " partition " + std::to_string(msg->partition) +
-                        " offset " + std::to_string(msg->offset);
+    std::string where = "kafka topic " + topic + " partition " + std::to_string(pk.second) +
+                        " offset " + std::to_string(p.offset);
     if (options_.on_bad_event == BadEventPolicy::kStop)
       return decoded.status().withContext(where + ": bad event");
-    SM_RETURN_IF_ERROR(deadLetter(msg, decoded.status().message()));
-    stats_.bad_events++;
+    SM_RETURN_IF_ERROR(deadLetter(p.message.get(), decoded.status().message()));
+    {
+      std::lock_guard<std::mutex> lk(observe_mu_);
+      stats_.bad_events++;
+    }
     spdlog::warn("{}: bad event dead-lettered to {}: {}", where, options_.dead_letter_path,
                  decoded.status().message());
     return skip();
   }
   DebeziumRecord& rec = *decoded;
   switch (rec.kind) {
-    case DebeziumRecord::Kind::kTombstone:
+    case DebeziumRecord::Kind::kTombstone: {
+      std::lock_guard<std::mutex> lk(observe_mu_);
       stats_.tombstones++;
       return skip();
-    case DebeziumRecord::Kind::kSkipped:
+    }
+    case DebeziumRecord::Kind::kSkipped: {
+      std::lock_guard<std::mutex> lk(observe_mu_);
       stats_.skipped++;
       return skip();
+    }
     case DebeziumRecord::Kind::kChange:
     case DebeziumRecord::Kind::kMessage:
       break;
@@ -277,11 +410,11 @@ Status KafkaDebeziumSource::handleMessage(const rd_kafka_message_t* msg) {
     // (a tenant-scoped DELETE) could remove rows inserted after it. Safe only on a topic of one
     // partition; otherwise stop rather than lose rows.
     size_t parts = 0;
-    for (const auto& p : options_.start) parts += p.topic == topic ? 1 : 0;
+    for (const auto& sp : options_.start) parts += sp.topic == topic ? 1 : 0;
     if (parts > 1) {
       return Status::refused(
-          "kafka topic " + topic + " partition " + std::to_string(msg->partition) + " offset " +
-          std::to_string(msg->offset) + ": a TRUNCATE of " +
+          "kafka topic " + topic + " partition " + std::to_string(pk.second) + " offset " +
+          std::to_string(p.offset) + ": a TRUNCATE of " +
           (rec.relation ? rec.relation->key() : std::string("a moved table")) + " on a topic of " +
           std::to_string(parts) + " partitions cannot be ordered against the row changes of its "
           "other partitions; start the migration over after the truncate (`stampmover cleanup "
@@ -321,11 +454,12 @@ Status KafkaDebeziumSource::handleMessage(const rd_kafka_message_t* msg) {
   } else {
     body.kind = ChangeEvent::Kind::kChange;
     body.change = std::move(rec.change);
+    std::lock_guard<std::mutex> lk(observe_mu_);
     stats_.changes++;
   }
   pending_.push_back(std::move(body));
   pending_.push_back(std::move(commit));
-  pending_offset_ = {pk, msg->offset + 1};
+  pending_offset_ = {pk, p.offset + 1};
   return Status::ok();
 }
 
@@ -418,7 +552,10 @@ Result<std::vector<PartitionOffset>> KafkaDebeziumSource::endOffsets(
 }
 
 bool KafkaDebeziumSource::caughtUp() const {
-  return pending_.empty() && at_eof_.size() == committed_.size();
+  if (!pending_.empty() || at_eof_.size() != committed_.size()) return false;
+  // Records decoded but not yet taken by next() are not caught up either.
+  std::lock_guard<std::mutex> lk(queue_mu_);
+  return queue_.empty();
 }
 
 Result<std::vector<PartitionOffset>> KafkaDebeziumSource::partitionsOf(

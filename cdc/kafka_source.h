@@ -4,15 +4,19 @@
 // partition's next offset in the same destination transaction as the rows (committedOffsets()).
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cdc/change_source.h"
@@ -45,9 +49,12 @@ struct KafkaSourceOptions {
   // listed (partitionsOf() lists them). Default: none (required).
   std::vector<PartitionOffset> start;
   // Bytes librdkafka may prefetch over all partitions together (queued.max.messages.kbytes:
-  // librdkafka 2.0.2 applies it to the one consumer queue every partition feeds); the source
-  // itself holds at most one message's events. Default: 64 MiB.
+  // librdkafka 2.0.2 applies it to the one consumer queue every partition feeds). Default: 64 MiB.
   size_t max_buffered_bytes = 64u << 20;
+  // Bytes of records decoded ahead of next() by the source's consumer thread (an estimate: two
+  // bytes per byte of record value plus a fixed overhead per record); the thread waits while
+  // the queue holds this much. Default: 16 MiB.
+  size_t max_decoded_bytes = 16u << 20;
   // Synthetic position of the first event handed out (see "Positions" below): give a value
   // above the destination origin's progress so positions never go backwards. Default: 1.
   uint64_t first_position = 1;
@@ -89,11 +96,18 @@ struct KafkaSourceStats {
 // arrival order, which is safe because apply is idempotent per key and a key lives in one
 // partition (a primary-key change is a delete of the old key and a create of the new one).
 //
-// Memory: librdkafka's prefetch queue (bounded by max_buffered_bytes) plus one record's events;
-// the position->offsets map kept until acknowledge() grows with unacknowledged records.
+// Threads: a consumer thread owned by the source polls librdkafka and decodes records into a
+// queue (bounded by max_decoded_bytes), in the order librdkafka returns them; next() takes them
+// from there in that order and does all the bookkeeping (positions, offsets, dead letters), so
+// offsets, errors and bad events surface exactly where they would if next() decoded each
+// record itself. The destructor stops and joins the thread.
 //
-// Not thread-safe: one thread calls next(), the applier (whose commit callback reads
-// committedOffsets()) and acknowledge().
+// Memory: librdkafka's prefetch queue (bounded by max_buffered_bytes), the decoded queue
+// (max_decoded_bytes) and one record's events; the position->offsets map kept until
+// acknowledge() grows with unacknowledged records.
+//
+// Not thread-safe, except health() and stats(), which any thread may call: one thread calls
+// next(), the applier (whose commit callback reads committedOffsets()) and acknowledge().
 class KafkaDebeziumSource final : public ChangeSource {
  public:
   // Creates the consumer and assigns options.start. Errors: kRefused (bad property, no
@@ -134,8 +148,9 @@ class KafkaDebeziumSource final : public ChangeSource {
   // while fetches are in flight; 0 when caught up.
   uint64_t lagRecords() const;
 
-  const KafkaHealth& health() const { return health_; }
-  const KafkaSourceStats& stats() const { return stats_; }
+  // Copies, taken under a lock: thread-safe.
+  KafkaHealth health() const;
+  KafkaSourceStats stats() const;
 
   // Partitions of `topics` as the brokers describe them (metadata request, up to `timeout`),
   // with offset kOffsetBeginning. Errors: kRetryable (brokers unreachable), kRefused (a topic
@@ -157,15 +172,40 @@ class KafkaDebeziumSource final : public ChangeSource {
   static std::map<std::string, std::string> fetchSettings();
 
  private:
+  using PartKey = std::pair<std::string, int32_t>;
+  // One thing the consumer thread saw, in librdkafka's order.
+  struct Polled {
+    enum class Kind : uint8_t { kRecord, kEof, kFatal } kind = Kind::kRecord;
+    PartKey part;
+    int64_t offset = 0;
+    size_t value_bytes = 0;
+    size_t cost = 0;  // what it counts against max_decoded_bytes
+    common::Result<DebeziumRecord> record = DebeziumRecord{};  // kRecord: decoded, or why not
+    common::KafkaMessage message;  // kRecord that failed to decode: kept for deadLetter()
+    common::Status fatal;          // kFatal: every later next() returns it
+  };
+
   KafkaDebeziumSource(KafkaSourceOptions options, DebeziumDecoder decoder);
-  common::Status handleMessage(const rd_kafka_message_t* msg);
+  static void onError(rd_kafka_t* rk, int err, const char* reason, void* opaque);
+  void consumeLoop();
+  // Turns one message into what the consumer thread queues (decoding it); nullopt for a
+  // transient error (recorded in health()).
+  std::optional<Polled> poll(common::KafkaMessage msg);
+  common::Status handleRecord(Polled& p);
   common::Status deadLetter(const rd_kafka_message_t* msg, const std::string& reason);
   void noteError(const std::string& what);
-  using PartKey = std::pair<std::string, int32_t>;
 
   KafkaSourceOptions options_;
-  DebeziumDecoder decoder_;
+  DebeziumDecoder decoder_;  // used by the consumer thread only
   common::KafkaHandle rk_;
+  // The decoded queue between the consumer thread and next().
+  mutable std::mutex queue_mu_;
+  std::condition_variable queue_has_items_;
+  std::condition_variable queue_has_room_;
+  std::deque<Polled> queue_;
+  size_t queued_cost_ = 0;
+  bool stop_ = false;  // set by the destructor
+  std::thread consumer_;
   std::deque<common::ChangeEvent> pending_;
   // Offset to commit once pending_ is empty (the record whose events are queued).
   std::optional<std::pair<PartKey, int64_t>> pending_offset_;
@@ -175,6 +215,7 @@ class KafkaDebeziumSource final : public ChangeSource {
   std::set<PartKey> at_eof_;
   std::set<uint32_t> relations_sent_;
   uint64_t next_position_ = 1;
+  mutable std::mutex observe_mu_;  // guards health_ and stats_
   KafkaHealth health_;
   KafkaSourceStats stats_;
   std::ofstream dead_letter_;

@@ -526,3 +526,152 @@ TEST_F(KafkaSourceTest, ConnectorPreflightOfTheDemoTables) {
 }
 
 }  // namespace
+
+// The source's contract with its consumer thread decoding ahead, on the mock cluster alone
+// (hand-written records of one table; no PostgreSQL needed): offsets never run ahead of the
+// events handed out, an offset the brokers no longer have is data loss, unreachable brokers end
+// in a retryable error after give_up_after, and destruction with the thread blocked is prompt.
+namespace {
+
+std::shared_ptr<const common::Relation> itemsRelation() {
+  auto r = std::make_shared<common::Relation>();
+  r->id = 16600;
+  r->schema = "public";
+  r->name = "items";
+  r->columns = {{"tenant_id", 20, -1, true}, {"id", 20, -1, true}, {"name", 25, -1, false}};
+  return r;
+}
+
+cdc::DebeziumDecoder itemsDecoder() {
+  return cdc::DebeziumDecoder({}, cdc::fixedRelations({itemsRelation()}), cdc::TenantFilter{"42"});
+}
+
+KafkaRecord itemRecord(const std::string& topic, int tenant, int id) {
+  KafkaRecord r;
+  r.topic = topic;
+  r.partition = 0;
+  r.key = "{\"id\":" + std::to_string(id) + "}";
+  r.value = "{\"op\":\"c\",\"after\":{\"tenant_id\":" + std::to_string(tenant) + ",\"id\":" +
+            std::to_string(id) + ",\"name\":\"item " + std::to_string(id) +
+            "\"},\"source\":{\"schema\":\"public\",\"table\":\"items\",\"lsn\":" +
+            std::to_string(1000 + id) + ",\"txId\":7,\"ts_ms\":1700000000000}}";
+  return r;
+}
+
+int64_t committedOf(const cdc::KafkaDebeziumSource& src) {
+  auto offs = src.committedOffsets();
+  return offs.size() == 1 ? offs[0].offset : -100;
+}
+
+TEST(KafkaSourceContract, OffsetsNeverRunAheadOfTheEventsHandedOut) {
+  MockKafka kafka;
+  const std::string topic = "contract.public.items";
+  kafka.createTopic(topic, 1);
+  // Every fifth record is another tenant's (skipped: committed as soon as next() passes it).
+  std::vector<KafkaRecord> records;
+  for (int i = 0; i < 200; ++i) records.push_back(itemRecord(topic, i % 5 == 4 ? 7 : 42, i));
+  ASSERT_NO_FATAL_FAILURE(kafka.produce(records));
+  cdc::KafkaSourceOptions so;
+  so.kafka = {{"bootstrap.servers", kafka.bootstraps()}};
+  so.start = {{topic, 0, cdc::kOffsetBeginning}};
+  so.max_decoded_bytes = 8 * 1024;  // a few records: the thread waits for room again and again
+  auto src = cdc::KafkaDebeziumSource::open(so, itemsDecoder());
+  ASSERT_TRUE(src.isOk()) << src.status().message();
+  // Let the consumer thread decode as far as its queue allows before anything is taken.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(committedOf(**src), cdc::kOffsetBeginning) << "nothing handed out, nothing committed";
+  int64_t record = -1;  // offset of the record whose events are being handed out
+  int commits = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (commits < 100 && std::chrono::steady_clock::now() < deadline) {
+    auto ev = (*src)->next(std::chrono::milliseconds(200));
+    ASSERT_TRUE(ev.isOk()) << ev.status().message();
+    if (!*ev) continue;
+    switch ((*ev)->kind) {
+      case common::ChangeEvent::Kind::kBegin:
+        // Skipped records before this one are committed; this one is not.
+        // (The first record leaves the start offset as it was.)
+        record = record + 1 + ((record + 1) % 5 == 4 ? 1 : 0);
+        EXPECT_EQ(committedOf(**src), record == 0 ? cdc::kOffsetBeginning : record)
+            << "at the Begin of offset " << record;
+        break;
+      case common::ChangeEvent::Kind::kChange:
+        EXPECT_EQ((*ev)->change.new_tuple[1].text, std::to_string(record));
+        EXPECT_EQ(committedOf(**src), record == 0 ? cdc::kOffsetBeginning : record)
+            << "the record's Commit is not handed out yet";
+        break;
+      case common::ChangeEvent::Kind::kCommit:
+        ++commits;
+        EXPECT_EQ(committedOf(**src), record + 1) << "after the Commit of offset " << record;
+        EXPECT_EQ((*src)->position().value(), (*ev)->txn.commit_lsn.value());
+        break;
+      default:
+        break;
+    }
+  }
+  EXPECT_EQ(commits, 100);
+  EXPECT_FALSE((*src)->caughtUp()) << "records are still queued or unread";
+  auto stats = (*src)->stats();
+  EXPECT_EQ(stats.changes, 100u);
+  EXPECT_GE(stats.skipped, 24u);
+  // Destroyed here with its thread waiting for room: must return promptly.
+  const auto t0 = std::chrono::steady_clock::now();
+  src->reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+TEST(KafkaSourceContract, AnOffsetTheBrokersDoNotHaveIsDataLoss) {
+  MockKafka kafka;
+  const std::string topic = "contract.public.items";
+  kafka.createTopic(topic, 1);
+  std::vector<KafkaRecord> records;
+  for (int i = 0; i < 5; ++i) records.push_back(itemRecord(topic, 42, i));
+  ASSERT_NO_FATAL_FAILURE(kafka.produce(records));
+  cdc::KafkaSourceOptions so;
+  so.kafka = {{"bootstrap.servers", kafka.bootstraps()}};
+  so.start = {{topic, 0, 1000}};  // past the log: out of range, never reset silently
+  auto src = cdc::KafkaDebeziumSource::open(so, itemsDecoder());
+  ASSERT_TRUE(src.isOk()) << src.status().message();
+  Status got;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (got.isOk() && std::chrono::steady_clock::now() < deadline) {
+    auto ev = (*src)->next(std::chrono::milliseconds(200));
+    if (!ev.isOk()) got = ev.status();
+    else EXPECT_FALSE(ev->has_value()) << "no record may be read from a reset position";
+  }
+  ASSERT_FALSE(got.isOk()) << "no error within 20 s";
+  EXPECT_EQ(got.errorClass(), common::ErrorClass::kDataLoss) << got.message();
+  EXPECT_NE(got.message().find("topic " + topic + " partition 0"), std::string::npos) << got.message();
+  auto again = (*src)->next(std::chrono::milliseconds(10));
+  ASSERT_FALSE(again.isOk());
+  EXPECT_EQ(again.status().errorClass(), common::ErrorClass::kDataLoss) << "the error stays";
+  EXPECT_EQ(committedOf(**src), 1000) << "the start offset is kept";
+}
+
+TEST(KafkaSourceContract, UnreachableBrokersEndInARetryableError) {
+  MockKafka kafka;
+  const std::string topic = "contract.public.items";
+  kafka.createTopic(topic, 1);
+  for (int b = 1; b <= 3; ++b) rd_kafka_mock_broker_set_down(kafka.cluster(), b);
+  cdc::KafkaSourceOptions so;
+  so.kafka = {{"bootstrap.servers", kafka.bootstraps()}};
+  so.start = {{topic, 0, cdc::kOffsetBeginning}};
+  so.give_up_after = std::chrono::seconds(2);
+  auto src = cdc::KafkaDebeziumSource::open(so, itemsDecoder());
+  ASSERT_TRUE(src.isOk()) << src.status().message();
+  Status got;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (got.isOk() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    auto ev = (*src)->next(std::chrono::milliseconds(200));
+    if (!ev.isOk()) got = ev.status();
+  }
+  ASSERT_FALSE(got.isOk()) << "no error within 30 s";
+  EXPECT_EQ(got.errorClass(), common::ErrorClass::kRetryable) << got.message();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << "not before give_up_after";
+  const cdc::KafkaHealth h = (*src)->health();
+  EXPECT_TRUE(h.failing);
+  EXPECT_GT(h.errors, 0u);
+  EXPECT_FALSE(h.last_error.empty());
+}
+
+}  // namespace
