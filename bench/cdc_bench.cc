@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -36,6 +37,9 @@
 
 #ifndef STAMPMOVER_BIN
 #error "STAMPMOVER_BIN must name the stampmover binary (set by bench/CMakeLists.txt)"
+#endif
+#ifndef BENCH_KAFKA_BIN
+#error "BENCH_KAFKA_BIN must name the Kafka source benchmark (set by bench/CMakeLists.txt)"
 #endif
 
 namespace {
@@ -1360,8 +1364,35 @@ int runBench(const Args& args) {
 
 }  // namespace
 
+// `--source kafka`: the Kafka (Debezium) source against the pgoutput path (issue 14) is its own
+// program (bench/kafka); this runs it with the other arguments. Returns only if exec fails.
+int execKafkaBench(int argc, char** argv) {
+  std::vector<char*> args = {const_cast<char*>(BENCH_KAFKA_BIN)};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--source") {
+      ++i;  // and its value
+      continue;
+    }
+    if (a.rfind("--source=", 0) == 0) continue;
+    args.push_back(argv[i]);
+  }
+  args.push_back(nullptr);
+  execv(BENCH_KAFKA_BIN, args.data());
+  return reportError("bench_cdc", std::string("cannot run ") + BENCH_KAFKA_BIN + ": " +
+                                      std::strerror(errno));
+}
+
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--source" && i + 1 < argc && std::string(argv[i + 1]) == "kafka") ||
+        a == "--source=kafka") {
+      return execKafkaBench(argc, argv);
+    }
+  }
   Args args;
+  std::string source = "pgoutput";
   CLI::App app{
       "bench_cdc: times the live catch-up of one tenant (`stampmover migrate`) on a backlog "
       "made while it was stopped, against a native subscription with the same row filter "
@@ -1396,6 +1427,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--stampmover", args.stampmover, "The stampmover binary to time")
       ->capture_default_str();
+  app.add_option("--source", source,
+                 "Change source: pgoutput (this benchmark), or kafka: the Kafka (Debezium) source "
+                 "vs the pgoutput path on the same changes, with its own options (--items, "
+                 "--txns, --partitions; see `bench_cdc --source kafka --help`)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"pgoutput", "kafka"}));
   CLI11_PARSE(app, argc, argv);
   // Clusters are owned inside runBench and stopped by their destructors on every return path;
   // catching here makes an unexpected exception unwind through them too.
