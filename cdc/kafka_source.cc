@@ -20,8 +20,9 @@ namespace {
 
 // How long the consumer thread waits in one poll; also how soon it sees the destructor's stop.
 constexpr int kPollMs = 50;
-// Messages the consumer thread takes (without waiting after the first) before queueing them.
-constexpr int kPollBatch = 256;
+// Messages the consumer thread takes from librdkafka at once (decoded as the queue has room:
+// beyond max_decoded_bytes it holds at most this many undecoded messages).
+constexpr size_t kPollBatch = 64;
 // What a queued record counts against max_decoded_bytes besides twice its value's size.
 constexpr size_t kRecordOverhead = 512;
 
@@ -199,35 +200,49 @@ void KafkaDebeziumSource::noteError(const std::string& what) {
 }
 
 void KafkaDebeziumSource::consumeLoop() {
+  common::KafkaQueue queue(rd_kafka_queue_get_consumer(rk_.get()));
+  std::vector<rd_kafka_message_t*> taken(kPollBatch);
+  size_t carried = 0;  // messages taken from librdkafka but not decoded yet (no room then)
+  size_t next_carried = 0;
   std::vector<Polled> batch;
   while (true) {
-    size_t room = 0;  // of max_decoded_bytes: the batch stops once it has taken this much
+    size_t room = 0;  // of max_decoded_bytes: decoding stops once the batch has used this much
     {
       std::unique_lock<std::mutex> lk(queue_mu_);
       queue_has_room_.wait(lk, [&] { return stop_ || queued_cost_ < options_.max_decoded_bytes; });
-      if (stop_) return;
+      if (stop_) break;
       room = options_.max_decoded_bytes - queued_cost_;
     }
-    bool fatal = false;
-    int timeout = kPollMs;
-    size_t taken = 0;
-    for (int i = 0; i < kPollBatch && !fatal && taken < room; ++i) {
-      common::KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), timeout));
-      char errstr[512];
-      if (rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        Polled f;
-        f.kind = Polled::Kind::kFatal;
-        f.fatal = Status::internal(std::string("kafka fatal error: ") + errstr);
-        batch.push_back(std::move(f));
-        fatal = true;
-        break;
+    if (next_carried == carried) {
+      // What librdkafka holds now, without waiting; else one message, waiting up to kPollMs.
+      // (rd_kafka_consume_batch_queue waits for a full batch or its timeout, so it is only
+      // asked for what is already there.)
+      next_carried = 0;
+      ssize_t n = rd_kafka_consume_batch_queue(queue.get(), 0, taken.data(), taken.size());
+      if (n <= 0) {
+        rd_kafka_message_t* one = rd_kafka_consumer_poll(rk_.get(), kPollMs);
+        n = one != nullptr ? 1 : 0;
+        taken[0] = one;
       }
-      if (!msg) break;  // nothing more now: hand over what was taken
-      timeout = 0;
+      carried = static_cast<size_t>(n);
+    }
+    bool fatal = false;
+    char errstr[512];
+    if (rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Polled f;
+      f.kind = Polled::Kind::kFatal;
+      f.fatal = Status::internal(std::string("kafka fatal error: ") + errstr);
+      batch.push_back(std::move(f));
+      fatal = true;
+    }
+    size_t used = 0;
+    while (!fatal && next_carried < carried && used < room) {
+      common::KafkaMessage msg(taken[next_carried]);
+      taken[next_carried++] = nullptr;
       std::optional<Polled> p = poll(std::move(msg));
       if (!p) continue;
       fatal = p->kind == Polled::Kind::kFatal;
-      taken += p->cost;
+      used += p->cost;
       batch.push_back(std::move(*p));
     }
     if (batch.empty()) continue;
@@ -240,8 +255,9 @@ void KafkaDebeziumSource::consumeLoop() {
     }
     batch.clear();
     queue_has_items_.notify_one();
-    if (fatal) return;  // librdkafka stops serving this consumer; next() reports why
+    if (fatal) break;  // librdkafka stops serving this consumer; next() reports why
   }
+  for (size_t i = next_carried; i < carried; ++i) rd_kafka_message_destroy(taken[i]);
 }
 
 std::optional<KafkaDebeziumSource::Polled> KafkaDebeziumSource::poll(common::KafkaMessage msg) {
