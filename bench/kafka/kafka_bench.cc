@@ -535,7 +535,7 @@ int main(int argc, char** argv) {
                "clusters and librdkafka's mock cluster (127.0.0.1); prints both rates, the ratio "
                "(issue 14 target >= 0.8x) and the Kafka path's peak RSS (target <= 256 MiB). Both "
                "destinations are checked against the source."};
-  uint64_t items = 2000, txns = 3000;
+  uint64_t items = 8000, txns = 12000;  // ~61k records, ~30k changes of tenant 42: ~20 s in all
   int32_t partitions = 3;
   uint32_t repeat = 3;
   bool child = false;
