@@ -4,39 +4,54 @@
 #include "cdc/json_view.h"
 
 #include <charconv>
-#include <cstddef>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 
 namespace stampmover::cdc {
 
 int64_t JsonValue::asInt64() const {
   switch (type_) {
-    case Type::kInt: return i_;
-    case Type::kUint: return static_cast<int64_t>(u_);
-    case Type::kDouble: return static_cast<int64_t>(d_);
-    case Type::kBool: return b_ ? 1 : 0;
-    default: return 0;
+    case Type::kInt:
+      return i_;
+    case Type::kUint:
+      return static_cast<int64_t>(u_);
+    case Type::kDouble:
+      return static_cast<int64_t>(d_);
+    case Type::kBool:
+      return b_ ? 1 : 0;
+    default:
+      return 0;
   }
 }
 
 uint64_t JsonValue::asUint64() const {
   switch (type_) {
-    case Type::kInt: return static_cast<uint64_t>(i_);
-    case Type::kUint: return u_;
-    case Type::kDouble: return static_cast<uint64_t>(d_);
-    case Type::kBool: return b_ ? 1 : 0;
-    default: return 0;
+    case Type::kInt:
+      return static_cast<uint64_t>(i_);
+    case Type::kUint:
+      return u_;
+    case Type::kDouble:
+      return static_cast<uint64_t>(d_);
+    case Type::kBool:
+      return b_ ? 1 : 0;
+    default:
+      return 0;
   }
 }
 
 double JsonValue::asDouble() const {
   switch (type_) {
-    case Type::kInt: return static_cast<double>(i_);
-    case Type::kUint: return static_cast<double>(u_);
-    case Type::kDouble: return d_;
-    case Type::kBool: return b_ ? 1 : 0;
-    default: return 0;
+    case Type::kInt:
+      return static_cast<double>(i_);
+    case Type::kUint:
+      return static_cast<double>(u_);
+    case Type::kDouble:
+      return d_;
+    case Type::kBool:
+      return b_ ? 1 : 0;
+    default:
+      return 0;
   }
 }
 
@@ -50,12 +65,20 @@ const JsonValue* JsonValue::find(std::string_view name) const {
 
 const char* JsonValue::typeName() const {
   switch (type_) {
-    case Type::kNull: return "null";
-    case Type::kBool: return "boolean";
-    case Type::kInt: case Type::kUint: case Type::kDouble: return "number";
-    case Type::kString: return "string";
-    case Type::kArray: return "array";
-    case Type::kObject: return "object";
+    case Type::kNull:
+      return "null";
+    case Type::kBool:
+      return "boolean";
+    case Type::kInt:
+    case Type::kUint:
+    case Type::kDouble:
+      return "number";
+    case Type::kString:
+      return "string";
+    case Type::kArray:
+      return "array";
+    case Type::kObject:
+      return "object";
   }
   return "unknown";
 }
@@ -165,8 +188,8 @@ bool JsonDocument::string(std::string_view& out) {
     if (c == '"') break;
     if (c < 0x20) return fail("control character in a string");
     if (c >= 0x80) {
-      const size_t n = utf8Length(reinterpret_cast<const unsigned char*>(in_.data()) + pos_,
-                                  in_.size() - pos_);
+      const size_t n =
+          utf8Length(reinterpret_cast<const unsigned char*>(in_.data()) + pos_, in_.size() - pos_);
       if (n == 0) return fail("ill-formed UTF-8 in a string");
       pos_ += n;
       continue;
@@ -180,14 +203,30 @@ bool JsonDocument::string(std::string_view& out) {
     if (++pos_ >= in_.size()) return fail("unterminated string");
     const char e = in_[pos_++];
     switch (e) {
-      case '"': copy->push_back('"'); break;
-      case '\\': copy->push_back('\\'); break;
-      case '/': copy->push_back('/'); break;
-      case 'b': copy->push_back('\b'); break;
-      case 'f': copy->push_back('\f'); break;
-      case 'n': copy->push_back('\n'); break;
-      case 'r': copy->push_back('\r'); break;
-      case 't': copy->push_back('\t'); break;
+      case '"':
+        copy->push_back('"');
+        break;
+      case '\\':
+        copy->push_back('\\');
+        break;
+      case '/':
+        copy->push_back('/');
+        break;
+      case 'b':
+        copy->push_back('\b');
+        break;
+      case 'f':
+        copy->push_back('\f');
+        break;
+      case 'n':
+        copy->push_back('\n');
+        break;
+      case 'r':
+        copy->push_back('\r');
+        break;
+      case 't':
+        copy->push_back('\t');
+        break;
       case 'u': {
         auto hex4 = [&](uint32_t& cp) {
           if (pos_ + 4 > in_.size()) return false;
@@ -343,7 +382,8 @@ bool JsonDocument::value(int depth) {
       v.type_ = object ? JsonValue::Type::kObject : JsonValue::Type::kArray;
       v.first_ = nodes_.size();
       v.count_ = static_cast<uint32_t>(scratch_.size() - base);
-      nodes_.insert(nodes_.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(base), scratch_.end());
+      nodes_.insert(nodes_.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(base),
+                    scratch_.end());
       scratch_.resize(base);
       break;
     }

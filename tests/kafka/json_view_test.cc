@@ -43,14 +43,15 @@ TEST(JsonView, StringsAsNlohmannDecodesThem) {
                            R"("\ud83d\ude00 smile")", "\"caf\xc3\xa9 \xf0\x9f\x98\x80\""}) {
     JsonDocument doc;
     ASSERT_TRUE(doc.parse(text)) << text << ": " << doc.error();
-    EXPECT_EQ(std::string(doc.root().str()), nlohmann::json::parse(text).get<std::string>()) << text;
+    EXPECT_EQ(std::string(doc.root().str()), nlohmann::json::parse(text).get<std::string>())
+        << text;
   }
 }
 
 TEST(JsonView, NumbersAsNlohmannClassifiesThem) {
   for (const char* text : {"0", "-0", "9223372036854775807", "9223372036854775808",
-                           "-9223372036854775808", "-9223372036854775809",
-                           "18446744073709551616", "0.1", "-1.25e-3", "1E2", "1e-400", "-1e-400"}) {
+                           "-9223372036854775808", "-9223372036854775809", "18446744073709551616",
+                           "0.1", "-1.25e-3", "1E2", "1e-400", "-1e-400"}) {
     JsonDocument doc;
     ASSERT_TRUE(doc.parse(text)) << text << ": " << doc.error();
     nlohmann::json n = nlohmann::json::parse(text);
@@ -72,11 +73,29 @@ TEST(JsonView, LastDuplicateKeyWinsAsInNlohmann) {
 }
 
 TEST(JsonView, RejectsWhatNlohmannRejects) {
-  for (const char* text :
-       {"", "{", "{\"a\" 1}", "{\"a\":1,}", "[1,]", "01", "1.", "-", "+1", "tru", "nul",
-        "\"unterminated", "\"bad \\x escape\"", "\"\\ud800 lone\"", "\"\\udc00\"",
-        "\"ctl \x01\"", "\"bad utf8 \xc3\x28\"", "\"overlong \xc0\xaf\"", "{\"a\":1} x",
-        "[1 2]", "{1:2}", "1e400", "-1e400"}) {
+  for (const char* text : {"",
+                           "{",
+                           "{\"a\" 1}",
+                           "{\"a\":1,}",
+                           "[1,]",
+                           "01",
+                           "1.",
+                           "-",
+                           "+1",
+                           "tru",
+                           "nul",
+                           "\"unterminated",
+                           "\"bad \\x escape\"",
+                           "\"\\ud800 lone\"",
+                           "\"\\udc00\"",
+                           "\"ctl \x01\"",
+                           "\"bad utf8 \xc3\x28\"",
+                           "\"overlong \xc0\xaf\"",
+                           "{\"a\":1} x",
+                           "[1 2]",
+                           "{1:2}",
+                           "1e400",
+                           "-1e400"}) {
     JsonDocument doc;
     EXPECT_FALSE(doc.parse(text)) << text;
     EXPECT_FALSE(doc.error().empty()) << text;
