@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -75,11 +76,40 @@ class FakeDebezium {
     }
     std::vector<KafkaRecord> txn;
     uint32_t xid = 0;
+    // Like Kafka Connect, transactions are produced as they come and the source offset is
+    // committed for a batch of them (every 20 ms, or when the source is idle), once the
+    // batch's records are acknowledged: one flush per transaction could not keep up with a
+    // busy source on the mock cluster.
+    struct Done {
+      uint64_t commit_lsn = 0, end_lsn = 0;
+      uint32_t xid = 0;
+    };
+    std::optional<Done> unflushed;
+    auto last_flush = std::chrono::steady_clock::now();
+    auto flushBatch = [&]() {
+      kafka_.flush();
+      KafkaRecord off;
+      off.topic = kOffsetsTopic;
+      off.partition = 1;
+      off.key = nlohmann::json::array({kConnectorName, {{"server", prefix_}}}).dump();
+      off.value = nlohmann::json{{"lsn_proc", unflushed->commit_lsn}, {"lsn_commit", unflushed->commit_lsn},
+                                 {"lsn", unflushed->commit_lsn}, {"txId", unflushed->xid}}.dump();
+      kafka_.produce({off});
+      (*source)->acknowledge(stampmover::common::Lsn(unflushed->end_lsn)).ignore();
+      unflushed.reset();
+      last_flush = std::chrono::steady_clock::now();
+      std::lock_guard lock(mu_);
+      if (!batch_marker_.empty()) seen_ = std::move(batch_marker_), batch_marker_.clear();
+    };
     while (!stop_) {
-      auto ev = (*source)->next(std::chrono::milliseconds(50));
+      auto ev = (*source)->next(std::chrono::milliseconds(unflushed ? 0 : 50));
       if (!ev) {
         ADD_FAILURE() << "fake debezium: " << ev.status().message();
         return;
+      }
+      if (unflushed && (!ev->has_value() ||
+                        std::chrono::steady_clock::now() - last_flush >= std::chrono::milliseconds(20))) {
+        flushBatch();
       }
       if (!ev->has_value()) continue;
       const stampmover::common::ChangeEvent& c = **ev;
@@ -98,23 +128,14 @@ class FakeDebezium {
           }
           break;
         case stampmover::common::ChangeEvent::Kind::kCommit: {
-          if (!txn.empty()) kafka_.produce(txn);
+          if (!txn.empty()) kafka_.produce(txn, /*flush=*/false);
           records_ += txn.size();
-          {
-            // Kafka Connect commits the source offset once the records before it are acked.
-            KafkaRecord off;
-            off.topic = kOffsetsTopic;
-            off.partition = 1;
-            off.key = nlohmann::json::array({kConnectorName, {{"server", prefix_}}}).dump();
-            const uint64_t lsn = c.txn.commit_lsn.value();
-            off.value = nlohmann::json{{"lsn_proc", lsn}, {"lsn_commit", lsn}, {"lsn", lsn},
-                                       {"txId", c.txn.xid}}.dump();
-            kafka_.produce({off});
-          }
           txn.clear();
-          (*source)->acknowledge(c.txn.end_lsn).ignore();  // the slot may only release WAL
+          // Kafka Connect commits the source offset once the records before it are acked: at
+          // the batch's flush (the slot may release WAL only then, too).
+          unflushed = Done{c.txn.commit_lsn.value(), c.txn.end_lsn.value(), c.txn.xid};
           std::lock_guard lock(mu_);
-          if (!pending_marker_.empty()) seen_ = std::move(pending_marker_), pending_marker_.clear();
+          if (!pending_marker_.empty()) batch_marker_ = std::move(pending_marker_), pending_marker_.clear();
           break;
         }
         default:
@@ -129,7 +150,7 @@ class FakeDebezium {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> records_{0};
   std::mutex mu_;
-  std::string pending_marker_, seen_;
+  std::string pending_marker_, batch_marker_, seen_;
   std::thread thread_;
 };
 

@@ -44,7 +44,8 @@ class MockKafka {
     ASSERT_EQ(rd_kafka_mock_topic_create(cluster_, topic.c_str(), partitions, 3),
               RD_KAFKA_RESP_ERR_NO_ERROR);
   }
-  void produce(const std::vector<KafkaRecord>& records) {
+  // Produces `records`; with `flush`, returns once every record produced so far is acknowledged.
+  void produce(const std::vector<KafkaRecord>& records, bool flush = true) {
     for (const auto& r : records) {
       rd_kafka_headers_t* hdrs = rd_kafka_headers_new(r.headers.size());
       for (const auto& [k, v] : r.headers)
@@ -61,8 +62,9 @@ class MockKafka {
       } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
       ASSERT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR) << rd_kafka_err2str(err);
     }
-    ASSERT_EQ(rd_kafka_flush(producer_.get(), 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    if (flush) this->flush();
   }
+  void flush() { ASSERT_EQ(rd_kafka_flush(producer_.get(), 30000), RD_KAFKA_RESP_ERR_NO_ERROR); }
 
  private:
   common::KafkaHandle host_;
