@@ -61,64 +61,8 @@ Status applyRecord(const rd_kafka_message_t* msg, const nlohmann::json& want_key
 Result<std::optional<ConnectorPosition>> readConnectorPosition(
     const std::map<std::string, std::string>& kafka, const std::string& offsets_topic,
     const std::string& connector, const std::string& server, std::chrono::milliseconds timeout) {
-  auto parts = KafkaDebeziumSource::partitionsOf(kafka, {offsets_topic}, timeout);
-  if (!parts) {
-    if (parts.status().errorClass() == common::ErrorClass::kRefused) {
-      return Status::refused("Kafka Connect offsets topic " + offsets_topic +
-                             " does not exist: pass the Connect worker's offset.storage.topic");
-    }
-    return parts.status();
-  }
-  SM_ASSIGN_OR_RETURN(auto ends, KafkaDebeziumSource::endOffsets(kafka, *parts, timeout));
-  common::KafkaConf conf(rd_kafka_conf_new());
-  char err[512];
-  std::map<std::string, std::string> props = kafka;
-  props["group.id"] = "stampmover-connect-offsets";
-  props["enable.auto.commit"] = "false";
-  props["enable.auto.offset.store"] = "false";
-  props["enable.partition.eof"] = "true";
-  props["auto.offset.reset"] = "earliest";
-  for (const auto& [k, v] : props) {
-    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
-      return Status::refused("kafka property " + k + ": " + err);
-  }
-  common::KafkaHandle rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err));
-  if (!rk) return Status::refused(std::string("kafka consumer: ") + err);
-  conf.release();
-  rd_kafka_poll_set_consumer(rk.get());
-  common::KafkaTopicPartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(ends.size())));
-  std::set<int32_t> open;
-  for (const auto& e : ends) {
-    if (e.offset <= 0) continue;  // empty partition
-    rd_kafka_topic_partition_list_add(list.get(), offsets_topic.c_str(), e.partition)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-    open.insert(e.partition);
-  }
-  std::map<int32_t, int64_t> end_of;
-  for (const auto& e : ends) end_of[e.partition] = e.offset;
-  if (open.empty()) return std::optional<ConnectorPosition>();
-  rd_kafka_resp_err_t aerr = rd_kafka_assign(rk.get(), list.get());
-  if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
-    return Status::internal(std::string("kafka assign: ") + rd_kafka_err2str(aerr));
-  const nlohmann::json want_key = nlohmann::json::array({connector, {{"server", server}}});
-  std::optional<ConnectorPosition> out;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!open.empty()) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return Status::retryable("kafka: reading " + offsets_topic + " did not reach its end in " +
-                               std::to_string(timeout.count()) + " ms");
-    }
-    common::KafkaMessage msg(rd_kafka_consumer_poll(rk.get(), 100));
-    if (!msg) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      if (msg->offset >= end_of[msg->partition]) open.erase(msg->partition);
-      continue;
-    }
-    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;  // transient; librdkafka retries
-    if (msg->offset + 1 >= end_of[msg->partition]) open.erase(msg->partition);
-    SM_RETURN_IF_ERROR(applyRecord(msg.get(), want_key, offsets_topic, out));
-  }
-  return out;
+  SM_ASSIGN_OR_RETURN(auto watch, ConnectorWatch::open(kafka, offsets_topic, connector, server, timeout));
+  return watch->readToEnd(timeout);
 }
 
 Result<std::vector<PartitionOffset>> drainTarget(
@@ -126,24 +70,10 @@ Result<std::vector<PartitionOffset>> drainTarget(
     const std::string& connector, const std::string& server,
     const std::vector<PartitionOffset>& partitions, common::Lsn fence_lsn,
     std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds poll) {
-  std::optional<ConnectorPosition> last;
-  for (;;) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) {
-      return Status::retryable(
-          "drain: connector " + connector + " has not committed a position at or past " +
-          fence_lsn.toString() + " (last: " +
-          (last ? last->processed.toString() : std::string("none")) +
-          "); is it running, and does it process logical decoding messages or send heartbeats "
-          "(heartbeat.interval.ms)?");
-    }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    SM_ASSIGN_OR_RETURN(last, readConnectorPosition(kafka, offsets_topic, connector, server, left));
-    if (last && last->processed >= fence_lsn) break;
-    std::this_thread::sleep_for(poll);
-  }
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-  return KafkaDebeziumSource::endOffsets(kafka, partitions, std::max(left, std::chrono::milliseconds(1)));
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  SM_ASSIGN_OR_RETURN(auto watch, ConnectorWatch::open(kafka, offsets_topic, connector, server,
+                                                       std::max(left, std::chrono::milliseconds(1))));
+  return watch->drainTarget(partitions, fence_lsn, deadline, poll);
 }
 
 Result<std::unique_ptr<ConnectorWatch>> ConnectorWatch::open(
@@ -186,6 +116,7 @@ Result<std::unique_ptr<ConnectorWatch>> ConnectorWatch::open(
   rd_kafka_resp_err_t aerr = rd_kafka_assign(w->rk_.get(), list.get());
   if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
     return Status::internal(std::string("kafka assign: ") + rd_kafka_err2str(aerr));
+  w->parts_ = *parts;
   w->topic_ = offsets_topic;
   w->connector_ = connector;
   w->server_ = server;
@@ -214,30 +145,38 @@ Result<std::optional<ConnectorPosition>> ConnectorWatch::position(std::chrono::m
       }
       continue;  // transient; librdkafka retries
     }
+    next_[msg->partition] = msg->offset + 1;
     SM_RETURN_IF_ERROR(applyRecord(msg.get(), want, topic_, last_));
   }
   return last_;
 }
 
+Result<std::optional<ConnectorPosition>> ConnectorWatch::readToEnd(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  SM_ASSIGN_OR_RETURN(auto ends, ends(parts_, timeout));
+  for (;;) {
+    bool done = true;
+    for (const auto& e : ends) {
+      auto it = next_.find(e.partition);
+      if (e.offset > 0 && (it == next_.end() || it->second < e.offset)) done = false;
+    }
+    if (done) return last_;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::retryable("kafka: reading " + topic_ + " did not reach its end in " +
+                               std::to_string(timeout.count()) + " ms");
+    }
+    SM_RETURN_IF_ERROR(position(std::chrono::milliseconds(20)).status());
+  }
+}
+
 Result<std::vector<PartitionOffset>> ConnectorWatch::ends(const std::vector<PartitionOffset>& partitions,
                                                          std::chrono::milliseconds timeout) {
-  std::vector<PartitionOffset> out;
-  for (const auto& p : partitions) {
-    int64_t low = 0, high = 0;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-        rk_.get(), p.topic.c_str(), p.partition, &low, &high, static_cast<int>(timeout.count()));
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return Status::retryable("kafka: end offset of topic " + p.topic + " partition " +
-                               std::to_string(p.partition) + ": " + rd_kafka_err2str(e));
-    }
-    out.push_back({p.topic, p.partition, high});
-  }
-  return out;
+  return KafkaDebeziumSource::endOffsetsOn(rk_.get(), partitions, timeout);
 }
 
 Result<std::vector<PartitionOffset>> ConnectorWatch::drainTarget(
     const std::vector<PartitionOffset>& partitions, common::Lsn fence_lsn,
-    std::chrono::steady_clock::time_point deadline) {
+    std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds poll) {
   for (;;) {
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
@@ -250,7 +189,7 @@ Result<std::vector<PartitionOffset>> ConnectorWatch::drainTarget(
           "(offset.flush.interval.ms)?");
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    SM_ASSIGN_OR_RETURN(auto pos, position(std::min(left, std::chrono::milliseconds(10))));
+    SM_ASSIGN_OR_RETURN(auto pos, position(std::min(left, poll)));
     if (pos && pos->processed >= fence_lsn) break;
   }
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());

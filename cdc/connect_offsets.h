@@ -70,15 +70,21 @@ class ConnectorWatch {
   // The current end (high watermark) of each of `partitions`, asked of their leaders now.
   common::Result<std::vector<PartitionOffset>> ends(const std::vector<PartitionOffset>& partitions,
                                                     std::chrono::milliseconds timeout);
-  // drainTarget() on this connection.
+  // Reads the offsets topic up to its end as of this call; the connector's latest position.
+  // Errors: kRetryable when the end is not reached within `timeout`.
+  common::Result<std::optional<ConnectorPosition>> readToEnd(std::chrono::milliseconds timeout);
+  // drainTarget() on this connection (`poll`: the longest wait for a new commit per look).
   common::Result<std::vector<PartitionOffset>> drainTarget(
       const std::vector<PartitionOffset>& partitions, common::Lsn fence_lsn,
-      std::chrono::steady_clock::time_point deadline);
+      std::chrono::steady_clock::time_point deadline,
+      std::chrono::milliseconds poll = std::chrono::milliseconds(10));
 
  private:
   ConnectorWatch() = default;
   common::Status consume(const rd_kafka_message_t* msg);
   common::KafkaHandle rk_;
+  std::vector<PartitionOffset> parts_;  // of the offsets topic
+  std::map<int32_t, int64_t> next_;     // next offset to read, per partition read from
   std::string topic_, connector_, server_;
   std::string want_key_;  // the connector's key, as JSON text compared after parsing
   std::optional<ConnectorPosition> last_;

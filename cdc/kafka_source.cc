@@ -556,11 +556,16 @@ Result<std::vector<PartitionOffset>> KafkaDebeziumSource::endOffsets(
   common::KafkaHandle rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err));
   if (!rk) return Status::refused(std::string("kafka client: ") + err);
   conf.release();
+  return endOffsetsOn(rk.get(), partitions, timeout);
+}
+
+Result<std::vector<PartitionOffset>> KafkaDebeziumSource::endOffsetsOn(
+    rd_kafka_t* rk, const std::vector<PartitionOffset>& partitions, std::chrono::milliseconds timeout) {
   std::vector<PartitionOffset> out;
   for (const auto& p : partitions) {
     int64_t low = 0, high = 0;
     rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-        rk.get(), p.topic.c_str(), p.partition, &low, &high, static_cast<int>(timeout.count()));
+        rk, p.topic.c_str(), p.partition, &low, &high, static_cast<int>(timeout.count()));
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
       return Status::retryable("kafka: end offset of topic " + p.topic + " partition " +
                                std::to_string(p.partition) + ": " + rd_kafka_err2str(e));

@@ -152,9 +152,6 @@ class KafkaDebeziumSource final : public ChangeSource {
   KafkaHealth health() const;
   KafkaSourceStats stats() const;
 
-  // Partitions of `topics` as the brokers describe them (metadata request, up to `timeout`),
-  // with offset kOffsetBeginning. Errors: kRetryable (brokers unreachable), kRefused (a topic
-  // does not exist).
   // The end (high watermark: the offset the next record will get) of each of `partitions`, asked
   // of each partition's leader now (a ListOffsets request each, up to `timeout`), in the order
   // given. A record produced after this call returns gets an offset at or past the value
@@ -162,6 +159,13 @@ class KafkaDebeziumSource final : public ChangeSource {
   static common::Result<std::vector<PartitionOffset>> endOffsets(
       const std::map<std::string, std::string>& kafka, const std::vector<PartitionOffset>& partitions,
       std::chrono::milliseconds timeout);
+  // The same on an existing client (no new connection).
+  static common::Result<std::vector<PartitionOffset>> endOffsetsOn(
+      rd_kafka_t* rk, const std::vector<PartitionOffset>& partitions, std::chrono::milliseconds timeout);
+
+  // Partitions of `topics` as the brokers describe them (metadata request, up to `timeout`),
+  // with offset kOffsetBeginning. Errors: kRetryable (brokers unreachable), kRefused (a topic
+  // does not exist).
 
   static common::Result<std::vector<PartitionOffset>> partitionsOf(
       const std::map<std::string, std::string>& kafka, const std::vector<std::string>& topics,

@@ -135,17 +135,23 @@ class KafkaMigrateTest : public ::testing::Test {
     if (env_ && env_->src.valid())
       (void)env_->src.exec("SELECT pg_drop_replication_slot('" + env_->slot + "')");
   }
+  // The environment, the stand-in connector started, `items` rows per tenant seeded and
+  // published to the topics.
+  void startSeeded(uint64_t items) {
+    env_ = setUpEnv(kafka_);
+    dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(env_->db), env_->slot, kafka_, kPrefix,
+                                          kPartitions);
+    ASSERT_NO_FATAL_FAILURE(seed(*env_, items));
+    ASSERT_TRUE(dbz_->sync(env_->src, "seeded"));
+  }
   MockKafka kafka_;
   std::unique_ptr<Env> env_;
   std::unique_ptr<FakeDebezium> dbz_;
 };
 
 TEST_F(KafkaMigrateTest, CopiesAndFollowsTopicsUnderConcurrentWriter) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(2000));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 2000));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   WriterOptions wo;
   wo.dsn = sourceCluster().dsn(e.db);
   wo.duration = std::chrono::milliseconds(6000);
@@ -182,11 +188,8 @@ TEST_F(KafkaMigrateTest, CopiesAndFollowsTopicsUnderConcurrentWriter) {
 }
 
 TEST_F(KafkaMigrateTest, KilledMidCatchUpResumesFromStoredOffsets) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(1000));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 1000));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   WriterOptions wo;
   wo.dsn = sourceCluster().dsn(e.db);
   wo.duration = std::chrono::milliseconds(8000);
@@ -218,11 +221,8 @@ TEST_F(KafkaMigrateTest, KilledMidCatchUpResumesFromStoredOffsets) {
 }
 
 TEST_F(KafkaMigrateTest, BadEventStopsNamingItThenDeadLetterGoesOn) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(200));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 200));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   auto r = runStampmover(migrateArgs(e));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // A malformed record for tenant 42 (no primary key columns) lands on orders partition 1.
@@ -311,11 +311,8 @@ TEST_F(KafkaMigrateTest, RefusalsNameTheSettingAndTheFix) {
 }
 
 TEST_F(KafkaMigrateTest, DrainReachesEverythingCommittedBeforeTheFence) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(500));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 500));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   auto r = runStampmover(migrateArgs(e));  // copy + catch-up to the topics' ends
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // Follow the topics in-process (as the migrate's catch-up does) while a writer runs.
@@ -421,11 +418,8 @@ std::pair<int64_t, int64_t> watermarks(const std::string& bootstraps, const std:
 }
 
 TEST_F(KafkaMigrateTest, StoredOffsetPastRetentionStopsWithDataLossNamingTheFix) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(200));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 200));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   auto r = runStampmover(migrateArgs(e));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string topic = std::string(kPrefix) + ".public.orders";
@@ -478,11 +472,8 @@ TEST_F(KafkaMigrateTest, StoredOffsetPastRetentionStopsWithDataLossNamingTheFix)
 }
 
 TEST_F(KafkaMigrateTest, VerifyAfterMigrationIsIdenticalAndCleanupRemovesStoredOffsets) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(1000));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 1000));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   WriterOptions wo;
   wo.dsn = sourceCluster().dsn(e.db);
   wo.duration = std::chrono::milliseconds(3000);
@@ -535,11 +526,8 @@ TEST_F(KafkaMigrateTest, VerifyAfterMigrationIsIdenticalAndCleanupRemovesStoredO
 }
 
 TEST_F(KafkaMigrateTest, VerifyListsTheRowsOfDeadLetteredEvents) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(200));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 200));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   auto r = runStampmover(migrateArgs(e));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string changed = scalar(e.src, "SELECT min(order_id) FROM orders WHERE tenant_id = 42");
@@ -642,11 +630,8 @@ TEST_F(KafkaMigrateTest, VerifyListsTheRowsOfDeadLetteredEvents) {
 }
 
 TEST_F(KafkaMigrateTest, VerifyDeadLetterKeysInEveryFormOrUnidentifiable) {
-  env_ = setUpEnv(kafka_);
+  ASSERT_NO_FATAL_FAILURE(startSeeded(100));
   Env& e = *env_;
-  dbz_ = std::make_unique<FakeDebezium>(sourceCluster().dsn(e.db), e.slot, kafka_, kPrefix, kPartitions);
-  ASSERT_NO_FATAL_FAILURE(seed(e, 100));
-  ASSERT_TRUE(dbz_->sync(e.src, "seeded"));
   auto r = runStampmover(migrateArgs(e));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_NO_FATAL_FAILURE(expectTenantEqual(e.src, e.dst));
