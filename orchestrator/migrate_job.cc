@@ -11,7 +11,6 @@
 #include <mutex>
 #include <random>
 #include <thread>
-#include <utility>
 
 #include "cdc/pgoutput_source.h"
 #include "mover/fence.h"
@@ -587,25 +586,10 @@ class PreCutoverVerify {
                               "--live` for the list); not cutting over, migration stopped");
     }
     if (rep.unsettled() > 0) {
-      // Rows that keep changing (a tenant inserting all the time, a stream whose lag exceeds the
-      // writes' spacing, as with a Kafka source) may never settle. After a few tries the tables
-      // holding them are compared whole inside the window instead (after the drain, exactly):
-      // every row is then either proven here or re-checked there.
-      if (++unsettled_runs_ < kUnsettledRuns) {
-        spdlog::warn("comparison before the cutover: {} row(s) kept changing; comparing again in "
-                     "5 s", rep.unsettled());
-        retry_after_ = now + std::chrono::seconds(5);
-        return false;
-      }
-      std::string names;
-      for (const auto& t : rep.tables) {
-        if (t.unsettled == 0) continue;
-        whole_tables_.push_back(t.table);
-        names += (names.empty() ? "" : ", ") + t.table;
-      }
-      spdlog::warn("comparison before the cutover: {} row(s) of {} kept changing in {} comparisons; "
-                   "the tenant's rows of those tables will be compared whole inside the window",
-                   rep.unsettled(), names, unsettled_runs_);
+      spdlog::warn("comparison before the cutover: {} row(s) kept changing; comparing again in 5 s",
+                   rep.unsettled());
+      retry_after_ = now + std::chrono::seconds(5);
+      return false;
     }
     passed_ = true;
     report.verified_rows = rep.sourceRows();
@@ -619,13 +603,6 @@ class PreCutoverVerify {
   std::future<Result<VerifyJobResult>> running_;
   std::chrono::steady_clock::time_point started_{}, retry_after_{};
   bool passed_ = false;
-  static constexpr uint32_t kUnsettledRuns = 3;
-  uint32_t unsettled_runs_ = 0;
-  std::vector<std::string> whole_tables_;
-
- public:
-  // Tables whose rows never settled: to be compared whole in the window (taken once).
-  std::vector<std::string> takeWholeTables() { return std::exchange(whole_tables_, {}); }
 };
 
 // Everything the cutover, soak and finalize steps need besides the streams.
@@ -946,7 +923,7 @@ Result<MigrateReport> runMigrationPhases(const MigrateOptions& o, MigrateReport 
   if (cutover) forward->prune_touched = pruner(cs.src, cs.dst, cs.src_tables, "forward");
   if (o.until_caught_up || cutover) {
     // Only decides; the attempt itself is the freezing step below, outside the stream loop.
-    forward->on_caught_up = [&](mover::PgApplier& applier) -> Result<CaughtUp> {
+    forward->on_caught_up = [&](mover::PgApplier&) -> Result<CaughtUp> {
       if (!cutover) return CaughtUp::kStop;
       SM_ASSIGN_OR_RETURN(auto req, takeRequest("catching_up"));
       if (req && *req == "rollback") {
@@ -957,12 +934,6 @@ Result<MigrateReport> runMigrationPhases(const MigrateOptions& o, MigrateReport 
       if (o.cutover_manual && !cutover_requested) return CaughtUp::kContinue;
       SM_ASSIGN_OR_RETURN(bool verified, pre_verify.poll(o, rec, cancel, report));
       if (!verified) return CaughtUp::kContinue;  // until the comparison has passed
-      if (auto whole = pre_verify.takeWholeTables(); !whole.empty()) {
-        // Kept in the applier's touched set (carried across reconnects and attempts).
-        mover::TouchedKeys t;
-        for (const auto& table : whole) t.whole_table[table] = true;
-        applier.restoreTouched(std::move(t));
-      }
       if (report.cutovers.size() >= o.cutover_attempts) {
         // Terminal for this run (not a connection problem to retry here): rerun to try again.
         return Status::refused("cutover did not succeed in " + std::to_string(o.cutover_attempts) +

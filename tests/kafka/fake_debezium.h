@@ -36,10 +36,12 @@ class FakeDebezium {
   // Streams `slot` (and its publication of the same name) of the source at `dsn` into topics
   // <prefix>.<schema>.<table> of `partitions` partitions (created by the caller), and commits
   // its position to kOffsetsTopic (created here) after each transaction's records are flushed.
+  // `commit_every`: how often the source offset is committed (Kafka Connect's
+  // offset.flush.interval.ms; records are produced as transactions come regardless).
   FakeDebezium(std::string dsn, std::string slot, MockKafka& kafka, std::string prefix,
-               int32_t partitions)
+               int32_t partitions, std::chrono::milliseconds commit_every = std::chrono::milliseconds(20))
       : dsn_(std::move(dsn)), slot_(std::move(slot)), kafka_(kafka), prefix_(prefix),
-        enc_(std::move(prefix), partitions) {
+        enc_(std::move(prefix), partitions), commit_every_(commit_every) {
     kafka_.createTopic(kOffsetsTopic, 3);
     thread_ = std::thread([this] { run(); });
   }
@@ -84,33 +86,41 @@ class FakeDebezium {
       uint64_t commit_lsn = 0, end_lsn = 0;
       uint32_t xid = 0;
     };
-    std::optional<Done> unflushed;
+    std::optional<Done> unflushed;  // produced, not yet acknowledged by the brokers
+    std::optional<Done> acked;      // acknowledged, offset not yet committed
+    std::string acked_marker;
     auto last_flush = std::chrono::steady_clock::now();
-    auto flushBatch = [&]() {
-      kafka_.flush();
+    auto last_commit = last_flush;
+    auto commitOffset = [&]() {
       KafkaRecord off;
       off.topic = kOffsetsTopic;
       off.partition = 1;
       off.key = nlohmann::json::array({kConnectorName, {{"server", prefix_}}}).dump();
-      off.value = nlohmann::json{{"lsn_proc", unflushed->commit_lsn}, {"lsn_commit", unflushed->commit_lsn},
-                                 {"lsn", unflushed->commit_lsn}, {"txId", unflushed->xid}}.dump();
+      off.value = nlohmann::json{{"lsn_proc", acked->commit_lsn}, {"lsn_commit", acked->commit_lsn},
+                                 {"lsn", acked->commit_lsn}, {"txId", acked->xid}}.dump();
       kafka_.produce({off});
-      (*source)->acknowledge(stampmover::common::Lsn(unflushed->end_lsn)).ignore();
-      unflushed.reset();
-      last_flush = std::chrono::steady_clock::now();
+      (*source)->acknowledge(stampmover::common::Lsn(acked->end_lsn)).ignore();
+      acked.reset();
+      last_commit = std::chrono::steady_clock::now();
       std::lock_guard lock(mu_);
-      if (!batch_marker_.empty()) seen_ = std::move(batch_marker_), batch_marker_.clear();
+      if (!acked_marker.empty()) seen_ = std::move(acked_marker), acked_marker.clear();
     };
     while (!stop_) {
-      auto ev = (*source)->next(std::chrono::milliseconds(unflushed ? 0 : 50));
+      auto ev = (*source)->next(std::chrono::milliseconds(unflushed ? 0 : acked ? 5 : 50));
       if (!ev) {
         ADD_FAILURE() << "fake debezium: " << ev.status().message();
         return;
       }
-      if (unflushed && (!ev->has_value() ||
-                        std::chrono::steady_clock::now() - last_flush >= std::chrono::milliseconds(20))) {
-        flushBatch();
+      const auto now = std::chrono::steady_clock::now();
+      if (unflushed && (!ev->has_value() || now - last_flush >= std::chrono::milliseconds(20))) {
+        kafka_.flush();
+        acked = unflushed;
+        unflushed.reset();
+        last_flush = std::chrono::steady_clock::now();
+        std::lock_guard lock(mu_);
+        if (!batch_marker_.empty()) acked_marker = std::move(batch_marker_), batch_marker_.clear();
       }
+      if (acked && now - last_commit >= commit_every_) commitOffset();
       if (!ev->has_value()) continue;
       const stampmover::common::ChangeEvent& c = **ev;
       switch (c.kind) {
@@ -131,8 +141,8 @@ class FakeDebezium {
           if (!txn.empty()) kafka_.produce(txn, /*flush=*/false);
           records_ += txn.size();
           txn.clear();
-          // Kafka Connect commits the source offset once the records before it are acked: at
-          // the batch's flush (the slot may release WAL only then, too).
+          // Kafka Connect commits the source offset once the records before it are acked: after
+          // the batch's flush, every commit_every (the slot may release WAL only then, too).
           unflushed = Done{c.txn.commit_lsn.value(), c.txn.end_lsn.value(), c.txn.xid};
           std::lock_guard lock(mu_);
           if (!pending_marker_.empty()) batch_marker_ = std::move(pending_marker_), pending_marker_.clear();
@@ -151,6 +161,7 @@ class FakeDebezium {
   std::atomic<uint64_t> records_{0};
   std::mutex mu_;
   std::string pending_marker_, batch_marker_, seen_;
+  std::chrono::milliseconds commit_every_;
   std::thread thread_;
 };
 

@@ -85,6 +85,7 @@ TEST_P(KafkaChaos, KilledThereThenRerunLosesNothing) {
   auto r = runStampmover(args);
   writer.stop();
   ASSERT_EQ(r.exit_code, 0) << "rerun:\n" << tail(r.err) << "\nfirst run:\n" << tail(first, 3000);
+  if (getenv("SM_SHOW_LOG")) std::fputs(r.err.c_str(), stderr);
   const std::string serving_name = c.rollback ? src_name : dst_name;
   EXPECT_EQ(scalar(e.cp, "SELECT stamp || ',' || state FROM stampmover_routing.routes WHERE tenant = '42'"),
             serving_name + ",active");
