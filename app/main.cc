@@ -224,10 +224,12 @@ int main(int argc, char** argv) {
                       "Freeze only when a drain just before it took less than this (ms); with "
                       "--cdc kafka the drain includes the Connect worker's offset commit "
                       "(offset.flush.interval.ms), so raise this and --window-timeout-ms above it")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   migrate->add_option("--cutover-attempts", mig_opts.cutover_attempts,
                       "Freeze attempts (each refused pre-check or rolled-back window counts) "
                       "before migrate stops, leaving the tenant on the source")
+      ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
   migrate->add_flag("--rollback-after-soak", mig_opts.rollback_after_soak,
                     "After the soak, cut back to the source instead of finalizing");
