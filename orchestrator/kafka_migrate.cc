@@ -230,6 +230,13 @@ class KafkaForward final : public ForwardStream {
       sleepFor(wait, cancel_);
       backoff = std::min(backoff * 2, o_.migrate.max_backoff);
       if (cancelled(cancel_)) return Status::cancelled("stopped while reconnecting; rerun to resume");
+      if (connected_once_) {
+        // The session that just failed had connected: a new run of failures starts here (an
+        // outage hours after the last one must not count toward --give-up-after).
+        failing_since = {};
+        backoff = std::chrono::milliseconds(100);
+        connected_once_ = false;
+      }
     }
   }
 
@@ -559,6 +566,7 @@ class KafkaForward final : public ForwardStream {
                                                    o_.migrate.copy.tenant_columns.per_table});
     SM_ASSIGN_OR_RETURN(source_, cdc::KafkaDebeziumSource::open(so, std::move(decoder)));
     *source_slot_ = source_.get();
+    connected_once_ = true;
     acked_ = std::max(acked_, origin);
     spdlog::info("kafka stream: {} partitions of {} topics from the offsets stored at the {}",
                  so.start.size(), plan_.topics.size(), ao.dest_label);
@@ -651,6 +659,7 @@ class KafkaForward final : public ForwardStream {
   bool fresh_ = false;  // a watermark's round trip was under caught_up_lag (the hook consumes it)
   Lsn drained_through_;  // a cutover drain's position, recorded after the window
   bool yielded_ = false;
+  bool connected_once_ = false;  // a session connected since the last backoff (run())
   Status pending_ = Status::ok();
   Lsn acked_{};
   mover::ApplierStats totals_{};
