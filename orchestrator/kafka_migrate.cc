@@ -43,13 +43,11 @@ using common::Status;
 
 namespace {
 
+// The copy's phases, before the phase machine takes over: `rec` keeps the phase it was saved with.
 Status savePhase(mover::CheckpointStore& store, mover::MigrationRecord& rec, const char* phase) {
   rec.phase = phase;
   rec.updated_unix_ms = common::nowUnixMs();
-  mover::CheckpointBatch b;
-  b.putMigration(rec);
-  SM_RETURN_IF_ERROR(store.write(b));
-  spdlog::info("migration {}: phase {}", rec.id, phase);
+  SM_RETURN_IF_ERROR(saveRecordPhase(store, rec, phase));
   return common::failpoint(std::string("phase.") + phase);  // a phase boundary, as runMigrate's
 }
 

@@ -519,24 +519,6 @@ class PgoutputForward final : public ForwardStream {
   Streamer s_;
 };
 
-Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationRecord& rec,
-                       const std::string& phase, ProgressSink* progress = nullptr) {
-  mover::MigrationRecord r = rec;
-  r.phase = phase;
-  r.updated_unix_ms = common::nowUnixMs();
-  mover::CheckpointBatch b;
-  b.putMigration(r);
-  SM_RETURN_IF_ERROR(store.write(b));
-  spdlog::info("migration {}: phase {}", rec.id, phase);
-  if (progress != nullptr) {
-    progress->update([&](MigrateProgress& p) {
-      p.phase = phase;
-      p.eta_seconds = -1;  // the next tick estimates the new phase
-    });
-  }
-  return Status::ok();
-}
-
 std::string reverseName(const std::string& forward) { return forward + "_r"; }
 
 // The full comparison of the tenant that must pass before the first freeze: the window's
@@ -776,6 +758,24 @@ Status abortMigration(const MigrateOptions& o, const mover::MigrationRecord& rec
 }
 
 }  // namespace
+
+Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationRecord& rec,
+                       const std::string& phase, ProgressSink* progress) {
+  mover::MigrationRecord r = rec;
+  r.phase = phase;
+  r.updated_unix_ms = common::nowUnixMs();
+  mover::CheckpointBatch b;
+  b.putMigration(r);
+  SM_RETURN_IF_ERROR(store.write(b));
+  spdlog::info("migration {}: phase {}", rec.id, phase);
+  if (progress != nullptr) {
+    progress->update([&](MigrateProgress& p) {
+      p.phase = phase;
+      p.eta_seconds = -1;  // the next tick estimates the new phase
+    });
+  }
+  return Status::ok();
+}
 
 Result<MigrateReport> runMigrate(const MigrateOptions& o, const std::atomic<bool>* cancel) {
   MigrateReport report;

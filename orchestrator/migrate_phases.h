@@ -39,6 +39,11 @@ class ProgressSink {
   MigrateProgress p_;
 };
 
+// Persists `rec` with `phase` (and a fresh update time) in one synced write, logs it, and tells
+// `progress` (when given). The phase machine's persist step; the Kafka copy's phases too.
+common::Status saveRecordPhase(mover::CheckpointStore& store, const mover::MigrationRecord& rec,
+                               const std::string& phase, ProgressSink* progress = nullptr);
+
 // What a stream does once it is caught up: keep following, end (committed, flushed and
 // checkpointed), or hand control back to the phase machine with the session still open (a
 // cutover runs outside the stream loop, then the stream resumes or finishes).
